@@ -1,0 +1,86 @@
+// The seam between the JSON-RPC layer (daemon/rpc, daemon/server) and the API
+// methods (daemon/methods): what a method is given and how it answers.
+//
+// Threads: everything on the loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace connmgr::rpc {
+
+using json = nlohmann::json;
+
+// SO_PEERCRED of the client's socket.
+struct PeerCredentials {
+  pid_t pid = -1;
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
+};
+
+// A client connection as methods see it. Owned by the socket server; methods
+// keep only std::weak_ptr<Session> (or copies of the shared_ptr for the
+// duration of a call), since the client may go away at any time.
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual uint64_t id() const = 0;
+  virtual const PeerCredentials& credentials() const = 0;
+  // Queues a notification line ({"jsonrpc":"2.0","method":...}) for the client.
+  // Dropped silently once the client has gone.
+  virtual void notify(const json& notification) = 0;
+  virtual bool closed() const = 0;
+  // Called once, on the loop, when the client goes away (e.g. to unsubscribe
+  // from events). Not called if the server shuts down first.
+  virtual void on_close(std::function<void()> hook) = 0;
+};
+
+// A JSON-RPC error with API.md §3's code, message and optional data object.
+struct RpcError {
+  int code = -32603;
+  std::string message;
+  json data;  // null: no "data" member
+};
+
+// One-shot answer of one call. Exactly one of result() / error() should be
+// called, once, on the loop thread, now or later; further calls are ignored.
+// Copies share the one answer (so a Reply can be captured by std::function).
+// Safe to call after the client has gone (the answer is dropped). When the
+// last copy is destroyed without an answer, -32603 is answered, so no request
+// is ever forgotten.
+class Reply {
+ public:
+  using Sink = std::function<void(bool is_error, json payload)>;
+  Reply() = default;
+  explicit Reply(Sink sink);
+
+  void result(json value);
+  void error(RpcError error);
+  bool answered() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+struct CallContext {
+  std::shared_ptr<Session> session;  // the caller's connection
+};
+
+// A method: its name, whether it changes state (then only privileged callers
+// may call it, API.md §4 "Who may call what"), and its handler. `params` is
+// always an object (an absent params member arrives as {}; positional array
+// params are refused with -32602 before the handler is called).
+struct Method {
+  std::string name;
+  bool changes_state = false;
+  std::function<void(const json& params, const CallContext& ctx, Reply reply)> handler;
+};
+
+}  // namespace connmgr::rpc

@@ -1,0 +1,67 @@
+// Events of API.md §4 and the bus that delivers them.
+//
+// The bus is synchronous and single-threaded: publish() calls every
+// subscriber in subscription order before it returns, so each subscriber
+// sees events in the order they happened. A subscriber may subscribe or
+// unsubscribe (itself or others) from inside a callback; an unsubscribed
+// subscriber gets no further events, not even the one being published.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace connmgr {
+
+enum class EventType {
+  kConnecting,
+  kConnected,
+  kConnectFailed,   // reason, attempt
+  kRetryScheduled,  // attempt, delay_ms, next_attempt_at
+  kDisconnected,    // reason: requested, closed, reset, idle_timeout, shutdown
+  kNodeAdded,
+  kNodeRemoved,
+};
+
+// API.md's spelling ("connect_failed"), and back; nullopt for an unknown name.
+std::string_view event_type_name(EventType type);
+std::optional<EventType> event_type_from_name(std::string_view name);
+const std::vector<EventType>& all_event_types();
+
+struct Event {
+  EventType type = EventType::kConnecting;
+  int64_t at = 0;  // unix ms
+  std::string node_id;
+  std::optional<int64_t> endpoint_id;
+  std::optional<std::string> protocol;
+  std::optional<std::string> reason;
+  std::optional<int> attempt;
+  std::optional<int64_t> delay_ms;
+  std::optional<int64_t> next_attempt_at;  // unix ms
+};
+
+class EventBus {
+ public:
+  using Subscriber = std::function<void(const Event&)>;
+  using SubscriptionId = uint64_t;
+
+  SubscriptionId subscribe(Subscriber subscriber);
+  void unsubscribe(SubscriptionId id);
+  void publish(const Event& event);
+  size_t subscriber_count() const;
+
+ private:
+  struct Entry {
+    SubscriptionId id;
+    Subscriber fn;
+    bool live;
+  };
+  std::vector<Entry> entries_;
+  SubscriptionId next_id_ = 1;
+  int publishing_ = 0;
+};
+
+}  // namespace connmgr

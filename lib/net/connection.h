@@ -1,0 +1,59 @@
+// Connection: an established link to a node, whatever its transport.
+//
+// Ownership: the ConnectionManager owns each Connection (unique_ptr). The
+// transport's libuv handles are released through uv_close after close() or
+// destruction; implementations keep that memory alive on their own until the
+// close callbacks have run, so destroying a Connection at any time is safe.
+//
+// Callbacks: the drop callback fires at most once, on the loop thread, when
+// the peer or the network ends the link (reason "closed", "reset",
+// "idle_timeout", or an errno name). It never fires after close() or
+// destruction, and never from inside close().
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace connmgr {
+
+class Connection {
+ public:
+  using DropCallback = std::function<void(const std::string& reason)>;
+
+  virtual ~Connection() = default;
+
+  virtual const std::string& node_id() const = 0;
+  virtual int64_t endpoint_id() const = 0;
+  virtual const std::string& protocol() const = 0;
+  // Remote: the address actually dialled (an IP literal) and port.
+  virtual const std::string& remote_address() const = 0;
+  virtual int remote_port() const = 0;
+  // Local "ip:port" as the kernel bound it.
+  virtual const std::string& local_address() const = 0;
+  virtual bool is_active() const = 0;
+  // Smoothed round-trip time when the transport knows it.
+  virtual std::optional<double> rtt_ms() const = 0;
+  // Ends the link gracefully (TCP: FIN; QUIC: CONNECTION_CLOSE). Idempotent.
+  virtual void close() = 0;
+
+  void set_drop_callback(DropCallback cb) { on_drop_ = std::move(cb); }
+
+ protected:
+  // For implementations: report a drop once, then forget the callback.
+  void notify_drop(const std::string& reason) {
+    if (on_drop_) {
+      auto cb = std::move(on_drop_);
+      on_drop_ = nullptr;
+      cb(reason);
+    }
+  }
+  void forget_drop_callback() { on_drop_ = nullptr; }
+
+ private:
+  DropCallback on_drop_;
+};
+
+}  // namespace connmgr

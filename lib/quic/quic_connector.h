@@ -1,0 +1,50 @@
+// QuicConnector: dials QUIC endpoints (protocol "quic") with ngtcp2 0.12.1 and
+// GnuTLS over uv_udp, on the libuv loop.
+//
+// Identity: SNI and verification name = the request's server_name, else its
+// address; ALPN = the request's alpn, else options.default_alpn; the peer's
+// certificate is verified against the system trust store or options.ca_file,
+// unless the request carries pin_sha256, in which case the peer is accepted
+// if and only if the SHA-256 of its SubjectPublicKeyInfo (base64) matches.
+// Failures: "tls", "pin_mismatch", "handshake", "timeout", "refused", "dns".
+// A held link sends keepalives every options.keepalive and ends after
+// options.idle_timeout of silence (drop reason "idle_timeout"); a peer
+// CONNECTION_CLOSE or stateless reset ends it with "closed" / "reset".
+// Owned by a ConnectorFactory; must outlive its dials and links.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <uv.h>
+
+#include "net/connector.h"
+#include "util/error.h"
+
+namespace connmgr {
+
+struct QuicOptions {
+  std::string default_alpn = "connmgr";
+  std::string ca_file;  // empty: the system trust store
+  std::chrono::milliseconds idle_timeout{30000};
+  std::chrono::milliseconds keepalive{10000};
+};
+
+class QuicConnector final : public Connector {
+ public:
+  // Fails (kInternal) when GnuTLS credentials or the CA file cannot be loaded.
+  static Result<std::unique_ptr<QuicConnector>> create(uv_loop_t* loop, QuicOptions options);
+  ~QuicConnector() override;
+
+  std::string_view name() const override { return "quic"; }
+  DialHandle connect(const DialRequest& request, ConnectCallback done) override;
+
+  struct Impl;
+
+ private:
+  explicit QuicConnector(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace connmgr

@@ -1,0 +1,122 @@
+// Store: the SQLite database of nodes and endpoints (API.md §1), the seed's
+// `nodestorage`.
+//
+// Ownership and threads: one Store per process, used from the libuv loop's
+// thread only. The Store owns its sqlite3 connection and one uv_timer_t that
+// flushes queued statistics; close() (or the destructor) flushes what it can
+// and closes the timer. Other processes may read and write the same file at
+// the same time: every query reads the database, never a cached copy.
+//
+// The loop never waits on another process's lock: the connection runs with a
+// busy timeout near zero. Reads work under a foreign write lock (WAL). A write
+// that meets SQLITE_BUSY either fails at once with ErrorCode::kStorage and
+// reason "locked" (the add/remove calls: callers may retry them, see
+// retry_when_locked in storage/write_retry.h), or, for statistics, stays
+// queued and is retried from the timer: an acknowledged record_* call is never
+// lost while the process lives, and close() keeps trying for a bounded time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "storage/endpoint.h"
+#include "storage/node.h"
+#include "util/error.h"
+
+namespace connmgr {
+
+struct StoreOptions {
+  std::string path;
+  // Queued statistics are written in one transaction at least this often.
+  std::chrono::milliseconds flush_interval{100};
+  // How long close() keeps retrying a flush that meets a foreign lock.
+  std::chrono::milliseconds close_lock_limit{5000};
+  // Open the file read-only on purpose (tools, tests). A file that cannot be
+  // written although this is false still opens: reads work, writes fail
+  // with reason "read_only".
+  bool read_only = false;
+};
+
+struct StoreCounts {
+  int64_t nodes = 0;
+  int64_t endpoints = 0;
+};
+
+class Store {
+ public:
+  // Opens or creates the database: WAL, foreign keys, schema migrations
+  // (idempotent, never destructive), the local node id. `loop` drives the
+  // statistics timer and must outlive the Store. Errors: kStorage with reason
+  // "read_only", "locked", "corrupt" ("not a database"), "io", "cantopen"; a
+  // file that is not a database is never overwritten.
+  static Result<std::unique_ptr<Store>> open(uv_loop_t* loop, StoreOptions options);
+
+  virtual ~Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // --- reads -----------------------------------------------------------
+  // Nodes ordered by id, at most `limit`, strictly after `after` if given.
+  virtual Result<NodePage> list_nodes(int limit, const std::optional<std::string>& after) = 0;
+  // kNodeNotFound when absent.
+  virtual Result<Node> get_node(const std::string& node_id) = 0;
+  // Many nodes' endpoints at once (for nodes.list with_endpoints), ranked.
+  virtual Result<std::vector<Endpoint>> endpoints_of_nodes(
+      const std::vector<std::string>& node_ids) = 0;
+  // A node's endpoints, optionally of one protocol, best first: success_count
+  // desc, failure_count asc, last_success_at desc (never-succeeded last), id
+  // asc. kNodeNotFound when the node does not exist.
+  virtual Result<std::vector<Endpoint>> endpoints_of(
+      const std::string& node_id, const std::optional<std::string>& protocol) = 0;
+  // kEndpointNotFound when absent.
+  virtual Result<Endpoint> get_endpoint(int64_t endpoint_id) = 0;
+  virtual Result<StoreCounts> counts() = 0;
+
+  // --- writes (each one transaction) -----------------------------------
+  // kAlreadyExists when the node id, or an endpoint's (protocol, address,
+  // port) within the spec, already exists; nothing is written then.
+  virtual Result<NodeWithEndpoints> add_node(const NodeSpec& spec) = 0;
+  // Removes the node and (cascade) its endpoints. kNodeNotFound when absent.
+  virtual Status remove_node(const std::string& node_id) = 0;
+  // kNodeNotFound, kAlreadyExists (same node, protocol, address, port).
+  virtual Result<Endpoint> add_endpoint(const std::string& node_id, const EndpointSpec& spec) = 0;
+  // kEndpointNotFound when absent.
+  virtual Status remove_endpoint(int64_t endpoint_id) = 0;
+
+  // --- statistics ------------------------------------------------------
+  // Cheap: each queues a delta in memory (no SQL). Deltas are written in one
+  // transaction per flush; a flush that meets a lock keeps the queue and is
+  // retried from the timer. Deltas for an endpoint removed meanwhile are
+  // dropped at flush.
+  virtual void record_success(int64_t endpoint_id, int64_t at_unix_ms) = 0;
+  virtual void record_failure(int64_t endpoint_id, const std::string& reason,
+                              int64_t at_unix_ms) = 0;
+  // Writes the queue now. On a lock the queue is kept and the error returned.
+  virtual Status flush() = 0;
+  // Endpoint deltas waiting to be written.
+  virtual size_t pending_stats() const = 0;
+
+  // --- identity and shutdown ------------------------------------------
+  // Generated once (random, 32 hex chars) and kept in the `local_node` table,
+  // unless set_local_node_id() was called with a configured id.
+  virtual const std::string& local_node_id() const = 0;
+  virtual Status set_local_node_id(const std::string& node_id) = 0;
+  virtual const std::string& path() const = 0;
+
+  // Flushes (retrying a locked flush up to close_lock_limit, without running
+  // the loop: this is for shutdown), stops the timer and closes SQLite. The
+  // timer handle is released through the loop: run the loop once more after
+  // close() before closing the loop. Idempotent.
+  virtual Status close() = 0;
+
+ protected:
+  Store() = default;
+};
+
+}  // namespace connmgr
