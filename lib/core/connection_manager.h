@@ -134,14 +134,25 @@ class ConnectionManager {
   struct Link;  // one node's link state machine (in the .cc)
 
  private:
-  friend struct Link;
+  struct Deferred;  // calls run on a later loop turn (in the .cc)
+  struct Waiter {
+    ConnectDone done;
+    bool wait = false;
+  };
+
+  void join_or_start(const ConnectRequest& request, ConnectDone done);
+  void configure(Link& link, const ConnectRequest& request);
   void start_attempt(Link& link);
   void on_dial_done(const std::string& node_id, uint64_t generation,
                     Result<std::unique_ptr<Connection>> result);
-  void on_drop(const std::string& node_id, const std::string& reason);
+  void on_drop(const std::string& node_id, uint64_t generation, const std::string& reason);
+  void on_retry_timer(const std::string& node_id, uint64_t generation);
   void schedule_retry(Link& link, int failed_attempts);
-  void finish_waiters(Link& link, bool success, const Error* error, const ConnectFailure* failure);
-  void remove_link(const std::string& node_id);
+  void fail_link(Link& link, const Error& error);
+  void answer_success(Link& link, bool reused);
+  void end_link(const std::string& node_id, const char* reason, bool answer_cancelled,
+                DisconnectOutcome* outcome);
+  void stop_timer(Link& link);
   void post(std::function<void()> fn);
   void publish(Event event);
   LinkInfo info_of(const Link& link) const;
@@ -154,9 +165,7 @@ class ConnectionManager {
   std::map<std::string, std::unique_ptr<Link>> links_;
   uint64_t next_generation_ = 1;
   bool shut_down_ = false;
-  // Deferred calls so that callbacks never run inside connect().
-  struct Poster;
-  std::unique_ptr<Poster> poster_;
+  std::unique_ptr<Deferred> deferred_;
 };
 
 }  // namespace connmgr

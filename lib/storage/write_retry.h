@@ -3,8 +3,9 @@
 // timer with growing delays until `limit` has passed; then report the last
 // error ("locked past its limit"). The loop is never blocked.
 //
-// `write` is called on the loop thread, once now and again on each retry;
-// `done` is called exactly once with its last result. Returns a handle whose
+// `write` is called on the loop thread, first on the next loop turn and again
+// on each retry; `done` is called exactly once with its last result, never
+// from inside retry_when_locked(). Returns a handle whose
 // cancel() stops the retries (done is then not called).
 #pragma once
 

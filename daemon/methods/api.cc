@@ -1,0 +1,429 @@
+#include "methods/api.h"
+
+#include <algorithm>
+
+#include "methods/json_codec.h"
+#include "methods/params.h"
+#include "util/clock.h"
+
+namespace connmgr::methods {
+
+using rpc::json;
+
+namespace {
+
+constexpr int64_t kMaxPageSize = 10000;
+constexpr int64_t kDefaultPageSize = 1000;
+constexpr size_t kMaxIdBytes = 256;
+constexpr int64_t kMaxTimeoutMs = 3600 * 1000;
+constexpr int64_t kMaxDelayMs = 24 * 3600 * 1000;
+constexpr int64_t kMaxAttempts = 1000000;
+
+// base64 of a 32-byte digest: 43 alphabet characters and one '='.
+bool is_pin(const std::string& s) {
+  if (s.size() != 44 || s[43] != '=') return false;
+  return std::all_of(s.begin(), s.end() - 1, [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '+' || c == '/';
+  });
+}
+
+// Reads one endpoint's fields (nodes.add's `endpoints[]`, endpoints.add).
+EndpointSpec read_endpoint_spec(ParamReader& p) {
+  EndpointSpec e;
+  e.protocol = p.req_string("protocol", 64);
+  e.address = p.req_string("address", 255);
+  e.port = static_cast<int>(p.req_int("port", 1, 65535));
+  e.server_name = p.opt_string("server_name", 255);
+  e.alpn = p.opt_string("alpn", 255);
+  e.pin_sha256 = p.opt_string("pin_sha256", 64);
+  if (e.pin_sha256 && !is_pin(*e.pin_sha256))
+    p.fail("pin_sha256 must be the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)");
+  return e;
+}
+
+// Details for the server errors that name what was looked for.
+json details_for(const Error& e, const std::optional<std::string>& node_id,
+                 const std::optional<int64_t>& endpoint_id) {
+  json d = json::object();
+  switch (e.code()) {
+    case ErrorCode::kNodeNotFound:
+    case ErrorCode::kNoUsableEndpoint:
+    case ErrorCode::kCancelled:
+    case ErrorCode::kAlreadyExists:
+      if (node_id) d["node_id"] = *node_id;
+      if (endpoint_id) d["endpoint_id"] = *endpoint_id;
+      break;
+    case ErrorCode::kEndpointNotFound:
+      if (endpoint_id) d["endpoint_id"] = *endpoint_id;
+      break;
+    case ErrorCode::kUnsupportedProtocol:
+      if (!e.reason().empty()) d["protocol"] = e.reason();
+      break;
+    default:
+      break;
+  }
+  return d;
+}
+
+}  // namespace
+
+Api::Api(ApiContext context) : ctx_(std::move(context)), alive_(std::make_shared<bool>(true)) {}
+
+Api::~Api() {
+  *alive_ = false;
+  for (const auto& [session, sub] : subscriptions_) ctx_.events->unsubscribe(sub);
+}
+
+std::vector<rpc::Method> Api::methods() {
+  using Handler = void (Api::*)(const Params&, const Ctx&, Reply);
+  struct Entry {
+    const char* name;
+    bool changes_state;
+    Handler handler;
+  };
+  // API.md §4: the method names, spelled once; changes_state marks what only
+  // privileged callers may call ("Who may call what").
+  static constexpr Entry kMethods[] = {
+      {"nodes.list", false, &Api::nodes_list},
+      {"nodes.get", false, &Api::nodes_get},
+      {"nodes.add", true, &Api::nodes_add},
+      {"nodes.remove", true, &Api::nodes_remove},
+      {"endpoints.list", false, &Api::endpoints_list},
+      {"endpoints.add", true, &Api::endpoints_add},
+      {"endpoints.remove", true, &Api::endpoints_remove},
+      {"connect", true, &Api::connect},
+      {"disconnect", true, &Api::disconnect},
+      {"connections.list", false, &Api::connections_list},
+      {"events.subscribe", false, &Api::events_subscribe},
+      {"events.unsubscribe", false, &Api::events_unsubscribe},
+      {"status", false, &Api::status},
+  };
+  std::vector<rpc::Method> out;
+  for (const auto& e : kMethods) {
+    Handler h = e.handler;
+    out.push_back(rpc::Method{e.name, e.changes_state,
+                              [this, h](const Params& p, const Ctx& c, Reply r) {
+                                (this->*h)(p, c, std::move(r));
+                              }});
+  }
+  return out;
+}
+
+bool Api::connected(const std::string& node_id) const {
+  auto link = ctx_.manager->link_of(node_id);
+  return link && link->state == LinkState::kActive;
+}
+
+void Api::write(std::function<Status()> fn, std::function<void(Status)> done) {
+  retry_when_locked(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
+}
+
+// --- nodes --------------------------------------------------------------------
+
+void Api::nodes_list(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto limit = p.opt_int("limit", 1, kMaxPageSize).value_or(kDefaultPageSize);
+  const auto after = p.opt_string("after", kMaxIdBytes);
+  const bool with_endpoints = p.opt_bool("with_endpoints").value_or(false);
+  if (!p.finish()) return reply.error(p.error());
+
+  auto page = ctx_.manager->get_all_nodes(static_cast<int>(limit), after);
+  if (!page) return reply.error(to_rpc_error(page.error()));
+  json nodes = json::array();
+  std::map<std::string, json> endpoints_by_node;
+  if (with_endpoints && !page->nodes.empty()) {
+    std::vector<std::string> ids;
+    ids.reserve(page->nodes.size());
+    for (const auto& n : page->nodes) ids.push_back(n.id);
+    auto eps = ctx_.store->endpoints_of_nodes(ids);
+    if (!eps) return reply.error(to_rpc_error(eps.error()));
+    for (const auto& e : *eps) {
+      auto& list = endpoints_by_node[e.node_id];
+      if (list.is_null()) list = json::array();
+      list.push_back(to_json(e));
+    }
+  }
+  for (const auto& n : page->nodes) {
+    json j = to_json(n, connected(n.id));
+    if (with_endpoints) {
+      auto it = endpoints_by_node.find(n.id);
+      j["endpoints"] = it == endpoints_by_node.end() ? json::array() : std::move(it->second);
+    }
+    nodes.push_back(std::move(j));
+  }
+  reply.result(json{{"nodes", std::move(nodes)},
+                    {"next", page->next ? json(*page->next) : json(nullptr)}});
+}
+
+void Api::nodes_get(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  if (!p.finish()) return reply.error(p.error());
+  auto node = ctx_.manager->get_node_by_id(node_id);
+  if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
+  auto eps = ctx_.manager->get_endpoints_for_node(node_id, std::nullopt);
+  if (!eps) return reply.error(to_rpc_error(eps.error(), details_for(eps.error(), node_id, {})));
+  json j = to_json(*node, connected(node_id));
+  json list = json::array();
+  for (const auto& e : *eps) list.push_back(to_json(e));
+  j["endpoints"] = std::move(list);
+  reply.result(std::move(j));
+}
+
+void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  NodeSpec spec;
+  spec.id = p.req_string("id", kMaxIdBytes);
+  spec.name = p.opt_string("name", 1024);
+  if (const json* eps = p.opt_array("endpoints")) {
+    for (size_t i = 0; i < eps->size() && p.ok(); ++i) {
+      ParamReader ep((*eps)[i], "endpoints[" + std::to_string(i) + "].");
+      spec.endpoints.push_back(read_endpoint_spec(ep));
+      if (!ep.finish()) return reply.error(ep.error());
+    }
+  }
+  if (!p.finish()) return reply.error(p.error());
+
+  auto added = std::make_shared<std::optional<NodeWithEndpoints>>();
+  write(
+      [this, spec, added]() -> Status {
+        auto r = ctx_.store->add_node(spec);
+        if (!r) return r.error();
+        *added = std::move(r).value();
+        return ok_status();
+      },
+      [this, alive = alive_, reply, added, id = spec.id](Status st) mutable {
+        if (!*alive) return;
+        if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
+        counts_valid_ = false;
+        Event ev;
+        ev.type = EventType::kNodeAdded;
+        ev.at = unix_now_ms();
+        ev.node_id = id;
+        ctx_.events->publish(ev);
+        json j = to_json((*added)->node, false);
+        json list = json::array();
+        for (const auto& e : (*added)->endpoints) list.push_back(to_json(e));
+        j["endpoints"] = std::move(list);
+        reply.result(std::move(j));
+      });
+}
+
+void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  if (!p.finish()) return reply.error(p.error());
+  auto node = ctx_.store->get_node(node_id);
+  if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
+  // API.md: nodes.remove disconnects the node first.
+  ctx_.manager->disconnect_node(node_id);
+  write([this, node_id] { return ctx_.store->remove_node(node_id); },
+        [this, alive = alive_, reply, node_id](Status st) mutable {
+          if (!*alive) return;
+          if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
+          counts_valid_ = false;
+          Event ev;
+          ev.type = EventType::kNodeRemoved;
+          ev.at = unix_now_ms();
+          ev.node_id = node_id;
+          ctx_.events->publish(ev);
+          reply.result(json{{"node_id", node_id}, {"removed", true}});
+        });
+}
+
+// --- endpoints ----------------------------------------------------------------
+
+void Api::endpoints_list(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  const auto protocol = p.opt_string("protocol", 64);
+  if (!p.finish()) return reply.error(p.error());
+  auto eps = ctx_.manager->get_endpoints_for_node(node_id, protocol);
+  if (!eps) return reply.error(to_rpc_error(eps.error(), details_for(eps.error(), node_id, {})));
+  json list = json::array();
+  for (const auto& e : *eps) list.push_back(to_json(e));
+  reply.result(json{{"endpoints", std::move(list)}});
+}
+
+void Api::endpoints_add(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  const EndpointSpec spec = read_endpoint_spec(p);
+  if (!p.finish()) return reply.error(p.error());
+  auto added = std::make_shared<std::optional<Endpoint>>();
+  write(
+      [this, node_id, spec, added]() -> Status {
+        auto r = ctx_.store->add_endpoint(node_id, spec);
+        if (!r) return r.error();
+        *added = std::move(r).value();
+        return ok_status();
+      },
+      [this, alive = alive_, reply, added, node_id](Status st) mutable {
+        if (!*alive) return;
+        if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
+        counts_valid_ = false;
+        reply.result(to_json(**added));
+      });
+}
+
+void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto endpoint_id = p.req_int("endpoint_id", 1, INT64_MAX);
+  if (!p.finish()) return reply.error(p.error());
+  write([this, endpoint_id] { return ctx_.store->remove_endpoint(endpoint_id); },
+        [this, alive = alive_, reply, endpoint_id](Status st) mutable {
+          if (!*alive) return;
+          if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
+          counts_valid_ = false;
+          reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
+        });
+}
+
+// --- links --------------------------------------------------------------------
+
+void Api::connect(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  ConnectRequest req;
+  req.endpoint_id = p.opt_int("endpoint_id", 1, INT64_MAX);
+  req.node_id = p.opt_string("node_id", kMaxIdBytes);
+  req.protocol = p.opt_string("protocol", 64);
+  if (auto t = p.opt_int("timeout_ms", 1, kMaxTimeoutMs)) req.timeout = std::chrono::milliseconds(*t);
+  if (const json* r = p.opt_object("retry")) {
+    ParamReader rp(*r, "retry.");
+    RetryOptions retry = RetryOptions::from_config(ctx_.manager->config());
+    retry.max_attempts = static_cast<int>(rp.opt_int("max_attempts", 1, kMaxAttempts).value_or(retry.max_attempts));
+    retry.exponential = rp.opt_bool("exponential").value_or(retry.exponential);
+    retry.initial_delay = std::chrono::milliseconds(
+        rp.opt_int("initial_delay_ms", 0, kMaxDelayMs).value_or(retry.initial_delay.count()));
+    retry.max_delay = std::chrono::milliseconds(
+        rp.opt_int("max_delay_ms", 0, kMaxDelayMs).value_or(retry.max_delay.count()));
+    if (!rp.finish()) return reply.error(rp.error());
+    req.retry = retry;
+  }
+  req.wait = p.opt_bool("wait").value_or(false);
+  req.reconnect = p.opt_bool("reconnect").value_or(false);
+  if (p.ok() && req.endpoint_id.has_value() == req.node_id.has_value())
+    p.fail("give exactly one of endpoint_id and node_id");
+  if (p.ok() && req.protocol && req.endpoint_id)
+    p.fail("protocol goes with node_id only (an endpoint has its own protocol)");
+  if (!p.finish()) return reply.error(p.error());
+
+  ctx_.manager->connect(req, [reply, node_id = req.node_id, endpoint_id = req.endpoint_id](
+                                 Result<ConnectOutcome> r, const ConnectFailure* failure) mutable {
+    if (r.ok()) {
+      json j = to_json(r->link);
+      j["reused"] = r->reused;
+      return reply.result(std::move(j));
+    }
+    if (failure) return reply.error(connect_failed_error(r.error(), *failure));
+    reply.error(to_rpc_error(r.error(), details_for(r.error(), node_id, endpoint_id)));
+  });
+}
+
+void Api::disconnect(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  if (!p.finish()) return reply.error(p.error());
+  auto out = ctx_.manager->disconnect_node(node_id);
+  reply.result(json{{"node_id", node_id},
+                    {"was_connected", out.was_connected},
+                    {"cancelled_attempts", out.cancelled_attempts}});
+}
+
+void Api::connections_list(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const bool include_pending = p.opt_bool("include_pending").value_or(false);
+  if (!p.finish()) return reply.error(p.error());
+  json list = json::array();
+  for (const auto& l : ctx_.manager->get_active_connections(include_pending))
+    list.push_back(to_json(l));
+  reply.result(json{{"connections", std::move(list)}});
+}
+
+// --- events -------------------------------------------------------------------
+
+void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
+  ParamReader p(params);
+  uint32_t mask = 0;
+  if (const json* types = p.opt_array("types")) {
+    for (const auto& t : *types) {
+      auto type = t.is_string() ? event_type_from_name(t.get<std::string>()) : std::nullopt;
+      if (!type) {
+        p.fail("types has an unknown event type " + t.dump() +
+               " (known: connecting, connected, connect_failed, retry_scheduled, disconnected, "
+               "node_added, node_removed)");
+        break;
+      }
+      mask |= 1u << static_cast<unsigned>(*type);
+    }
+  } else {
+    mask = ~0u;
+  }
+  if (!p.finish()) return reply.error(p.error());
+  if (!ctx.session) return reply.error(rpc::RpcError{-32603, "no session to deliver events to", nullptr});
+
+  const uint64_t sid = ctx.session->id();
+  const bool first = subscriptions_.count(sid) == 0;
+  unsubscribe(sid);
+  std::weak_ptr<rpc::Session> weak = ctx.session;
+  subscriptions_[sid] = ctx_.events->subscribe([weak, mask](const Event& e) {
+    if (!(mask & (1u << static_cast<unsigned>(e.type)))) return;
+    if (auto s = weak.lock()) s->notify(event_notification(e));
+  });
+  if (first) {
+    ctx.session->on_close([this, alive = alive_, sid] {
+      if (*alive) unsubscribe(sid);
+    });
+  }
+  reply.result(json{{"subscribed", true}});
+}
+
+void Api::events_unsubscribe(const Params& params, const Ctx& ctx, Reply reply) {
+  ParamReader p(params);
+  if (!p.finish()) return reply.error(p.error());
+  if (ctx.session) unsubscribe(ctx.session->id());
+  reply.result(json{{"subscribed", false}});
+}
+
+void Api::unsubscribe(uint64_t session_id) {
+  auto it = subscriptions_.find(session_id);
+  if (it == subscriptions_.end()) return;
+  ctx_.events->unsubscribe(it->second);
+  subscriptions_.erase(it);
+}
+
+// --- status -------------------------------------------------------------------
+
+void Api::status(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  if (!p.finish()) return reply.error(p.error());
+  const uint64_t now = static_cast<uint64_t>(unix_now_ms());
+  if (!counts_valid_ || now - counts_at_ms_ >= 1000) {
+    auto c = ctx_.store->counts();
+    if (c) {
+      counts_ = *c;
+      counts_at_ms_ = now;
+      counts_valid_ = true;
+    }
+  }
+  json connectors = json::array();
+  for (const auto& name : ctx_.connectors->names()) connectors.push_back(name);
+  reply.result(json{
+      {"version", ctx_.version},
+      {"node_id", ctx_.store->local_node_id()},
+      {"uptime_s", (now - ctx_.started_at_ms) / 1000},
+      {"database", ctx_.store->path()},
+      {"socket", ctx_.socket_path},
+      {"connectors", std::move(connectors)},
+      {"counts",
+       {{"nodes", counts_.nodes},
+        {"endpoints", counts_.endpoints},
+        {"active", ctx_.manager->active_count()},
+        {"pending", ctx_.manager->pending_count()},
+        {"clients", ctx_.client_count ? ctx_.client_count() : 0}}},
+      {"config", ctx_.config_json ? ctx_.config_json() : json::object()},
+  });
+}
+
+}  // namespace connmgr::methods

@@ -1,0 +1,93 @@
+// Api: the methods of API.md §4 as rpc::Method entries, binding JSON params
+// to the ConnectionManager, the Store and the EventBus.
+//
+// Ownership: borrows everything in ApiContext, which must outlive it. Keeps
+// one event subscription per subscribed client session, dropped when the
+// session closes, on events.unsubscribe, or with the Api.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "core/connection_manager.h"
+#include "core/events.h"
+#include "net/connector_factory.h"
+#include "rpc/method.h"
+#include "storage/store.h"
+#include "storage/write_retry.h"
+
+namespace connmgr::methods {
+
+struct ApiContext {
+  uv_loop_t* loop = nullptr;
+  Store* store = nullptr;
+  ConnectionManager* manager = nullptr;
+  EventBus* events = nullptr;
+  ConnectorFactory* connectors = nullptr;
+  // How long a write (nodes.add, ...) waits for another process's lock
+  // before it fails with -32020 reason "locked".
+  std::chrono::milliseconds write_lock_limit{5000};
+  // What `status` shows of the daemon around the API.
+  std::string version;
+  std::string socket_path;
+  std::function<size_t()> client_count;
+  std::function<rpc::json()> config_json;
+  uint64_t started_at_ms = 0;  // uv_now-independent: unix ms
+};
+
+class Api {
+ public:
+  explicit Api(ApiContext context);
+  ~Api();
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
+
+  // Every method of API.md §4, each named once here.
+  std::vector<rpc::Method> methods();
+
+  // Subscribed sessions (for status and tests).
+  size_t subscriber_count() const { return subscriptions_.size(); }
+
+ private:
+  using Params = rpc::json;
+  using Ctx = rpc::CallContext;
+  using Reply = rpc::Reply;
+
+  void nodes_list(const Params&, const Ctx&, Reply);
+  void nodes_get(const Params&, const Ctx&, Reply);
+  void nodes_add(const Params&, const Ctx&, Reply);
+  void nodes_remove(const Params&, const Ctx&, Reply);
+  void endpoints_list(const Params&, const Ctx&, Reply);
+  void endpoints_add(const Params&, const Ctx&, Reply);
+  void endpoints_remove(const Params&, const Ctx&, Reply);
+  void connect(const Params&, const Ctx&, Reply);
+  void disconnect(const Params&, const Ctx&, Reply);
+  void connections_list(const Params&, const Ctx&, Reply);
+  void events_subscribe(const Params&, const Ctx&, Reply);
+  void events_unsubscribe(const Params&, const Ctx&, Reply);
+  void status(const Params&, const Ctx&, Reply);
+
+  // Runs a Store write, retrying it while another process holds the lock.
+  void write(std::function<Status()> fn, std::function<void(Status)> done);
+  void unsubscribe(uint64_t session_id);
+  bool connected(const std::string& node_id) const;
+
+  ApiContext ctx_;
+  std::map<uint64_t, EventBus::SubscriptionId> subscriptions_;
+  // Live flag captured by callbacks that may outlive the Api (session close
+  // hooks, write retries).
+  std::shared_ptr<bool> alive_;
+  // `status` counts rows at most this often: COUNT(*) over a million nodes
+  // costs tens of milliseconds, too much for every call on the loop.
+  StoreCounts counts_;
+  uint64_t counts_at_ms_ = 0;
+  bool counts_valid_ = false;
+};
+
+}  // namespace connmgr::methods

@@ -1,0 +1,106 @@
+#include "methods/json_codec.h"
+
+#include "util/clock.h"
+
+namespace connmgr::methods {
+
+using rpc::json;
+
+namespace {
+
+json opt(const std::optional<std::string>& v) { return v ? json(*v) : json(nullptr); }
+json opt_time(const std::optional<int64_t>& v) {
+  return v ? json(format_rfc3339_ms(*v)) : json(nullptr);
+}
+
+}  // namespace
+
+json to_json(const Endpoint& e) {
+  return json{
+      {"id", e.id},
+      {"node_id", e.node_id},
+      {"protocol", e.protocol},
+      {"address", e.address},
+      {"port", e.port},
+      {"server_name", opt(e.server_name)},
+      {"alpn", opt(e.alpn)},
+      {"pin_sha256", opt(e.pin_sha256)},
+      {"success_count", e.success_count},
+      {"failure_count", e.failure_count},
+      {"last_success_at", opt_time(e.last_success_at)},
+      {"last_failure_at", opt_time(e.last_failure_at)},
+      {"last_error", opt(e.last_error)},
+  };
+}
+
+json to_json(const Node& n, bool connected) {
+  return json{
+      {"id", n.id},
+      {"name", opt(n.name)},
+      {"created_at", format_rfc3339_ms(n.created_at)},
+      {"connected", connected},
+  };
+}
+
+json to_json(const LinkInfo& l) {
+  json j{
+      {"node_id", l.node_id},
+      {"endpoint_id", l.endpoint_id == 0 ? json(nullptr) : json(l.endpoint_id)},
+      {"protocol", l.protocol.empty() ? json(nullptr) : json(l.protocol)},
+      {"address", l.address.empty() ? json(nullptr) : json(l.address)},
+      {"port", l.port == 0 ? json(nullptr) : json(l.port)},
+      {"local_address", l.local_address.empty() ? json(nullptr) : json(l.local_address)},
+      {"state", std::string(link_state_name(l.state))},
+      {"since", format_rfc3339_ms(l.since)},
+      {"attempts", l.attempts},
+      {"rtt_ms", l.rtt_ms ? json(*l.rtt_ms) : json(nullptr)},
+      {"reconnect", l.reconnect},
+  };
+  if (l.next_attempt_at) j["next_attempt_at"] = format_rfc3339_ms(*l.next_attempt_at);
+  return j;
+}
+
+json to_json(const Event& e) {
+  json j{
+      {"type", std::string(event_type_name(e.type))},
+      {"at", format_rfc3339_ms(e.at)},
+      {"node_id", e.node_id},
+  };
+  if (e.endpoint_id) j["endpoint_id"] = *e.endpoint_id;
+  if (e.protocol) j["protocol"] = *e.protocol;
+  if (e.reason) j["reason"] = *e.reason;
+  if (e.attempt) j["attempt"] = *e.attempt;
+  if (e.delay_ms) j["delay_ms"] = *e.delay_ms;
+  if (e.next_attempt_at) j["next_attempt_at"] = format_rfc3339_ms(*e.next_attempt_at);
+  return j;
+}
+
+json event_notification(const Event& e) {
+  return json{{"jsonrpc", "2.0"}, {"method", "event"}, {"params", to_json(e)}};
+}
+
+rpc::RpcError to_rpc_error(const Error& error, json details) {
+  rpc::RpcError out;
+  out.code = error.rpc_code();
+  out.message = error.message();
+  // Server codes (-32099..-32000) always carry a data object; standard codes
+  // only when there is something to say.
+  const bool server_code = out.code >= -32099 && out.code <= -32000;
+  json data = details.is_object() ? std::move(details) : json::object();
+  if (!error.reason().empty() && !data.contains("reason")) data["reason"] = error.reason();
+  if (server_code || !data.empty()) out.data = std::move(data);
+  return out;
+}
+
+rpc::RpcError connect_failed_error(const Error& error, const ConnectFailure& f) {
+  json data{
+      {"endpoint_id", f.endpoint_id},
+      {"attempts", f.attempts},
+      {"reason", f.reason},
+      {"retry_scheduled", f.retry_scheduled},
+  };
+  if (f.next_attempt_at) data["next_attempt_at"] = format_rfc3339_ms(*f.next_attempt_at);
+  return to_rpc_error(error, std::move(data));
+}
+
+}  // namespace connmgr::methods

@@ -1,0 +1,30 @@
+// The API's JSON shapes (API.md §4 "Objects", proto/connmgr.openrpc.json):
+// the one place where records, links, events and errors become JSON.
+// Times become RFC 3339 UTC strings; absent values become null.
+#pragma once
+
+#include "core/connection_manager.h"
+#include "core/events.h"
+#include "rpc/method.h"
+#include "storage/endpoint.h"
+#include "storage/node.h"
+#include "util/error.h"
+
+namespace connmgr::methods {
+
+rpc::json to_json(const Endpoint& endpoint);
+// `connected`: whether the node has an active link now.
+rpc::json to_json(const Node& node, bool connected);
+rpc::json to_json(const LinkInfo& link);
+// The params of an `event` notification.
+rpc::json to_json(const Event& event);
+// A whole notification line's object.
+rpc::json event_notification(const Event& event);
+
+// An Error as a JSON-RPC error. Server codes always carry a `data` object:
+// `details` (may be null) merged with what the Error itself knows (its reason).
+rpc::RpcError to_rpc_error(const Error& error, rpc::json details = nullptr);
+// A failed connect's -32010 error with API.md §3's data.
+rpc::RpcError connect_failed_error(const Error& error, const ConnectFailure& failure);
+
+}  // namespace connmgr::methods

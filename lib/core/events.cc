@@ -1,0 +1,82 @@
+#include "core/events.h"
+
+#include <algorithm>
+
+namespace connmgr {
+
+namespace {
+
+struct TypeName {
+  EventType type;
+  std::string_view name;
+};
+
+// API.md §4 "Events": the one place these names are spelled.
+constexpr TypeName kTypeNames[] = {
+    {EventType::kConnecting, "connecting"},
+    {EventType::kConnected, "connected"},
+    {EventType::kConnectFailed, "connect_failed"},
+    {EventType::kRetryScheduled, "retry_scheduled"},
+    {EventType::kDisconnected, "disconnected"},
+    {EventType::kNodeAdded, "node_added"},
+    {EventType::kNodeRemoved, "node_removed"},
+};
+
+}  // namespace
+
+std::string_view event_type_name(EventType type) {
+  for (const auto& t : kTypeNames)
+    if (t.type == type) return t.name;
+  return "unknown";
+}
+
+std::optional<EventType> event_type_from_name(std::string_view name) {
+  for (const auto& t : kTypeNames)
+    if (t.name == name) return t.type;
+  return std::nullopt;
+}
+
+const std::vector<EventType>& all_event_types() {
+  static const std::vector<EventType> all = [] {
+    std::vector<EventType> v;
+    for (const auto& t : kTypeNames) v.push_back(t.type);
+    return v;
+  }();
+  return all;
+}
+
+EventBus::SubscriptionId EventBus::subscribe(Subscriber subscriber) {
+  const SubscriptionId id = next_id_++;
+  entries_.push_back(Entry{id, std::move(subscriber), true});
+  return id;
+}
+
+void EventBus::unsubscribe(SubscriptionId id) {
+  for (auto& e : entries_)
+    if (e.id == id) e.live = false;
+  // Entries are erased only outside publish(), so that a subscriber may
+  // unsubscribe from inside its own callback without invalidating the loop.
+  if (publishing_ == 0)
+    std::erase_if(entries_, [](const Entry& e) { return !e.live; });
+}
+
+void EventBus::publish(const Event& event) {
+  ++publishing_;
+  // Index loop: subscribe() from a callback may grow the vector; subscribers
+  // added during this publish do not see this event.
+  const size_t n = entries_.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (!entries_[i].live) continue;
+    auto fn = entries_[i].fn;  // the callback may unsubscribe itself
+    fn(event);
+  }
+  if (--publishing_ == 0)
+    std::erase_if(entries_, [](const Entry& e) { return !e.live; });
+}
+
+size_t EventBus::subscriber_count() const {
+  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
+                                           [](const Entry& e) { return e.live; }));
+}
+
+}  // namespace connmgr

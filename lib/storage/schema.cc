@@ -1,0 +1,168 @@
+#include "storage/schema.h"
+
+#include <set>
+
+namespace connmgr::schema {
+
+namespace {
+
+// API.md §1, word for word: the contract other programs write against.
+constexpr const char* kApiTables = R"sql(
+CREATE TABLE IF NOT EXISTS nodes (
+  id          TEXT PRIMARY KEY,
+  name        TEXT,
+  created_at  INTEGER NOT NULL DEFAULT (CAST(strftime('%s','now') AS INTEGER) * 1000)
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+  id              INTEGER PRIMARY KEY,
+  node_id         TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+  protocol        TEXT NOT NULL,
+  address         TEXT NOT NULL,
+  port            INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+  server_name     TEXT,
+  alpn            TEXT,
+  pin_sha256      TEXT,
+  success_count   INTEGER NOT NULL DEFAULT 0,
+  failure_count   INTEGER NOT NULL DEFAULT 0,
+  last_success_at INTEGER,
+  last_failure_at INTEGER,
+  last_error      TEXT,
+  UNIQUE (node_id, protocol, address, port)
+);
+)sql";
+
+// Version 1: this host's identity. Nodes by id use the primary key's index and
+// a node's endpoints use the UNIQUE (node_id, ...) index, whose first column
+// is node_id; the explicit index below also serves ON DELETE CASCADE on a
+// database adopted from a schema that lacked the UNIQUE constraint's index.
+constexpr const char* kVersion1 = R"sql(
+CREATE TABLE IF NOT EXISTS local_node (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  node_id    TEXT NOT NULL,
+  created_at INTEGER NOT NULL DEFAULT (CAST(strftime('%s','now') AS INTEGER) * 1000)
+);
+CREATE INDEX IF NOT EXISTS endpoints_node_id ON endpoints(node_id);
+)sql";
+
+int user_version(sqlite3* db) {
+  sqlite3_stmt* st = nullptr;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+std::set<std::string> columns_of(sqlite3* db, const char* table) {
+  std::set<std::string> cols;
+  sqlite3_stmt* st = nullptr;
+  const std::string sql = std::string("PRAGMA table_info(") + table + ")";
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(st) == SQLITE_ROW)
+      cols.insert(reinterpret_cast<const char*>(sqlite3_column_text(st, 1)));
+  }
+  sqlite3_finalize(st);
+  return cols;
+}
+
+}  // namespace
+
+Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::string& what) {
+  const char* detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  std::string reason;
+  std::string message;
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      reason = "locked";
+      message = "database is locked by another process: " + path;
+      break;
+    case SQLITE_READONLY:
+      reason = "read_only";
+      message = "database is read-only: " + path;
+      break;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      reason = "corrupt";
+      message = "not a database or corrupt (the file is left as it is): " + path;
+      break;
+    case SQLITE_FULL:
+      reason = "full";
+      message = "database or disk is full: " + path;
+      break;
+    case SQLITE_CANTOPEN:
+      reason = "cantopen";
+      message = "cannot open database (does its directory exist and may we write there?): " + path;
+      break;
+    case SQLITE_IOERR:
+      reason = "io";
+      message = "I/O error on database: " + path;
+      break;
+    default:
+      reason = "sqlite";
+      message = "database error on " + path;
+      break;
+  }
+  return Error(ErrorCode::kStorage, message + " (" + what + ": " + detail + ")", reason);
+}
+
+Status check_tables(sqlite3* db, const std::string& path) {
+  static const char* kNodeCols[] = {"id", "name", "created_at"};
+  static const char* kEndpointCols[] = {
+      "id",          "node_id",       "protocol",      "address",         "port",
+      "server_name", "alpn",          "pin_sha256",    "success_count",   "failure_count",
+      "last_success_at", "last_failure_at", "last_error"};
+  auto nodes = columns_of(db, "nodes");
+  auto endpoints = columns_of(db, "endpoints");
+  for (const char* c : kNodeCols)
+    if (!nodes.count(c))
+      return Error(ErrorCode::kStorage,
+                   "table nodes lacks column " + std::string(c) + " (API.md §1): " + path, "schema");
+  for (const char* c : kEndpointCols)
+    if (!endpoints.count(c))
+      return Error(ErrorCode::kStorage,
+                   "table endpoints lacks column " + std::string(c) + " (API.md §1): " + path,
+                   "schema");
+  return ok_status();
+}
+
+Status migrate(sqlite3* db, const std::string& path) {
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return sqlite_error(rc, db, path, "begin migration");
+  auto fail = [&](int code, const char* what) {
+    Error e = sqlite_error(code, db, path, what);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return e;
+  };
+  const int version = user_version(db);
+  if (version > kCurrentVersion) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return Error(ErrorCode::kStorage,
+                 "database schema version " + std::to_string(version) +
+                     " is newer than this connmgrd understands (" +
+                     std::to_string(kCurrentVersion) + "): " + path,
+                 "schema");
+  }
+  if (version < 1) {
+    if ((rc = sqlite3_exec(db, kApiTables, nullptr, nullptr, nullptr)) != SQLITE_OK)
+      return fail(rc, "create tables");
+    Status cols = check_tables(db, path);
+    if (!cols.ok()) {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return cols;
+    }
+    if ((rc = sqlite3_exec(db, kVersion1, nullptr, nullptr, nullptr)) != SQLITE_OK)
+      return fail(rc, "migrate to version 1");
+  }
+  if (version != kCurrentVersion) {
+    const std::string set = "PRAGMA user_version = " + std::to_string(kCurrentVersion);
+    if ((rc = sqlite3_exec(db, set.c_str(), nullptr, nullptr, nullptr)) != SQLITE_OK)
+      return fail(rc, "set user_version");
+  }
+  if ((rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr)) != SQLITE_OK)
+    return fail(rc, "commit migration");
+  return ok_status();
+}
+
+}  // namespace connmgr::schema

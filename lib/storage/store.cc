@@ -1,0 +1,631 @@
+#include "storage/store.h"
+
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+#include <unordered_map>
+
+#include "storage/schema.h"
+#include "util/clock.h"
+
+namespace connmgr {
+
+namespace {
+
+// Busy timeout on the loop: long enough to ride out a checkpoint's brief
+// lock, short enough that the loop never waits on another writer.
+constexpr int kBusyTimeoutMs = 2;
+
+// A prepared statement kept for the Store's life; Use resets it on scope exit.
+class Stmt {
+ public:
+  Stmt() = default;
+  ~Stmt() { finalize(); }
+  void finalize() {
+    sqlite3_finalize(st_);
+    st_ = nullptr;
+  }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  int prepare(sqlite3* db, const char* sql) {
+    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr);
+  }
+  sqlite3_stmt* get() const { return st_; }
+
+ private:
+  sqlite3_stmt* st_ = nullptr;
+};
+
+class Use {
+ public:
+  explicit Use(const Stmt& s) : st_(s.get()) {}
+  ~Use() {
+    sqlite3_reset(st_);
+    sqlite3_clear_bindings(st_);
+  }
+  sqlite3_stmt* operator*() const { return st_; }
+
+  void bind(int i, const std::string& v) { sqlite3_bind_text(st_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void bind(int i, const std::optional<std::string>& v) {
+    if (v) bind(i, *v);
+    else sqlite3_bind_null(st_, i);
+  }
+  void bind(int i, int64_t v) { sqlite3_bind_int64(st_, i, v); }
+  void bind(int i, const std::optional<int64_t>& v) {
+    if (v) bind(i, *v);
+    else sqlite3_bind_null(st_, i);
+  }
+  int step() { return sqlite3_step(st_); }
+
+ private:
+  sqlite3_stmt* st_;
+};
+
+std::optional<std::string> opt_text(sqlite3_stmt* st, int col) {
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
+  return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, col)),
+                     static_cast<size_t>(sqlite3_column_bytes(st, col)));
+}
+std::optional<int64_t> opt_int(sqlite3_stmt* st, int col) {
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(st, col);
+}
+
+constexpr const char* kEndpointCols =
+    "id, node_id, protocol, address, port, server_name, alpn, pin_sha256, success_count, "
+    "failure_count, last_success_at, last_failure_at, last_error";
+
+Endpoint read_endpoint(sqlite3_stmt* st) {
+  Endpoint e;
+  e.id = sqlite3_column_int64(st, 0);
+  e.node_id = opt_text(st, 1).value_or("");
+  e.protocol = opt_text(st, 2).value_or("");
+  e.address = opt_text(st, 3).value_or("");
+  e.port = sqlite3_column_int(st, 4);
+  e.server_name = opt_text(st, 5);
+  e.alpn = opt_text(st, 6);
+  e.pin_sha256 = opt_text(st, 7);
+  e.success_count = sqlite3_column_int64(st, 8);
+  e.failure_count = sqlite3_column_int64(st, 9);
+  e.last_success_at = opt_int(st, 10);
+  e.last_failure_at = opt_int(st, 11);
+  e.last_error = opt_text(st, 12);
+  return e;
+}
+
+Node read_node(sqlite3_stmt* st) {
+  Node n;
+  n.id = opt_text(st, 0).value_or("");
+  n.name = opt_text(st, 1);
+  n.created_at = sqlite3_column_int64(st, 2);
+  return n;
+}
+
+// API.md §4.2: highest success_count, then lowest failure_count, then most
+// recent success (never-succeeded last), then lowest id.
+bool ranks_before(const Endpoint& a, const Endpoint& b) {
+  if (a.success_count != b.success_count) return a.success_count > b.success_count;
+  if (a.failure_count != b.failure_count) return a.failure_count < b.failure_count;
+  const int64_t as = a.last_success_at.value_or(INT64_MIN);
+  const int64_t bs = b.last_success_at.value_or(INT64_MIN);
+  if (as != bs) return as > bs;
+  return a.id < b.id;
+}
+
+std::string random_node_id() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string hex;
+  char buf[3];
+  for (unsigned char b : bytes) {
+    snprintf(buf, sizeof buf, "%02x", b);
+    hex += buf;
+  }
+  return hex;
+}
+
+// Queued statistics of one endpoint, merged until the next flush.
+struct StatDelta {
+  int64_t successes = 0;
+  int64_t failures = 0;
+  std::optional<int64_t> last_success_at;
+  std::optional<int64_t> last_failure_at;
+  std::optional<std::string> last_error;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(uv_loop_t* loop, StoreOptions options) : loop_(loop), options_(std::move(options)) {}
+  ~SqliteStore() override { close(); }
+
+  Status open();
+  bool is_open() const { return db_ != nullptr; }
+
+  Result<NodePage> list_nodes(int limit, const std::optional<std::string>& after) override;
+  Result<Node> get_node(const std::string& node_id) override;
+  Result<std::vector<Endpoint>> endpoints_of_nodes(const std::vector<std::string>& ids) override;
+  Result<std::vector<Endpoint>> endpoints_of(const std::string& node_id,
+                                             const std::optional<std::string>& protocol) override;
+  Result<Endpoint> get_endpoint(int64_t endpoint_id) override;
+  Result<StoreCounts> counts() override;
+  Result<NodeWithEndpoints> add_node(const NodeSpec& spec) override;
+  Status remove_node(const std::string& node_id) override;
+  Result<Endpoint> add_endpoint(const std::string& node_id, const EndpointSpec& spec) override;
+  Status remove_endpoint(int64_t endpoint_id) override;
+  void record_success(int64_t endpoint_id, int64_t at) override;
+  void record_failure(int64_t endpoint_id, const std::string& reason, int64_t at) override;
+  Status flush() override;
+  size_t pending_stats() const override { return pending_.size(); }
+  const std::string& local_node_id() const override { return local_node_id_; }
+  Status set_local_node_id(const std::string& node_id) override;
+  const std::string& path() const override { return options_.path; }
+  Status close() override;
+
+ private:
+  Error err(int rc, const std::string& what) const {
+    return schema::sqlite_error(rc, db_, options_.path, what);
+  }
+  Status exec(const char* sql, const char* what);
+  Status begin() { return exec("BEGIN IMMEDIATE", "begin transaction"); }
+  void rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
+  Status prepare_all();
+  Status load_local_node_id();
+  Result<std::vector<Endpoint>> query_endpoints(const std::string& node_id,
+                                                const std::optional<std::string>& protocol);
+  void overlay(Endpoint& e) const;
+  void arm_timer();
+  Result<Endpoint> insert_endpoint(const std::string& node_id, const EndpointSpec& spec);
+
+  uv_loop_t* loop_;
+  StoreOptions options_;
+  sqlite3* db_ = nullptr;
+  bool closed_ = false;
+  std::string local_node_id_;
+  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  std::unordered_map<int64_t, StatDelta> pending_;
+
+  Stmt list_first_, list_after_, get_node_, endpoints_of_, endpoints_of_proto_, get_endpoint_,
+      count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
+      delete_endpoint_, node_exists_, update_stats_;
+};
+
+Status SqliteStore::exec(const char* sql, const char* what) {
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? ok_status() : err(rc, what);
+}
+
+Status SqliteStore::open() {
+  int flags = SQLITE_OPEN_NOMUTEX;
+  // READWRITE opens read-only by itself when the OS refuses writes.
+  flags |= options_.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  int rc = sqlite3_open_v2(options_.path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) return err(rc, "open");
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+
+  // Read before anything is written: a file that is not a database fails
+  // here and is left untouched.
+  if ((rc = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr)) !=
+      SQLITE_OK)
+    return err(rc, "read schema");
+
+  const bool read_only = sqlite3_db_readonly(db_, "main") == 1;
+  if (!read_only) {
+    // WAL lets readers (this loop among them) work while another process
+    // writes, and makes each commit one append.
+    sqlite3_stmt* st = nullptr;
+    rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode = WAL", -1, &st, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err(rc, "enable WAL");
+  }
+  if (Status s = exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas"); !s.ok())
+    return s;
+
+  if (!read_only) {
+    if (Status s = schema::migrate(db_, options_.path); !s.ok()) return s;
+  } else if (Status s = schema::check_tables(db_, options_.path); !s.ok()) {
+    // A read-only file that was never given the schema cannot be used.
+    return Error(ErrorCode::kStorage, "database is read-only and has no connmgr schema: " + options_.path,
+                 "read_only");
+  }
+  if (Status s = prepare_all(); !s.ok()) return s;
+  if (Status s = load_local_node_id(); !s.ok()) return s;
+
+  timer_ = new uv_timer_t;
+  uv_timer_init(loop_, timer_);
+  timer_->data = this;
+  return ok_status();
+}
+
+Status SqliteStore::prepare_all() {
+  const std::string ep = kEndpointCols;
+  struct {
+    Stmt* stmt;
+    std::string sql;
+  } all[] = {
+      {&list_first_, "SELECT id, name, created_at FROM nodes ORDER BY id LIMIT ?1"},
+      {&list_after_, "SELECT id, name, created_at FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"},
+      {&get_node_, "SELECT id, name, created_at FROM nodes WHERE id = ?1"},
+      {&node_exists_, "SELECT 1 FROM nodes WHERE id = ?1"},
+      {&endpoints_of_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1"},
+      {&endpoints_of_proto_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1 AND protocol = ?2"},
+      {&get_endpoint_, "SELECT " + ep + " FROM endpoints WHERE id = ?1"},
+      {&count_nodes_, "SELECT count(*) FROM nodes"},
+      {&count_endpoints_, "SELECT count(*) FROM endpoints"},
+      {&insert_node_, "INSERT INTO nodes (id, name, created_at) VALUES (?1, ?2, ?3)"},
+      {&insert_endpoint_,
+       "INSERT INTO endpoints (node_id, protocol, address, port, server_name, alpn, pin_sha256) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+      {&delete_node_, "DELETE FROM nodes WHERE id = ?1"},
+      {&delete_endpoint_, "DELETE FROM endpoints WHERE id = ?1"},
+      {&update_stats_,
+       "UPDATE endpoints SET success_count = success_count + ?2, "
+       "failure_count = failure_count + ?3, "
+       "last_success_at = CASE WHEN ?4 IS NULL THEN last_success_at "
+       "  ELSE max(coalesce(last_success_at, ?4), ?4) END, "
+       "last_failure_at = CASE WHEN ?5 IS NULL THEN last_failure_at "
+       "  ELSE max(coalesce(last_failure_at, ?5), ?5) END, "
+       "last_error = coalesce(?6, last_error) WHERE id = ?1"},
+  };
+  for (auto& s : all) {
+    int rc = s.stmt->prepare(db_, s.sql.c_str());
+    if (rc != SQLITE_OK) return err(rc, "prepare");
+  }
+  return ok_status();
+}
+
+Status SqliteStore::load_local_node_id() {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_, "SELECT node_id FROM local_node WHERE id = 1", -1, &st, nullptr);
+  if (rc != SQLITE_OK) return err(rc, "read local node id");
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) local_node_id_ = opt_text(st, 0).value_or("");
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err(rc, "read local node id");
+  if (!local_node_id_.empty()) return ok_status();
+  if (sqlite3_db_readonly(db_, "main") == 1) {
+    // Nothing can be kept: use an id for this run only.
+    local_node_id_ = random_node_id();
+    return ok_status();
+  }
+  return set_local_node_id(random_node_id());
+}
+
+Status SqliteStore::set_local_node_id(const std::string& node_id) {
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(
+      db_, "INSERT INTO local_node (id, node_id) VALUES (1, ?1) "
+           "ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id",
+      -1, &st, nullptr);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, node_id.c_str(), -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return err(rc, "store local node id");
+  local_node_id_ = node_id;
+  return ok_status();
+}
+
+// --- reads --------------------------------------------------------------------
+
+Result<NodePage> SqliteStore::list_nodes(int limit, const std::optional<std::string>& after) {
+  if (limit < 1) limit = 1;
+  NodePage page;
+  // One more row than asked tells whether a next page exists.
+  Use q(after ? list_after_ : list_first_);
+  if (after) {
+    q.bind(1, *after);
+    q.bind(2, static_cast<int64_t>(limit) + 1);
+  } else {
+    q.bind(1, static_cast<int64_t>(limit) + 1);
+  }
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) page.nodes.push_back(read_node(*q));
+  if (rc != SQLITE_DONE) return err(rc, "list nodes");
+  if (page.nodes.size() > static_cast<size_t>(limit)) {
+    page.nodes.pop_back();
+    page.next = page.nodes.back().id;
+  }
+  return page;
+}
+
+Result<Node> SqliteStore::get_node(const std::string& node_id) {
+  Use q(get_node_);
+  q.bind(1, node_id);
+  int rc = q.step();
+  if (rc == SQLITE_ROW) return read_node(*q);
+  if (rc == SQLITE_DONE)
+    return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  return err(rc, "get node");
+}
+
+void SqliteStore::overlay(Endpoint& e) const {
+  // Reads include what was recorded but not yet flushed, so that ranking
+  // reflects every acknowledged outcome.
+  auto it = pending_.find(e.id);
+  if (it == pending_.end()) return;
+  const StatDelta& d = it->second;
+  e.success_count += d.successes;
+  e.failure_count += d.failures;
+  if (d.last_success_at) e.last_success_at = std::max(e.last_success_at.value_or(INT64_MIN), *d.last_success_at);
+  if (d.last_failure_at) e.last_failure_at = std::max(e.last_failure_at.value_or(INT64_MIN), *d.last_failure_at);
+  if (d.last_error) e.last_error = d.last_error;
+}
+
+Result<std::vector<Endpoint>> SqliteStore::query_endpoints(const std::string& node_id,
+                                                           const std::optional<std::string>& protocol) {
+  std::vector<Endpoint> out;
+  Use q(protocol ? endpoints_of_proto_ : endpoints_of_);
+  q.bind(1, node_id);
+  if (protocol) q.bind(2, *protocol);
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    out.push_back(read_endpoint(*q));
+    overlay(out.back());
+  }
+  if (rc != SQLITE_DONE) return err(rc, "list endpoints");
+  std::sort(out.begin(), out.end(), ranks_before);
+  return out;
+}
+
+Result<std::vector<Endpoint>> SqliteStore::endpoints_of(const std::string& node_id,
+                                                        const std::optional<std::string>& protocol) {
+  {
+    Use q(node_exists_);
+    q.bind(1, node_id);
+    int rc = q.step();
+    if (rc == SQLITE_DONE) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+    if (rc != SQLITE_ROW) return err(rc, "find node");
+  }
+  return query_endpoints(node_id, protocol);
+}
+
+Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<std::string>& ids) {
+  std::vector<Endpoint> out;
+  for (const auto& id : ids) {
+    auto eps = query_endpoints(id, std::nullopt);
+    if (!eps) return eps.error();
+    for (auto& e : *eps) out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {
+  Use q(get_endpoint_);
+  q.bind(1, endpoint_id);
+  int rc = q.step();
+  if (rc == SQLITE_ROW) {
+    Endpoint e = read_endpoint(*q);
+    overlay(e);
+    return e;
+  }
+  if (rc == SQLITE_DONE)
+    return Error(ErrorCode::kEndpointNotFound, "endpoint " + std::to_string(endpoint_id) + " not found");
+  return err(rc, "get endpoint");
+}
+
+Result<StoreCounts> SqliteStore::counts() {
+  StoreCounts c;
+  {
+    Use q(count_nodes_);
+    int rc = q.step();
+    if (rc != SQLITE_ROW) return err(rc, "count nodes");
+    c.nodes = sqlite3_column_int64(*q, 0);
+  }
+  {
+    Use q(count_endpoints_);
+    int rc = q.step();
+    if (rc != SQLITE_ROW) return err(rc, "count endpoints");
+    c.endpoints = sqlite3_column_int64(*q, 0);
+  }
+  return c;
+}
+
+// --- writes -------------------------------------------------------------------
+
+Result<Endpoint> SqliteStore::insert_endpoint(const std::string& node_id, const EndpointSpec& spec) {
+  Use q(insert_endpoint_);
+  q.bind(1, node_id);
+  q.bind(2, spec.protocol);
+  q.bind(3, spec.address);
+  q.bind(4, static_cast<int64_t>(spec.port));
+  q.bind(5, spec.server_name);
+  q.bind(6, spec.alpn);
+  q.bind(7, spec.pin_sha256);
+  int rc = q.step();
+  if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+    return Error(ErrorCode::kAlreadyExists,
+                 "node '" + node_id + "' already has endpoint " + spec.protocol + " " + spec.address +
+                     " port " + std::to_string(spec.port));
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+    return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  if ((rc & 0xff) == SQLITE_CONSTRAINT)
+    return Error(ErrorCode::kInvalidParams, "endpoint refused by the database: " +
+                                                std::string(sqlite3_errmsg(db_)));
+  if (rc != SQLITE_DONE) return err(rc, "add endpoint");
+  Endpoint e;
+  e.id = sqlite3_last_insert_rowid(db_);
+  e.node_id = node_id;
+  e.protocol = spec.protocol;
+  e.address = spec.address;
+  e.port = spec.port;
+  e.server_name = spec.server_name;
+  e.alpn = spec.alpn;
+  e.pin_sha256 = spec.pin_sha256;
+  return e;
+}
+
+Result<NodeWithEndpoints> SqliteStore::add_node(const NodeSpec& spec) {
+  if (Status s = begin(); !s.ok()) return s;
+  NodeWithEndpoints out;
+  out.node.id = spec.id;
+  out.node.name = spec.name;
+  out.node.created_at = unix_now_ms();
+  {
+    Use q(insert_node_);
+    q.bind(1, spec.id);
+    q.bind(2, spec.name);
+    q.bind(3, out.node.created_at);
+    int rc = q.step();
+    if (rc != SQLITE_DONE) {
+      rollback();
+      if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
+        return Error(ErrorCode::kAlreadyExists, "node '" + spec.id + "' already exists");
+      return err(rc, "add node");
+    }
+  }
+  for (const auto& es : spec.endpoints) {
+    auto e = insert_endpoint(spec.id, es);
+    if (!e) {
+      rollback();
+      return e.error();
+    }
+    out.endpoints.push_back(std::move(e).value());
+  }
+  if (Status s = exec("COMMIT", "commit"); !s.ok()) {
+    rollback();
+    return s;
+  }
+  std::sort(out.endpoints.begin(), out.endpoints.end(), ranks_before);
+  return out;
+}
+
+Status SqliteStore::remove_node(const std::string& node_id) {
+  Use q(delete_node_);
+  q.bind(1, node_id);
+  int rc = q.step();
+  if (rc != SQLITE_DONE) return err(rc, "remove node");
+  if (sqlite3_changes(db_) == 0) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  return ok_status();
+}
+
+Result<Endpoint> SqliteStore::add_endpoint(const std::string& node_id, const EndpointSpec& spec) {
+  // The foreign key names a missing node; say so before the insert.
+  {
+    Use q(node_exists_);
+    q.bind(1, node_id);
+    int rc = q.step();
+    if (rc == SQLITE_DONE) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+    if (rc != SQLITE_ROW) return err(rc, "find node");
+  }
+  return insert_endpoint(node_id, spec);
+}
+
+Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
+  Use q(delete_endpoint_);
+  q.bind(1, endpoint_id);
+  int rc = q.step();
+  if (rc != SQLITE_DONE) return err(rc, "remove endpoint");
+  if (sqlite3_changes(db_) == 0)
+    return Error(ErrorCode::kEndpointNotFound, "endpoint " + std::to_string(endpoint_id) + " not found");
+  pending_.erase(endpoint_id);
+  return ok_status();
+}
+
+// --- statistics ---------------------------------------------------------------
+
+void SqliteStore::arm_timer() {
+  if (!timer_ || uv_is_active(reinterpret_cast<uv_handle_t*>(timer_))) return;
+  uv_timer_start(
+      timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<SqliteStore*>(t->data);
+        self->flush();  // on a lock the queue stays, and flush() re-arms
+        if (!self->pending_.empty()) self->arm_timer();
+      },
+      static_cast<uint64_t>(options_.flush_interval.count()), 0);
+}
+
+void SqliteStore::record_success(int64_t endpoint_id, int64_t at) {
+  StatDelta& d = pending_[endpoint_id];
+  d.successes += 1;
+  d.last_success_at = std::max(d.last_success_at.value_or(INT64_MIN), at);
+  arm_timer();
+}
+
+void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at) {
+  StatDelta& d = pending_[endpoint_id];
+  d.failures += 1;
+  if (!d.last_failure_at || at >= *d.last_failure_at) {
+    d.last_failure_at = at;
+    d.last_error = reason;
+  }
+  arm_timer();
+}
+
+Status SqliteStore::flush() {
+  if (pending_.empty() || !db_) return ok_status();
+  if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
+  for (const auto& [id, d] : pending_) {
+    Use q(update_stats_);
+    q.bind(1, id);
+    q.bind(2, d.successes);
+    q.bind(3, d.failures);
+    q.bind(4, d.last_success_at);
+    q.bind(5, d.last_failure_at);
+    q.bind(6, d.last_error);
+    int rc = q.step();
+    if (rc != SQLITE_DONE) {
+      rollback();
+      return err(rc, "write statistics");
+    }
+  }
+  if (Status s = exec("COMMIT", "commit statistics"); !s.ok()) {
+    rollback();
+    return s;
+  }
+  pending_.clear();
+  return ok_status();
+}
+
+Status SqliteStore::close() {
+  if (closed_) return ok_status();
+  closed_ = true;
+  Status result = ok_status();
+  if (db_) {
+    // Shutdown only: keep trying a locked flush for a bounded time.
+    const auto deadline = std::chrono::steady_clock::now() + options_.close_lock_limit;
+    for (;;) {
+      result = flush();
+      if (result.ok() || result.reason() != "locked" || std::chrono::steady_clock::now() >= deadline)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  if (timer_) {
+    uv_timer_stop(timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    timer_ = nullptr;
+  }
+  if (db_) {
+    for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
+                     &get_endpoint_, &count_nodes_, &count_endpoints_, &insert_node_,
+                     &insert_endpoint_, &delete_node_, &delete_endpoint_, &node_exists_,
+                     &update_stats_})
+      st->finalize();
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+  return result;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::open(uv_loop_t* loop, StoreOptions options) {
+  auto store = std::make_unique<SqliteStore>(loop, std::move(options));
+  if (Status s = store->open(); !s.ok()) return s;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace connmgr

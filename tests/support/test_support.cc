@@ -1,0 +1,172 @@
+#include "test_support.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+namespace connmgr::test {
+
+TempDir::TempDir() {
+  const char* base = getenv("CONNMGR_TEST_TMP");
+  std::string root = base && *base ? base : "/tmp";
+  std::filesystem::create_directories(root);
+  std::string tmpl = root + "/connmgr-test-XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+bool run_until(uv_loop_t* loop, const std::function<bool()>& done,
+               std::chrono::milliseconds limit) {
+  const uint64_t deadline = uv_hrtime() + static_cast<uint64_t>(limit.count()) * 1000000ull;
+  // A watchdog timer guarantees that uv_run(ONCE) returns at least every 10 ms.
+  uv_timer_t watchdog;
+  uv_timer_init(loop, &watchdog);
+  uv_timer_start(&watchdog, [](uv_timer_t*) {}, 10, 10);
+  while (!done() && uv_hrtime() < deadline) uv_run(loop, UV_RUN_ONCE);
+  uv_close(reinterpret_cast<uv_handle_t*>(&watchdog), nullptr);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return done();
+}
+
+void run_for(uv_loop_t* loop, std::chrono::milliseconds d) {
+  run_until(loop, [] { return false; }, d);
+}
+
+void drain_loop(uv_loop_t* loop) {
+  uv_walk(
+      loop,
+      [](uv_handle_t* h, void*) {
+        if (!uv_is_closing(h)) uv_close(h, nullptr);
+      },
+      nullptr);
+  for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; ++i) {
+  }
+}
+
+struct TcpListener::Peer {
+  uv_tcp_t handle{};
+  TcpListener* owner = nullptr;
+  std::shared_ptr<bool> owner_alive;
+  bool closing = false;
+};
+
+namespace {
+
+void close_peer(TcpListener::Peer* p) {
+  if (p->closing) return;
+  p->closing = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&p->handle),
+           [](uv_handle_t* h) { delete static_cast<TcpListener::Peer*>(h->data); });
+}
+
+}  // namespace
+
+TcpListener::TcpListener(uv_loop_t* loop, const char* ip)
+    : loop_(loop), alive_(std::make_shared<bool>(true)) {
+  server_ = new uv_tcp_t;
+  uv_tcp_init(loop_, server_);
+  server_->data = this;
+  sockaddr_storage ss{};
+  if (strchr(ip, ':')) {
+    uv_ip6_addr(ip, 0, reinterpret_cast<sockaddr_in6*>(&ss));
+  } else {
+    uv_ip4_addr(ip, 0, reinterpret_cast<sockaddr_in*>(&ss));
+  }
+  if (uv_tcp_bind(server_, reinterpret_cast<sockaddr*>(&ss), 0) != 0)
+    throw std::runtime_error("bind failed");
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(server_), 128, [](uv_stream_t* s, int status) {
+    if (status < 0) return;
+    auto* self = static_cast<TcpListener*>(s->data);
+    auto* p = new Peer;
+    p->handle.data = p;
+    p->owner = self;
+    p->owner_alive = self->alive_;
+    uv_tcp_init(self->loop_, &p->handle);
+    if (uv_accept(s, reinterpret_cast<uv_stream_t*>(&p->handle)) != 0) {
+      close_peer(p);
+      return;
+    }
+    self->accepted_++;
+    self->peers_.push_back(p);
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&p->handle),
+        [](uv_handle_t*, size_t, uv_buf_t* buf) {
+          static char scratch[4096];
+          *buf = uv_buf_init(scratch, sizeof scratch);
+        },
+        [](uv_stream_t* st, ssize_t n, const uv_buf_t*) {
+          if (n >= 0) return;
+          auto* p = static_cast<Peer*>(st->data);
+          if (*p->owner_alive) {
+            if (n == UV_EOF) p->owner->eofs_++;
+            auto& v = p->owner->peers_;
+            v.erase(std::remove(v.begin(), v.end(), p), v.end());
+          }
+          close_peer(p);
+        });
+  });
+  if (rc != 0) throw std::runtime_error("listen failed");
+  sockaddr_storage bound{};
+  int len = sizeof bound;
+  uv_tcp_getsockname(server_, reinterpret_cast<sockaddr*>(&bound), &len);
+  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+}
+
+TcpListener::~TcpListener() {
+  *alive_ = false;
+  stop();
+  for (auto* p : peers_) close_peer(p);
+  peers_.clear();
+}
+
+size_t TcpListener::open_links() const { return peers_.size(); }
+
+void TcpListener::close_all() {
+  for (auto* p : peers_) close_peer(p);
+  peers_.clear();
+}
+
+void TcpListener::reset_all() {
+  for (auto* p : peers_) {
+    if (!p->closing) {
+      p->closing = true;
+      uv_tcp_close_reset(&p->handle,
+                         [](uv_handle_t* h) { delete static_cast<Peer*>(h->data); });
+    }
+  }
+  peers_.clear();
+}
+
+void TcpListener::stop() {
+  if (server_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(server_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    server_ = nullptr;
+  }
+}
+
+int closed_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+}  // namespace connmgr::test

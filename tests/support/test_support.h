@@ -1,0 +1,67 @@
+// Helpers shared by the lib/ tests: temporary directories, running a libuv
+// loop until a condition holds (always bounded), and a TCP listener on the
+// test's own loop that counts, holds, closes or resets what it accepts.
+#pragma once
+
+#include <netinet/in.h>
+#include <uv.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace connmgr::test {
+
+// mkdtemp under $CONNMGR_TEST_TMP or /tmp; removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Runs `loop` until `done()` is true or `limit` passes; returns done().
+bool run_until(uv_loop_t* loop, const std::function<bool()>& done,
+               std::chrono::milliseconds limit = std::chrono::seconds(10));
+// Runs the loop for `d`, whatever happens.
+void run_for(uv_loop_t* loop, std::chrono::milliseconds d);
+// Closes every handle still open on the loop and runs it until it is empty.
+void drain_loop(uv_loop_t* loop);
+
+// A TCP listener on 127.0.0.1 (ephemeral port) driven by the given loop.
+class TcpListener {
+ public:
+  explicit TcpListener(uv_loop_t* loop, const char* ip = "127.0.0.1");
+  ~TcpListener();
+  int port() const { return port_; }
+  int accepted() const { return accepted_; }
+  // Accepted links still open on our side; how many saw EOF from the peer.
+  size_t open_links() const;
+  int eofs_seen() const { return eofs_; }
+  void close_all();  // FIN to every accepted link
+  void reset_all();  // RST to every accepted link
+  // Stop listening (subsequent dials are refused).
+  void stop();
+
+  struct Peer;
+
+ private:
+  uv_loop_t* loop_;
+  uv_tcp_t* server_ = nullptr;
+  int port_ = 0;
+  int accepted_ = 0;
+  int eofs_ = 0;
+  std::vector<Peer*> peers_;
+  std::shared_ptr<bool> alive_;
+};
+
+// A port on 127.0.0.1 where nothing listens (bound, then closed).
+int closed_port();
+
+}  // namespace connmgr::test
