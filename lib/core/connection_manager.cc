@@ -538,7 +538,7 @@ void ConnectionManager::on_drop(const std::string& node_id, uint64_t generation,
 
 // --- disconnect and shutdown -------------------------------------------------
 
-void ConnectionManager::end_link(const std::string& node_id, const char* reason,
+void ConnectionManager::end_link(std::string node_id, const char* reason,
                                  bool answer_cancelled, DisconnectOutcome* outcome) {
   auto it = links_.find(node_id);
   if (it == links_.end()) return;

@@ -150,7 +150,7 @@ class ConnectionManager {
   void schedule_retry(Link& link, int failed_attempts);
   void fail_link(Link& link, const Error& error);
   void answer_success(Link& link, bool reused);
-  void end_link(const std::string& node_id, const char* reason, bool answer_cancelled,
+  void end_link(std::string node_id, const char* reason, bool answer_cancelled,
                 DisconnectOutcome* outcome);
   void stop_timer(Link& link);
   void post(std::function<void()> fn);
