@@ -1,0 +1,364 @@
+#include "daemon.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "connmgr_version.h"
+#include "core/connection_manager.h"
+#include "methods/api.h"
+#include "net/tcp_connector.h"
+#include "rpc/dispatcher.h"
+#include "server/socket_server.h"
+#include "storage/store.h"
+#include "systemd/log.h"
+#include "systemd/notify.h"
+#include "util/clock.h"
+
+namespace connmgr::daemon {
+
+namespace {
+
+constexpr uint64_t kStatusIntervalMs = 5000;
+// After SIGTERM: answers to cancelled calls get this long to be written
+// before clients that do not read are cut.
+constexpr uint64_t kDrainMs = 2000;
+
+std::optional<gid_t> group_id(const std::optional<std::string>& name) {
+  if (!name) return std::nullopt;
+  if (!name->empty() && name->find_first_not_of("0123456789") == std::string::npos)
+    return static_cast<gid_t>(std::stoul(*name));
+  if (struct group* g = getgrnam(name->c_str())) return g->gr_gid;
+  return std::nullopt;
+}
+
+// Supplementary groups of a process, from /proc (the peer may be in the
+// admin group without it being its primary group).
+bool process_in_group(pid_t pid, gid_t gid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream groups(line.substr(7));
+    unsigned long g;
+    while (groups >> g)
+      if (static_cast<gid_t>(g) == gid) return true;
+  }
+  return false;
+}
+
+ConnectionConfig connection_config(const config::DaemonConfig& c) {
+  ConnectionConfig cc;
+  cc.connection_timeout = c.connection_timeout;
+  cc.base_retry_interval = c.base_retry_interval;
+  cc.max_retry_interval = c.max_retry_interval;
+  cc.max_retry_count = c.max_retry_count;
+  cc.retry_jitter = c.retry_jitter;
+  return cc;
+}
+
+server::ServerLimits server_limits(const config::DaemonConfig& c) {
+  server::ServerLimits l;
+  l.max_request_bytes = c.max_request_bytes;
+  l.max_clients = c.max_clients;
+  l.max_output_bytes = c.max_output_bytes;
+  l.partial_request_timeout = c.partial_request_timeout;
+  return l;
+}
+
+// Creates the directory that will hold `path` (the embedded default's
+// $XDG_STATE_HOME/connmgr, ...), private to the user.
+void ensure_parent(const std::string& path) {
+  const auto dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) return;
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec)) return;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec) ::chmod(dir.c_str(), 0700);
+}
+
+class Daemon {
+ public:
+  Daemon(std::vector<std::string> args, config::Environment env, config::DaemonConfig config)
+      : args_(std::move(args)), env_(std::move(env)), config_(std::move(config)) {}
+
+  int run();
+
+ private:
+  bool start();
+  void on_signal(int signum);
+  void reload();
+  void begin_shutdown();
+  std::string summary() const;
+  void log_event(const Event& e);
+  bool privileged(const rpc::PeerCredentials& creds) const;
+  void close_handle(uv_handle_t* h) {
+    if (h && !uv_is_closing(h)) uv_close(h, nullptr);
+  }
+
+  std::vector<std::string> args_;
+  config::Environment env_;
+  config::DaemonConfig config_;
+  Logger log_;
+  uv_loop_t loop_{};
+  std::unique_ptr<Store> store_;
+  ConnectorFactory connectors_;
+  EventBus events_;
+  std::unique_ptr<ConnectionManager> manager_;
+  std::unique_ptr<methods::Api> api_;
+  std::unique_ptr<rpc::Dispatcher> dispatcher_;
+  std::unique_ptr<server::SocketServer> server_;
+  std::optional<gid_t> admin_gid_;
+  Watchdog watchdog_;
+  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
+  uv_timer_t status_timer_{}, drain_timer_{};
+  std::string socket_path_;
+  bool stopping_ = false;
+};
+
+bool Daemon::privileged(const rpc::PeerCredentials& c) const {
+  if (c.uid == 0 || c.uid == geteuid()) return true;
+  if (!admin_gid_) return false;
+  return c.gid == *admin_gid_ || (c.pid > 0 && process_in_group(c.pid, *admin_gid_));
+}
+
+std::string Daemon::summary() const {
+  const size_t clients = server_ ? server_->client_count() : 0;
+  return std::to_string(manager_ ? manager_->active_count() : 0) + " active links, " +
+         std::to_string(manager_ ? manager_->pending_count() : 0) + " pending, " +
+         std::to_string(clients) + " clients";
+}
+
+void Daemon::log_event(const Event& e) {
+  Fields f{{"event", std::string(event_type_name(e.type))}, {"node", e.node_id}};
+  if (e.endpoint_id) f.emplace_back("endpoint", std::to_string(*e.endpoint_id));
+  if (e.protocol) f.emplace_back("protocol", *e.protocol);
+  if (e.reason) f.emplace_back("reason", *e.reason);
+  if (e.attempt) f.emplace_back("attempt", std::to_string(*e.attempt));
+  if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
+  const bool bad = e.type == EventType::kConnectFailed || e.type == EventType::kDisconnected;
+  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled;
+  log_.log(quiet ? config::LogLevel::kDebug : bad ? config::LogLevel::kWarning : config::LogLevel::kInfo,
+           std::string(event_type_name(e.type)), f);
+}
+
+bool Daemon::start() {
+  log_.set_level(config_.log_level);
+  if (config_.admin_group) {
+    admin_gid_ = group_id(config_.admin_group);
+    if (!admin_gid_) {
+      log_.error("admin_group: no such group", {{"group", *config_.admin_group}});
+      return false;
+    }
+  }
+  std::optional<gid_t> socket_gid;
+  if (config_.socket_group) {
+    socket_gid = group_id(config_.socket_group);
+    if (!socket_gid) {
+      log_.error("socket_group: no such group", {{"group", *config_.socket_group}});
+      return false;
+    }
+  }
+
+  ensure_parent(config_.database);
+  StoreOptions so;
+  so.path = config_.database;
+  so.close_lock_limit = config_.lock_timeout;
+  auto store = Store::open(&loop_, so);
+  if (!store) {
+    log_.error(store.error().message(), {{"reason", store.error().reason()}});
+    return false;
+  }
+  store_ = std::move(store).value();
+  if (config_.node_id && *config_.node_id != store_->local_node_id()) {
+    if (Status s = store_->set_local_node_id(*config_.node_id); !s.ok())
+      log_.warning("node_id could not be kept in the database: " + s.message());
+  }
+
+  TcpOptions tcp;
+  tcp.keepalive = std::chrono::duration_cast<std::chrono::seconds>(config_.tcp_keepalive);
+  connectors_.add(std::make_unique<TcpConnector>(&loop_, tcp));
+
+  manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
+                                                  connection_config(config_));
+  events_.subscribe([this](const Event& e) { log_event(e); });
+
+  dispatcher_ = std::make_unique<rpc::Dispatcher>(
+      [this](const rpc::PeerCredentials& c) { return privileged(c); });
+  server_ = std::make_unique<server::SocketServer>(&loop_, *dispatcher_, server_limits(config_));
+
+  methods::ApiContext ctx;
+  ctx.loop = &loop_;
+  ctx.store = store_.get();
+  ctx.manager = manager_.get();
+  ctx.events = &events_;
+  ctx.connectors = &connectors_;
+  ctx.write_lock_limit = config_.lock_timeout;
+  ctx.version = CONNMGR_VERSION;
+  ctx.started_at_ms = static_cast<uint64_t>(unix_now_ms());
+  ctx.client_count = [this] { return server_ ? server_->client_count() : 0; };
+  ctx.config_json = [this] { return config::to_json(config_); };
+
+  if (auto fd = activated_socket()) {
+    socket_path_ = "(systemd socket activation)";
+    if (Status s = server_->listen_fd(*fd); !s.ok()) {
+      log_.error(s.message());
+      return false;
+    }
+  } else {
+    ensure_parent(config_.socket);
+    socket_path_ = config_.socket;
+    if (Status s = server_->listen_path(config_.socket, config_.socket_mode, socket_gid); !s.ok()) {
+      log_.error(s.message());
+      return false;
+    }
+  }
+  ctx.socket_path = socket_path_;
+  api_ = std::make_unique<methods::Api>(ctx);
+  for (auto& m : api_->methods()) dispatcher_->add(std::move(m));
+
+  auto on_sig = [](uv_signal_t* s, int signum) { static_cast<Daemon*>(s->data)->on_signal(signum); };
+  for (auto [sig, num] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
+    uv_signal_init(&loop_, sig);
+    sig->data = this;
+    uv_signal_start(sig, on_sig, num);
+  }
+  uv_timer_init(&loop_, &status_timer_);
+  status_timer_.data = this;
+  uv_timer_start(&status_timer_, [](uv_timer_t* t) {
+    auto* d = static_cast<Daemon*>(t->data);
+    notify_status(d->summary());
+  }, kStatusIntervalMs, kStatusIntervalMs);
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
+  watchdog_.start(&loop_);
+
+  log_.info("ready", {{"version", CONNMGR_VERSION},
+                      {"database", config_.database},
+                      {"socket", socket_path_},
+                      {"node_id", store_->local_node_id()}});
+  notify_ready(summary());
+  return true;
+}
+
+void Daemon::on_signal(int signum) {
+  if (signum == SIGHUP) {
+    reload();
+    return;
+  }
+  begin_shutdown();
+}
+
+void Daemon::reload() {
+  notify_reloading();
+  auto inv = config::parse(args_, env_);
+  if (!inv) {
+    log_.error("reload failed, keeping the running configuration: " + inv.error().message());
+    notify_ready(summary() + "; reload failed: " + inv.error().message());
+    return;
+  }
+  config::DaemonConfig next = inv->config;
+  std::optional<gid_t> admin = admin_gid_;
+  if (next.admin_group != config_.admin_group) {
+    admin = group_id(next.admin_group);
+    if (next.admin_group && !admin) {
+      log_.error("reload failed, keeping the running configuration: admin_group: no such group " +
+                 *next.admin_group);
+      notify_ready(summary() + "; reload failed");
+      return;
+    }
+  }
+  const auto restart = config::keys_needing_restart(config_, next);
+  if (!restart.empty()) {
+    std::string keys;
+    for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
+    log_.warning("reload: these keys change only at restart and keep their running values: " + keys);
+    // Keep the running values of what cannot change live.
+    next.database = config_.database;
+    next.socket = config_.socket;
+    next.socket_mode = config_.socket_mode;
+    next.socket_group = config_.socket_group;
+    next.node_id = config_.node_id;
+    next.quic_alpn = config_.quic_alpn;
+    next.quic_ca_file = config_.quic_ca_file;
+    next.quic_idle_timeout = config_.quic_idle_timeout;
+    next.quic_keepalive = config_.quic_keepalive;
+    next.tcp_keepalive = config_.tcp_keepalive;
+    for (const auto& k : restart) next.effective[k] = config_.effective[k];
+  }
+  config_ = std::move(next);
+  admin_gid_ = admin;
+  log_.set_level(config_.log_level);
+  manager_->set_config(connection_config(config_));
+  server_->set_limits(server_limits(config_));
+  log_.info("configuration reloaded");
+  notify_ready(summary());
+}
+
+void Daemon::begin_shutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  notify_stopping();
+  log_.info("stopping", {{"active", std::to_string(manager_->active_count())},
+                         {"pending", std::to_string(manager_->pending_count())}});
+  server_->stop_listening();
+  // Links close (peers see EOF) and waiting callers are answered "cancelled".
+  manager_->shutdown();
+  if (Status s = store_->flush(); !s.ok()) log_.warning("statistics not yet written: " + s.message());
+  for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigterm_), reinterpret_cast<uv_handle_t*>(&sigint_),
+                  reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&status_timer_)})
+    close_handle(h);
+  watchdog_.stop();
+  // Next turn: the cancelled answers have been queued; flush them, close.
+  uv_timer_start(&drain_timer_, [](uv_timer_t* t) {
+    auto* d = static_cast<Daemon*>(t->data);
+    d->server_->close_clients();
+    uv_timer_start(t, [](uv_timer_t* t2) {
+      auto* d2 = static_cast<Daemon*>(t2->data);
+      // Clients that would not read their last answers are cut now.
+      d2->server_.reset();
+      d2->close_handle(reinterpret_cast<uv_handle_t*>(t2));
+    }, kDrainMs, 0);
+  }, 1, 0);
+}
+
+int Daemon::run() {
+  uv_loop_init(&loop_);
+  const bool started = start();
+  if (started) uv_run(&loop_, UV_RUN_DEFAULT);
+
+  // Take the parts down in dependency order, then let libuv finish closing.
+  api_.reset();
+  manager_.reset();
+  server_.reset();
+  Status flushed = ok_status();
+  if (store_) flushed = store_->close();
+  if (!flushed.ok()) log_.error("statistics lost at exit: " + flushed.message());
+  store_.reset();
+  watchdog_.stop();
+  uv_walk(&loop_, [](uv_handle_t* h, void*) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }, nullptr);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+  if (started) log_.info("stopped");
+  return started ? 0 : 1;
+}
+
+}  // namespace
+
+int run(const std::vector<std::string>& args, const config::Environment& env,
+        const config::DaemonConfig& config) {
+  Daemon d(args, env, config);
+  return d.run();
+}
+
+}  // namespace connmgr::daemon
