@@ -1,0 +1,483 @@
+// connmgrctl: the command-line client of connmgrd (API.md §5). A thin,
+// blocking client: one request line out, one answer line back (or a stream of
+// event notifications for `watch`). Tables for people, --json for scripts.
+//
+// Exit status: 0 on success, 1 on an error answer (message on stderr),
+// 2 on a usage error, 3 when the daemon cannot be reached.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "connmgr_version.h"
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitUnreachable = 3;
+
+struct Options {
+  std::string socket;
+  bool json_output = false;
+  double timeout_s = 60;
+  std::vector<std::string> args;
+};
+
+[[noreturn]] void usage_error(const std::string& message) {
+  fprintf(stderr, "connmgrctl: %s (see connmgrctl --help)\n", message.c_str());
+  exit(kExitUsage);
+}
+
+const char* kHelp =
+    "Usage: connmgrctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  status                               the daemon's identity, counts and configuration\n"
+    "  nodes [--limit N] [--after ID]       list nodes\n"
+    "  node ID                              one node with its endpoints\n"
+    "  endpoints NODE [--protocol P]        a node's endpoints, best first\n"
+    "  add-node ID [--name NAME] [--endpoint PROTO://HOST:PORT ...]\n"
+    "  remove-node ID\n"
+    "  add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]\n"
+    "  remove-endpoint ENDPOINT_ID\n"
+    "  connect NODE | --endpoint ID  [--protocol P] [--timeout-ms MS] [--retry N]\n"
+    "                                [--wait] [--reconnect]\n"
+    "  disconnect NODE\n"
+    "  links [--all]                        established links (--all: also pending)\n"
+    "  watch [TYPE ...]                     print events as they happen (Ctrl-C ends)\n"
+    "  call METHOD [JSON-PARAMS]            any method, raw\n"
+    "\n"
+    "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
+    "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users.\n";
+
+std::string default_socket() {
+  if (const char* s = getenv("CONNMGR_SOCKET"); s && *s) return s;
+  if (geteuid() == 0) return "/run/connmgr/connmgrd.sock";
+  if (const char* r = getenv("XDG_RUNTIME_DIR"); r && *r) return std::string(r) + "/connmgr/connmgrd.sock";
+  return "/tmp/connmgr-" + std::to_string(geteuid()) + "/connmgrd.sock";
+}
+
+// --- the connection -------------------------------------------------------------
+
+class Connection {
+ public:
+  Connection(const std::string& path, double timeout_s) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) usage_error("socket path too long: " + path);
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      fprintf(stderr, "connmgrctl: cannot connect to %s: %s (is connmgrd running?)\n", path.c_str(),
+              strerror(errno));
+      exit(kExitUnreachable);
+    }
+    if (timeout_s > 0) {
+      timeval tv{};
+      tv.tv_sec = static_cast<time_t>(timeout_s);
+      tv.tv_usec = static_cast<suseconds_t>((timeout_s - static_cast<double>(tv.tv_sec)) * 1e6);
+      setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+  }
+  ~Connection() { ::close(fd_); }
+
+  void send(const json& request) {
+    std::string line = request.dump() + "\n";
+    size_t off = 0;
+    while (off < line.size()) {
+      ssize_t n = ::send(fd_, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) {
+        fprintf(stderr, "connmgrctl: the daemon closed the connection\n");
+        exit(kExitUnreachable);
+      }
+      off += static_cast<size_t>(n);
+    }
+  }
+
+  // One JSON line, or nullopt at EOF / timeout.
+  std::optional<json> receive() {
+    for (;;) {
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return json::parse(line, nullptr, false);
+      }
+      char chunk[65536];
+      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+      if (n <= 0) return std::nullopt;
+      buf_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// Sends one request and returns its result; prints the error and exits on an
+// error answer.
+json call(const Options& o, const std::string& method, const json& params) {
+  Connection c(o.socket, o.timeout_s);
+  json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
+  c.send(req);
+  for (;;) {
+    auto answer = c.receive();
+    if (!answer || answer->is_discarded()) {
+      fprintf(stderr, "connmgrctl: no answer from connmgrd (timed out or closed)\n");
+      exit(kExitUnreachable);
+    }
+    if (!answer->contains("id")) continue;  // a notification
+    if (answer->contains("error")) {
+      const json& e = (*answer)["error"];
+      std::string msg = e.value("message", "error");
+      if (e.contains("data") && e["data"].contains("reason")) msg += " (" + e["data"]["reason"].get<std::string>() + ")";
+      fprintf(stderr, "connmgrctl: %s [%d]\n", msg.c_str(), e.value("code", 0));
+      if (o.json_output) fprintf(stdout, "%s\n", answer->dump().c_str());
+      exit(kExitError);
+    }
+    return (*answer)["result"];
+  }
+}
+
+// --- output for people -------------------------------------------------------------
+
+bool colour() {
+  static const bool on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+  return on;
+}
+
+std::string paint(const std::string& s, const char* code) {
+  return colour() ? std::string("\033[") + code + "m" + s + "\033[0m" : s;
+}
+
+// "2026-11-24T09:30:00.123Z" -> "3m ago" / "in 20s".
+std::string human_time(const json& v) {
+  if (!v.is_string()) return "-";
+  struct tm tm {};
+  const std::string s = v.get<std::string>();
+  if (!strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return s;
+  const time_t t = timegm(&tm);
+  const long long d = static_cast<long long>(time(nullptr)) - static_cast<long long>(t);
+  const long long a = d < 0 ? -d : d;
+  std::string span;
+  if (a < 60) span = std::to_string(a) + "s";
+  else if (a < 3600) span = std::to_string(a / 60) + "m";
+  else if (a < 86400) span = std::to_string(a / 3600) + "h";
+  else span = std::to_string(a / 86400) + "d";
+  return d < 0 ? "in " + span : span + " ago";
+}
+
+std::string text(const json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
+  if (v.is_number_float()) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.2f", v.get<double>());
+    return buf;
+  }
+  return v.dump();
+}
+
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width(header.size());
+  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& r, bool head) {
+    std::string out;
+    for (size_t i = 0; i < r.size(); ++i) {
+      std::string cell = r[i];
+      if (i + 1 < r.size()) cell.append(width[i] - r[i].size() + 2, ' ');
+      out += cell;
+    }
+    printf("%s\n", head ? paint(out, "1").c_str() : out.c_str());
+  };
+  line(header, true);
+  for (const auto& r : rows) line(r, false);
+}
+
+void print_endpoints(const json& eps) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : eps)
+    rows.push_back({text(e["id"]), text(e["protocol"]), text(e["address"]), text(e["port"]),
+                    text(e["success_count"]), text(e["failure_count"]), human_time(e["last_success_at"]),
+                    text(e["last_error"])});
+  print_table({"ID", "PROTO", "ADDRESS", "PORT", "OK", "FAIL", "LAST OK", "LAST ERROR"}, rows);
+}
+
+void print_links(const json& links) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& l : links) {
+    std::string state = text(l["state"]);
+    state = state == "active" ? paint(state, "32") : paint(state, "33");
+    std::string since = human_time(l["since"]);
+    if (l.contains("next_attempt_at")) since = "next " + human_time(l["next_attempt_at"]);
+    rows.push_back({text(l["node_id"]), state, text(l["protocol"]),
+                    text(l["address"]) + ":" + text(l["port"]), text(l["local_address"]), since,
+                    text(l["attempts"]), l["rtt_ms"].is_null() ? "-" : text(l["rtt_ms"]) + " ms"});
+  }
+  print_table({"NODE", "STATE", "PROTO", "REMOTE", "LOCAL", "SINCE", "ATTEMPTS", "RTT"}, rows);
+}
+
+void print_event(const json& e) {
+  std::string line = text(e["at"]) + "  " + paint(text(e["type"]), "1") + "  node=" + text(e["node_id"]);
+  for (const char* k : {"endpoint_id", "protocol", "reason", "attempt", "delay_ms", "next_attempt_at"})
+    if (e.contains(k)) line += std::string("  ") + k + "=" + text(e[k]);
+  printf("%s\n", line.c_str());
+  fflush(stdout);
+}
+
+// --- argument helpers ------------------------------------------------------------------
+
+// Takes "--name VALUE" or "--name=VALUE" out of args; nullopt when absent.
+std::optional<std::string> take_option(std::vector<std::string>& args, const std::string& name) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == name) {
+      if (i + 1 >= args.size()) usage_error(name + " needs a value");
+      std::string v = args[i + 1];
+      args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
+      return v;
+    }
+    if (args[i].rfind(name + "=", 0) == 0) {
+      std::string v = args[i].substr(name.size() + 1);
+      args.erase(args.begin() + static_cast<long>(i));
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
+bool take_flag(std::vector<std::string>& args, const std::string& name) {
+  for (size_t i = 0; i < args.size(); ++i)
+    if (args[i] == name) {
+      args.erase(args.begin() + static_cast<long>(i));
+      return true;
+    }
+  return false;
+}
+
+long long number(const std::string& s, const std::string& what) {
+  char* end = nullptr;
+  long long v = strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end) usage_error(what + " must be a number, got '" + s + "'");
+  return v;
+}
+
+// "tcp://127.0.0.1:80", "quic://[::1]:443" -> endpoint params.
+json parse_endpoint(const std::string& spec) {
+  const auto sep = spec.find("://");
+  if (sep == std::string::npos) usage_error("endpoint must look like PROTO://HOST:PORT, got '" + spec + "'");
+  std::string proto = spec.substr(0, sep), rest = spec.substr(sep + 3), host;
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos) usage_error("endpoint needs a port: '" + spec + "'");
+  host = rest.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return json{{"protocol", proto}, {"address", host}, {"port", number(rest.substr(colon + 1), "port")}};
+}
+
+void need(const std::vector<std::string>& args, size_t n, const char* usage) {
+  if (args.size() != n) usage_error(std::string("usage: connmgrctl ") + usage);
+}
+
+// --- commands -------------------------------------------------------------------------------
+
+int run(Options& o) {
+  if (o.args.empty()) usage_error("no command");
+  const std::string cmd = o.args[0];
+  std::vector<std::string> a(o.args.begin() + 1, o.args.end());
+  auto show = [&](const json& result, auto&& for_people) {
+    if (o.json_output) printf("%s\n", result.dump().c_str());
+    else for_people(result);
+    return 0;
+  };
+
+  if (cmd == "status") {
+    need(a, 0, "status");
+    return show(call(o, "status", json::object()), [](const json& r) {
+      printf("connmgrd %s, node %s, up %llds\n", text(r["version"]).c_str(), text(r["node_id"]).c_str(),
+             r["uptime_s"].get<long long>());
+      printf("database  %s\nsocket    %s\nprotocols %s\n", text(r["database"]).c_str(),
+             text(r["socket"]).c_str(), r["connectors"].dump().c_str());
+      const json& c = r["counts"];
+      printf("nodes %s, endpoints %s, links %s active / %s pending, clients %s\n", text(c["nodes"]).c_str(),
+             text(c["endpoints"]).c_str(), text(c["active"]).c_str(), text(c["pending"]).c_str(),
+             text(c["clients"]).c_str());
+    });
+  }
+  if (cmd == "nodes") {
+    json p = json::object();
+    if (auto l = take_option(a, "--limit")) p["limit"] = number(*l, "--limit");
+    if (auto af = take_option(a, "--after")) p["after"] = *af;
+    need(a, 0, "nodes [--limit N] [--after ID]");
+    return show(call(o, "nodes.list", p), [](const json& r) {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& n : r["nodes"])
+        rows.push_back({text(n["id"]), text(n["name"]), n["connected"].get<bool>() ? paint("up", "32") : "-",
+                        human_time(n["created_at"])});
+      print_table({"ID", "NAME", "LINK", "CREATED"}, rows);
+      if (!r["next"].is_null()) printf("more: connmgrctl nodes --after %s\n", text(r["next"]).c_str());
+    });
+  }
+  if (cmd == "node") {
+    need(a, 1, "node ID");
+    return show(call(o, "nodes.get", {{"node_id", a[0]}}), [](const json& n) {
+      printf("%s  %s  %s\n", text(n["id"]).c_str(), text(n["name"]).c_str(),
+             n["connected"].get<bool>() ? "linked" : "not linked");
+      print_endpoints(n["endpoints"]);
+    });
+  }
+  if (cmd == "endpoints") {
+    json p = json::object();
+    if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
+    need(a, 1, "endpoints NODE [--protocol P]");
+    p["node_id"] = a[0];
+    return show(call(o, "endpoints.list", p), [](const json& r) { print_endpoints(r["endpoints"]); });
+  }
+  if (cmd == "add-node") {
+    json p = json::object();
+    if (auto n = take_option(a, "--name")) p["name"] = *n;
+    json eps = json::array();
+    while (auto e = take_option(a, "--endpoint")) eps.push_back(parse_endpoint(*e));
+    need(a, 1, "add-node ID [--name NAME] [--endpoint PROTO://HOST:PORT ...]");
+    p["id"] = a[0];
+    if (!eps.empty()) p["endpoints"] = eps;
+    return show(call(o, "nodes.add", p), [](const json& n) {
+      printf("added node %s\n", text(n["id"]).c_str());
+      if (!n["endpoints"].empty()) print_endpoints(n["endpoints"]);
+    });
+  }
+  if (cmd == "remove-node") {
+    need(a, 1, "remove-node ID");
+    return show(call(o, "nodes.remove", {{"node_id", a[0]}}),
+                [](const json& r) { printf("removed node %s\n", text(r["node_id"]).c_str()); });
+  }
+  if (cmd == "add-endpoint") {
+    json p = json::object();
+    if (auto s = take_option(a, "--server-name")) p["server_name"] = *s;
+    if (auto s = take_option(a, "--alpn")) p["alpn"] = *s;
+    if (auto s = take_option(a, "--pin")) p["pin_sha256"] = *s;
+    need(a, 4, "add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]");
+    p["node_id"] = a[0];
+    p["protocol"] = a[1];
+    p["address"] = a[2];
+    p["port"] = number(a[3], "PORT");
+    return show(call(o, "endpoints.add", p),
+                [](const json& e) { printf("added endpoint %s\n", text(e["id"]).c_str()); });
+  }
+  if (cmd == "remove-endpoint") {
+    need(a, 1, "remove-endpoint ENDPOINT_ID");
+    return show(call(o, "endpoints.remove", {{"endpoint_id", number(a[0], "ENDPOINT_ID")}}),
+                [](const json& r) { printf("removed endpoint %s\n", text(r["endpoint_id"]).c_str()); });
+  }
+  if (cmd == "connect") {
+    json p = json::object();
+    if (auto e = take_option(a, "--endpoint")) p["endpoint_id"] = number(*e, "--endpoint");
+    if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
+    if (auto t = take_option(a, "--timeout-ms")) p["timeout_ms"] = number(*t, "--timeout-ms");
+    if (auto r = take_option(a, "--retry")) p["retry"] = {{"max_attempts", number(*r, "--retry")}};
+    if (take_flag(a, "--wait")) p["wait"] = true;
+    if (take_flag(a, "--reconnect")) p["reconnect"] = true;
+    if (!p.contains("endpoint_id")) {
+      need(a, 1, "connect NODE | --endpoint ID [...]");
+      p["node_id"] = a[0];
+    } else {
+      need(a, 0, "connect --endpoint ID [...]");
+    }
+    return show(call(o, "connect", p), [](const json& l) {
+      printf("%s %s via %s %s:%s (%s attempt%s)\n", text(l["node_id"]).c_str(),
+             l["reused"].get<bool>() ? "already linked" : "linked", text(l["protocol"]).c_str(),
+             text(l["address"]).c_str(), text(l["port"]).c_str(), text(l["attempts"]).c_str(),
+             l["attempts"] == 1 ? "" : "s");
+    });
+  }
+  if (cmd == "disconnect") {
+    need(a, 1, "disconnect NODE");
+    return show(call(o, "disconnect", {{"node_id", a[0]}}), [](const json& r) {
+      printf("%s: %s\n", text(r["node_id"]).c_str(),
+             r["was_connected"].get<bool>()   ? "disconnected"
+             : r["cancelled_attempts"].get<bool>() ? "attempts cancelled"
+                                                   : "was not linked");
+    });
+  }
+  if (cmd == "links") {
+    const bool all = take_flag(a, "--all");
+    need(a, 0, "links [--all]");
+    return show(call(o, "connections.list", {{"include_pending", all}}),
+                [](const json& r) { print_links(r["connections"]); });
+  }
+  if (cmd == "watch") {
+    json p = json::object();
+    if (!a.empty()) p["types"] = a;
+    Connection c(o.socket, 0);
+    c.send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "events.subscribe"}, {"params", p}});
+    for (;;) {
+      auto msg = c.receive();
+      if (!msg) return 0;  // the daemon stopped
+      if (msg->contains("error")) {
+        fprintf(stderr, "connmgrctl: %s\n", (*msg)["error"].value("message", "error").c_str());
+        return kExitError;
+      }
+      if (msg->value("method", "") != "event") continue;
+      if (o.json_output) {
+        printf("%s\n", (*msg)["params"].dump().c_str());
+        fflush(stdout);
+      } else {
+        print_event((*msg)["params"]);
+      }
+    }
+  }
+  if (cmd == "call") {
+    if (a.empty() || a.size() > 2) usage_error("usage: connmgrctl call METHOD [JSON-PARAMS]");
+    json params = json::object();
+    if (a.size() == 2) {
+      params = json::parse(a[1], nullptr, false);
+      if (params.is_discarded()) usage_error("JSON-PARAMS is not valid JSON");
+    }
+    printf("%s\n", call(o, a[0], params).dump(o.json_output ? -1 : 2).c_str());
+    return 0;
+  }
+  usage_error("unknown command '" + cmd + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  o.socket = default_socket();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  // Global options come before the command.
+  size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      fputs(kHelp, stdout);
+      return 0;
+    }
+    if (a == "--version") {
+      printf("connmgrctl %s\n", CONNMGR_VERSION);
+      return 0;
+    }
+    if (a == "--json") o.json_output = true;
+    else if (a == "--socket" && i + 1 < args.size()) o.socket = args[++i];
+    else if (a.rfind("--socket=", 0) == 0) o.socket = a.substr(9);
+    else if (a == "--timeout" && i + 1 < args.size()) o.timeout_s = static_cast<double>(number(args[++i], "--timeout"));
+    else if (a.rfind("--", 0) == 0) usage_error("unknown option " + a);
+    else break;
+  }
+  o.args.assign(args.begin() + static_cast<long>(i), args.end());
+  return run(o);
+}
