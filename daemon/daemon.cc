@@ -16,6 +16,7 @@
 #include "core/connection_manager.h"
 #include "methods/api.h"
 #include "net/tcp_connector.h"
+#include "quic/quic_connector.h"
 #include "rpc/dispatcher.h"
 #include "server/socket_server.h"
 #include "storage/store.h"
@@ -186,6 +187,17 @@ bool Daemon::start() {
   TcpOptions tcp;
   tcp.keepalive = std::chrono::duration_cast<std::chrono::seconds>(config_.tcp_keepalive);
   connectors_.add(std::make_unique<TcpConnector>(&loop_, tcp));
+  QuicOptions quic;
+  quic.default_alpn = config_.quic_alpn;
+  quic.ca_file = config_.quic_ca_file.value_or("");
+  quic.idle_timeout = config_.quic_idle_timeout;
+  quic.keepalive = config_.quic_keepalive;
+  auto quic_connector = QuicConnector::create(&loop_, quic);
+  if (!quic_connector) {
+    log_.error(quic_connector.error().message());
+    return false;
+  }
+  connectors_.add(std::move(quic_connector).value());
 
   manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
                                                   connection_config(config_));
