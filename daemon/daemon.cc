@@ -339,6 +339,8 @@ void Daemon::begin_shutdown() {
       d2->server_.reset();
       d2->close_handle(reinterpret_cast<uv_handle_t*>(t2));
     }, kDrainMs, 0);
+    // Only clients still writing keep the loop (and this deadline) alive.
+    uv_unref(reinterpret_cast<uv_handle_t*>(t));
   }, 1, 0);
 }
 

@@ -334,7 +334,16 @@ class DaemonTest(unittest.TestCase):
         self.d = Daemon(*self.daemon_args)
 
     def tearDown(self):
-        self.d.cleanup()
+        # Every test ends with a clean stop: exit status 0 and, in a
+        # sanitizer build, no report in the daemon's log.
+        try:
+            if self.d.proc is not None and self.d.proc.poll() is None:
+                self.assertEqual(self.d.stop(), 0, self.d.log_text())
+            log = self.d.log_text()
+            for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                self.assertNotIn(word, log)
+        finally:
+            self.d.cleanup()
 
     def assertError(self, answer, code):
         self.assertIn("error", answer, answer)
