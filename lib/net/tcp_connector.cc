@@ -122,6 +122,9 @@ class TcpDial {
         alive_(std::make_shared<bool>(true)) {}
 
   DialHandle start() {
+    // The deadline counts from now, not from the loop's cached time, which is
+    // stale when the caller did blocking work since the loop last woke.
+    uv_update_time(loop_);
     uv_timer_init(loop_, &timer_);
     timer_.data = this;
     ++refs_;  // the timer, until its close callback

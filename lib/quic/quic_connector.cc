@@ -163,6 +163,7 @@ class QuicConnection final : public Connection {
 };
 
 DialHandle QuicSession::start() {
+  uv_update_time(connector_.loop);  // the deadline counts from now (see TcpDial)
   uv_timer_init(connector_.loop, &expiry_);
   uv_timer_init(connector_.loop, &deadline_);
   expiry_.data = deadline_.data = this;

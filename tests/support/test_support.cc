@@ -169,4 +169,42 @@ int closed_port() {
   return ntohs(a.sin_port);
 }
 
+BlackholedTcpPort::BlackholedTcpPort() {
+  listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(listener_, 0) != 0)
+    throw std::runtime_error("cannot make a blackholed listener");
+  socklen_t len = sizeof a;
+  getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+  // A backlog of 0 still admits a connection or two; a few more fill it.
+  for (int i = 0; i < 4; ++i) {
+    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    fillers_.push_back(c);
+  }
+  usleep(50 * 1000);  // let the handshakes of the fillers complete
+}
+
+BlackholedTcpPort::~BlackholedTcpPort() {
+  for (int c : fillers_) ::close(c);
+  ::close(listener_);
+}
+
+SilentUdpPort::SilentUdpPort() {
+  fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    throw std::runtime_error("cannot bind a UDP socket");
+  socklen_t len = sizeof a;
+  getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+  port_ = ntohs(a.sin_port);
+}
+
+SilentUdpPort::~SilentUdpPort() { ::close(fd_); }
+
 }  // namespace connmgr::test

@@ -64,4 +64,31 @@ class TcpListener {
 // A port on 127.0.0.1 where nothing listens (bound, then closed).
 int closed_port();
 
+// A TCP port on 127.0.0.1 whose listener never accepts and whose accept queue
+// is full, so further SYNs are dropped: a dial there can only time out.
+class BlackholedTcpPort {
+ public:
+  BlackholedTcpPort();
+  ~BlackholedTcpPort();
+  int port() const { return port_; }
+
+ private:
+  int listener_ = -1;
+  std::vector<int> fillers_;
+  int port_ = 0;
+};
+
+// A UDP port on 127.0.0.1 bound by a socket that never reads: no answer and
+// no ICMP, so a QUIC dial there can only time out.
+class SilentUdpPort {
+ public:
+  SilentUdpPort();
+  ~SilentUdpPort();
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 }  // namespace connmgr::test

@@ -571,23 +571,8 @@ TEST_CASE_METHOD(Fixture, "shutdown closes every link, cancels attempts, and pee
 }
 
 TEST_CASE_METHOD(Fixture, "a blackholed dial times out within the connect timeout") {
-  // A listener with a full accept queue drops further SYNs.
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 0) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const int port = ntohs(a.sin_port);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(c);
-  }
-  run_for(&loop, 50ms);
+  connmgr::test::BlackholedTcpPort hole;
+  const int port = hole.port();
   auto ids = add_node("n1", {tcp(port)});
   ConnectRequest r = to_node("n1");
   r.timeout = 300ms;
@@ -599,8 +584,6 @@ TEST_CASE_METHOD(Fixture, "a blackholed dial times out within the connect timeou
   CHECK(took_ms >= 250);
   CHECK(took_ms < 3000);
   CHECK(stats(ids[0]).last_error == "timeout");
-  for (int c : fillers) ::close(c);
-  ::close(fd);
 }
 
 TEST_CASE_METHOD(Fixture, "a connect by endpoint dials that endpoint, not the best one") {

@@ -134,30 +134,14 @@ TEST_CASE_METHOD(Fixture, "a name that does not resolve fails with reason dns") 
 }
 
 TEST_CASE_METHOD(Fixture, "a blackholed dial times out within its timeout") {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 0) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(c);
-  }
-  run_for(&loop, 50ms);
+  connmgr::test::BlackholedTcpPort hole;
   const uint64_t t0 = uv_hrtime();
-  auto o = dial(request("127.0.0.1", ntohs(a.sin_port), 300ms), 5s);
+  auto o = dial(request("127.0.0.1", hole.port(), 300ms), 5s);
   const double ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
   REQUIRE_FALSE(o->conn);
   CHECK(o->error.reason() == "timeout");
   CHECK(ms >= 250);
   CHECK(ms < 3000);
-  for (int c : fillers) ::close(c);
-  ::close(fd);
 }
 
 TEST_CASE_METHOD(Fixture, "a peer close is reported once as closed") {
@@ -204,22 +188,9 @@ TEST_CASE_METHOD(Fixture, "destroying a connection closes it") {
 }
 
 TEST_CASE_METHOD(Fixture, "a cancelled dial never calls back") {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 0) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  std::vector<int> fillers;
-  for (int i = 0; i < 4; ++i) {
-    int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    fillers.push_back(c);
-  }
+  connmgr::test::BlackholedTcpPort hole;
   DialHandle h;
-  auto o = start(request("127.0.0.1", ntohs(a.sin_port), 200ms), &h);
+  auto o = start(request("127.0.0.1", hole.port(), 200ms), &h);
   run_for(&loop, 20ms);
   h.cancel();
   h.cancel();  // idempotent
@@ -231,8 +202,6 @@ TEST_CASE_METHOD(Fixture, "a cancelled dial never calls back") {
   h2.cancel();
   run_for(&loop, 100ms);
   CHECK_FALSE(o2->done);
-  for (int c : fillers) ::close(c);
-  ::close(fd);
 }
 
 TEST_CASE_METHOD(Fixture, "cancelling after completion is harmless") {

@@ -267,23 +267,15 @@ TEST_CASE_METHOD(Fixture, "killing gtlsserver ends the link within the idle time
 }
 
 TEST_CASE_METHOD(Fixture, "a port where nothing answers times out") {
-  // A bound UDP socket that never reads: no ICMP, no answer.
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  connmgr::test::SilentUdpPort silent;
   auto& c = connector();
   const uint64_t t0 = uv_hrtime();
-  auto o = dial(c, request(ntohs(a.sin_port), std::nullopt, 400ms));
+  auto o = dial(c, request(silent.port(), std::nullopt, 400ms));
   const double ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
   REQUIRE_FALSE(o->conn);
   CHECK(o->error.reason() == "timeout");
   CHECK(ms >= 350);
   CHECK(ms < 5000);
-  close(fd);
 }
 
 TEST_CASE_METHOD(Fixture, "a closed UDP port is refused or times out, never hangs") {
@@ -294,26 +286,19 @@ TEST_CASE_METHOD(Fixture, "a closed UDP port is refused or times out, never hang
 }
 
 TEST_CASE_METHOD(Fixture, "a cancelled QUIC dial never calls back") {
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  connmgr::test::SilentUdpPort silent;
   auto& c = connector();
   DialHandle h;
-  auto o = start(c, request(ntohs(a.sin_port), std::nullopt, 300ms), &h);
+  auto o = start(c, request(silent.port(), std::nullopt, 300ms), &h);
   run_for(&loop, 30ms);
   h.cancel();
   run_for(&loop, 500ms);
   CHECK_FALSE(o->done);
   DialHandle h2;
-  auto o2 = start(c, request(ntohs(a.sin_port)), &h2);
+  auto o2 = start(c, request(silent.port()), &h2);
   h2.cancel();  // before the socket even opened
   run_for(&loop, 50ms);
   CHECK_FALSE(o2->done);
-  close(fd);
 }
 
 TEST_CASE_METHOD(Fixture, "host names are resolved for QUIC too") {
