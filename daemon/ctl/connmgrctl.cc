@@ -8,7 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,19 +20,27 @@
 #include <nlohmann/json.hpp>
 
 #include "connmgr_version.h"
+#include "daemon/ctl/table.h"
 
 namespace {
 
 using json = nlohmann::json;
+using connmgr::ctl::human_time;
+using connmgr::ctl::paint;
+using connmgr::ctl::print_table;
+using connmgr::ctl::text;
 
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
+constexpr double kDefaultTimeoutS = 60;
 
 struct Options {
   std::string socket;
   bool json_output = false;
-  double timeout_s = 60;
+  // Seconds to wait for an answer; unset means the default (kDefaultTimeoutS,
+  // or no limit for `connect --wait`, whose answer may take many retries).
+  std::optional<double> timeout_s;
   std::vector<std::string> args;
 };
 
@@ -53,15 +61,26 @@ const char* kHelp =
     "  remove-node ID\n"
     "  add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]\n"
     "  remove-endpoint ENDPOINT_ID\n"
-    "  connect NODE | --endpoint ID  [--protocol P] [--timeout-ms MS] [--retry N]\n"
-    "                                [--wait] [--reconnect]\n"
+    "  connect NODE | --endpoint ID  [--protocol P] [--timeout DURATION] [--retry N]\n"
+    "                                [--wait] [--reconnect]   (DURATION: 5s, 500ms, 1m)\n"
     "  disconnect NODE\n"
     "  links [--all]                        established links (--all: also pending)\n"
     "  watch [TYPE ...]                     print events as they happen (Ctrl-C ends)\n"
     "  call METHOD [JSON-PARAMS]            any method, raw\n"
+    "  help                                 this text\n"
+    "\n"
+    "Options:\n"
+    "  --socket PATH       the daemon's socket (see below)\n"
+    "  --json              print the result as JSON (one line), for scripts\n"
+    "  --timeout SECONDS   how long to wait for an answer [60; connect --wait: no limit]\n"
+    "\n"
+    "Exit status: 0 success, 1 error answer (message on stderr), 2 usage error,\n"
+    "3 the daemon cannot be reached or did not answer.\n"
     "\n"
     "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
-    "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users.\n";
+    "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users (/tmp/connmgr-UID/connmgrd.sock\n"
+    "without XDG_RUNTIME_DIR), as connmgrd's own default. Colour only on a terminal, never\n"
+    "with NO_COLOR set.\n";
 
 std::string default_socket() {
   if (const char* s = getenv("CONNMGR_SOCKET"); s && *s) return s;
@@ -107,6 +126,8 @@ class Connection {
     }
   }
 
+  bool timed_out() const { return timed_out_; }
+
   // One JSON line, or nullopt at EOF / timeout.
   std::optional<json> receive() {
     for (;;) {
@@ -117,7 +138,11 @@ class Connection {
       }
       char chunk[65536];
       ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n <= 0) return std::nullopt;
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        return std::nullopt;
+      }
       buf_.append(chunk, static_cast<size_t>(n));
     }
   }
@@ -125,26 +150,50 @@ class Connection {
  private:
   int fd_ = -1;
   std::string buf_;
+  bool timed_out_ = false;
 };
+
+// "connect failed: refused (1 attempt; next attempt in 2s) [-32010]".
+std::string describe_error(const json& e) {
+  std::string msg = e.value("message", std::string("error"));
+  const json data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
+  std::vector<std::string> notes;
+  if (data.contains("reason") && data["reason"].is_string()) notes.push_back(data["reason"].get<std::string>());
+  if (data.contains("attempts") && data["attempts"].is_number_integer()) {
+    const long long n = data["attempts"].get<long long>();
+    notes.push_back(std::to_string(n) + (n == 1 ? " attempt" : " attempts"));
+  }
+  if (data.contains("next_attempt_at")) notes.push_back("next attempt " + human_time(data["next_attempt_at"]));
+  if (!notes.empty()) {
+    msg += " (";
+    for (size_t i = 0; i < notes.size(); ++i) msg += (i ? "; " : "") + notes[i];
+    msg += ")";
+  }
+  return msg + " [" + std::to_string(e.value("code", 0)) + "]";
+}
 
 // Sends one request and returns its result; prints the error and exits on an
 // error answer.
 json call(const Options& o, const std::string& method, const json& params) {
-  Connection c(o.socket, o.timeout_s);
+  Connection c(o.socket, o.timeout_s.value_or(kDefaultTimeoutS));
   json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
   c.send(req);
   for (;;) {
     auto answer = c.receive();
     if (!answer || answer->is_discarded()) {
-      fprintf(stderr, "connmgrctl: no answer from connmgrd (timed out or closed)\n");
+      if (!answer && c.timed_out())
+        fprintf(stderr, "connmgrctl: no answer from connmgrd within %gs (see --timeout)\n",
+                o.timeout_s.value_or(kDefaultTimeoutS));
+      else if (!answer)
+        fprintf(stderr, "connmgrctl: connmgrd closed the connection without an answer\n");
+      else
+        fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
       exit(kExitUnreachable);
     }
     if (!answer->contains("id")) continue;  // a notification
     if (answer->contains("error")) {
       const json& e = (*answer)["error"];
-      std::string msg = e.value("message", "error");
-      if (e.contains("data") && e["data"].contains("reason")) msg += " (" + e["data"]["reason"].get<std::string>() + ")";
-      fprintf(stderr, "connmgrctl: %s [%d]\n", msg.c_str(), e.value("code", 0));
+      fprintf(stderr, "connmgrctl: %s\n", describe_error(e).c_str());
       if (o.json_output) fprintf(stdout, "%s\n", answer->dump().c_str());
       exit(kExitError);
     }
@@ -153,62 +202,6 @@ json call(const Options& o, const std::string& method, const json& params) {
 }
 
 // --- output for people -------------------------------------------------------------
-
-bool colour() {
-  static const bool on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
-  return on;
-}
-
-std::string paint(const std::string& s, const char* code) {
-  return colour() ? std::string("\033[") + code + "m" + s + "\033[0m" : s;
-}
-
-// "2026-11-24T09:30:00.123Z" -> "3m ago" / "in 20s".
-std::string human_time(const json& v) {
-  if (!v.is_string()) return "-";
-  struct tm tm {};
-  const std::string s = v.get<std::string>();
-  if (!strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return s;
-  const time_t t = timegm(&tm);
-  const long long d = static_cast<long long>(time(nullptr)) - static_cast<long long>(t);
-  const long long a = d < 0 ? -d : d;
-  std::string span;
-  if (a < 60) span = std::to_string(a) + "s";
-  else if (a < 3600) span = std::to_string(a / 60) + "m";
-  else if (a < 86400) span = std::to_string(a / 3600) + "h";
-  else span = std::to_string(a / 86400) + "d";
-  return d < 0 ? "in " + span : span + " ago";
-}
-
-std::string text(const json& v) {
-  if (v.is_null()) return "-";
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_boolean()) return v.get<bool>() ? "yes" : "no";
-  if (v.is_number_float()) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.2f", v.get<double>());
-    return buf;
-  }
-  return v.dump();
-}
-
-void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width(header.size());
-  for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
-  for (const auto& r : rows)
-    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  auto line = [&](const std::vector<std::string>& r, bool head) {
-    std::string out;
-    for (size_t i = 0; i < r.size(); ++i) {
-      std::string cell = r[i];
-      if (i + 1 < r.size()) cell.append(width[i] - r[i].size() + 2, ' ');
-      out += cell;
-    }
-    printf("%s\n", head ? paint(out, "1").c_str() : out.c_str());
-  };
-  line(header, true);
-  for (const auto& r : rows) line(r, false);
-}
 
 void print_endpoints(const json& eps) {
   std::vector<std::vector<std::string>> rows;
@@ -277,6 +270,23 @@ long long number(const std::string& s, const std::string& what) {
   return v;
 }
 
+// "5s", "500ms", "1m", "2h", or a bare number of seconds (as connmgrd's
+// configuration reads durations) -> milliseconds.
+long long duration_ms(const std::string& s, const std::string& what) {
+  char* end = nullptr;
+  const double v = strtod(s.c_str(), &end);
+  const std::string unit = end ? end : "";
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1000;
+  else if (unit == "ms") scale = 1;
+  else if (unit == "m") scale = 60000;
+  else if (unit == "h") scale = 3600000;
+  if (s.empty() || end == s.c_str() || scale == 0 || !(v > 0))
+    usage_error(what + " must be a positive duration such as 5s or 500ms, got '" + s + "'");
+  const double ms = v * scale;
+  return ms < 1 ? 1 : static_cast<long long>(ms);
+}
+
 // "tcp://127.0.0.1:80", "quic://[::1]:443" -> endpoint params.
 json parse_endpoint(const std::string& spec) {
   const auto sep = spec.find("://");
@@ -286,6 +296,9 @@ json parse_endpoint(const std::string& spec) {
   if (colon == std::string::npos) usage_error("endpoint needs a port: '" + spec + "'");
   host = rest.substr(0, colon);
   if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  else if (host.find(':') != std::string::npos)
+    usage_error("an IPv6 address goes in brackets, as quic://[::1]:443, got '" + spec + "'");
+  if (proto.empty() || host.empty()) usage_error("endpoint must look like PROTO://HOST:PORT, got '" + spec + "'");
   return json{{"protocol", proto}, {"address", host}, {"port", number(rest.substr(colon + 1), "port")}};
 }
 
@@ -305,6 +318,10 @@ int run(Options& o) {
     return 0;
   };
 
+  if (cmd == "help") {
+    fputs(kHelp, stdout);
+    return 0;
+  }
   if (cmd == "status") {
     need(a, 0, "status");
     return show(call(o, "status", json::object()), [](const json& r) {
@@ -387,9 +404,13 @@ int run(Options& o) {
     json p = json::object();
     if (auto e = take_option(a, "--endpoint")) p["endpoint_id"] = number(*e, "--endpoint");
     if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
+    if (auto t = take_option(a, "--timeout")) p["timeout_ms"] = duration_ms(*t, "--timeout");
     if (auto t = take_option(a, "--timeout-ms")) p["timeout_ms"] = number(*t, "--timeout-ms");
     if (auto r = take_option(a, "--retry")) p["retry"] = {{"max_attempts", number(*r, "--retry")}};
-    if (take_flag(a, "--wait")) p["wait"] = true;
+    if (take_flag(a, "--wait")) {
+      p["wait"] = true;
+      if (!o.timeout_s) o.timeout_s = 0;  // no limit: the daemon answers when attempts are spent
+    }
     if (take_flag(a, "--reconnect")) p["reconnect"] = true;
     if (!p.contains("endpoint_id")) {
       need(a, 1, "connect NODE | --endpoint ID [...]");
@@ -472,12 +493,19 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (a == "--json") o.json_output = true;
-    else if (a == "--socket" && i + 1 < args.size()) o.socket = args[++i];
-    else if (a.rfind("--socket=", 0) == 0) o.socket = a.substr(9);
-    else if (a == "--timeout" && i + 1 < args.size()) o.timeout_s = static_cast<double>(number(args[++i], "--timeout"));
+    else if (a == "--socket" || a == "--timeout") {
+      if (i + 1 >= args.size()) usage_error(a + " needs a value");
+      const std::string& v = args[++i];
+      if (a == "--socket") o.socket = v;
+      else o.timeout_s = static_cast<double>(duration_ms(v, "--timeout")) / 1000;
+    } else if (a.rfind("--socket=", 0) == 0) o.socket = a.substr(9);
+    else if (a.rfind("--timeout=", 0) == 0) o.timeout_s = static_cast<double>(duration_ms(a.substr(10), "--timeout")) / 1000;
     else if (a.rfind("--", 0) == 0) usage_error("unknown option " + a);
     else break;
   }
   o.args.assign(args.begin() + static_cast<long>(i), args.end());
+  // --json is also taken after the command (`connmgrctl nodes --json`), except
+  // among call's raw arguments.
+  if (!o.args.empty() && o.args[0] != "call" && take_flag(o.args, "--json")) o.json_output = true;
   return run(o);
 }

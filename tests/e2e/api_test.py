@@ -5,7 +5,7 @@ import socket
 import time
 import unittest
 
-from harness import (PROTO_DOC, Client, DaemonTest, Listener, closed_port, wait_for)
+from daemon import (PROTO_DOC, Client, DaemonTest, Listener, closed_port, duration_ms, wait_for)
 
 PIN = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
@@ -18,7 +18,7 @@ class MethodsTest(DaemonTest):
         self.assertIn("tcp", st["connectors"])
         self.assertEqual(len(st["node_id"]), 32)
         self.assertEqual(st["counts"]["nodes"], 0)
-        self.assertEqual(st["config"]["connection_timeout"], "10s")
+        self.assertEqual(duration_ms(st["config"]["connection_timeout"]), 10000)
 
     def test_nodes_are_added_listed_paged_and_removed(self):
         for i in range(5):
@@ -92,6 +92,12 @@ class MethodsTest(DaemonTest):
                 err = self.assertError(self.d.call(method, params), -32602)
                 self.assertIn(word, err["message"])
 
+    def test_invalid_params_data_names_the_param_and_unknown_methods_their_name(self):
+        err = self.assertError(self.d.call("nodes.list", {"limit": 0}), -32602)
+        self.assertEqual(err["data"]["param"], "limit")
+        err = self.assertError(self.d.call("nodes.lst"), -32601)
+        self.assertEqual(err["data"]["method"], "nodes.lst")
+
     def test_positional_params_are_refused(self):
         self.assertError(self.d.call("nodes.get", ["n1"]), -32602)
 
@@ -157,6 +163,32 @@ class ConnectTest(DaemonTest):
                                                        "retry": {"max_attempts": 3, "initial_delay_ms": 20, "max_delay_ms": 40}}), -32010)
         self.assertEqual(err["data"]["attempts"], 3)
         self.assertFalse(err["data"]["retry_scheduled"])
+
+    def test_wait_with_retry_answers_once_the_peer_comes_up(self):
+        port = closed_port()
+        self.d.result("nodes.add", {"id": "n1", "endpoints": [{"protocol": "tcp", "address": "127.0.0.1", "port": port}]})
+        sub = self.d.client()
+        sub.call("events.subscribe", {"types": ["connect_failed", "retry_scheduled", "connected"]})
+        waiter = self.d.client()
+        waiter.send("connect", {"node_id": "n1", "wait": True,
+                                "retry": {"max_attempts": 50, "initial_delay_ms": 100, "exponential": False}})
+        # The first attempt is refused and a retry is scheduled; then the peer appears.
+        self.assertEqual(sub.next_event()["type"], "connect_failed")
+        ev = sub.next_event()
+        self.assertEqual(ev["type"], "retry_scheduled")
+        self.assertEqual(ev["delay_ms"], 100)
+        late = Listener(port)
+        try:
+            answer = waiter.receive(timeout=15)
+            self.assertIn("result", answer, answer)
+            self.assertEqual(answer["result"]["state"], "active")
+            self.assertGreaterEqual(answer["result"]["attempts"], 2)
+            self.assertTrue(wait_for(lambda: late.accepted() == 1))
+        finally:
+            waiter.close()
+            sub.close()
+            self.d.result("disconnect", {"node_id": "n1"})
+            late.stop()
 
     def test_a_node_without_endpoints_and_an_unknown_protocol(self):
         self.d.result("nodes.add", {"id": "empty"})

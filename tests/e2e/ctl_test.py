@@ -1,20 +1,57 @@
 """connmgrctl against the real daemon: commands, tables, --json, exit codes."""
 import json
 import os
+import pty
+import re
 import subprocess
-import time
 import unittest
 
-from harness import CONNMGRCTL, DaemonTest, Listener, wait_for
+from daemon import CONNMGRCTL, PROTO_DOC, DaemonTest, Listener, closed_port, wait_for
+
+PIN = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
 
 class CtlTest(DaemonTest):
-    def ctl(self, *args, check=None):
+    def ctl(self, *args, check=None, env=None):
         out = subprocess.run([CONNMGRCTL, "--socket", self.d.sock] + list(args),
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, env=env)
         if check is not None:
             self.assertEqual(out.returncode, check, out.stderr + out.stdout)
+        for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            self.assertNotIn(word, out.stderr)
         return out
+
+    def ctl_json(self, method, *args):
+        """`connmgrctl --json ARGS`: its stdout is the result of `method`, as proto/ says."""
+        out = self.ctl("--json", *args, check=0)
+        result = json.loads(out.stdout)
+        PROTO_DOC.check(result, PROTO_DOC.methods[method]["result"]["schema"], "connmgrctl --json " + args[0])
+        return result
+
+    def ctl_on_terminal(self, *args, env=None):
+        """Runs connmgrctl with its stdout on a pseudo-terminal; returns (status, output)."""
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen([CONNMGRCTL, "--socket", self.d.sock] + list(args), stdout=slave,
+                                    stderr=subprocess.PIPE, env=env)
+            os.close(slave)
+            slave = None
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO once the child has closed the terminal
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            proc.wait(10)
+            proc.stderr.close()
+            return proc.returncode, b"".join(chunks).decode()
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
 
     def test_add_connect_list_and_disconnect(self):
         peer = Listener()
@@ -39,9 +76,112 @@ class CtlTest(DaemonTest):
         finally:
             peer.stop()
 
+    def test_help_lists_every_command(self):
+        for args in (["--help"], ["help"]):
+            out = subprocess.run([CONNMGRCTL] + args, capture_output=True, text=True, timeout=10)
+            self.assertEqual(out.returncode, 0)
+            for cmd in ["status", "nodes", "node ", "endpoints", "add-node", "remove-node", "add-endpoint",
+                        "remove-endpoint", "connect", "disconnect", "links", "watch", "call", "--json",
+                        "--socket", "--timeout"]:
+                self.assertIn(cmd, out.stdout)
+
+    def test_every_command_has_its_method_and_json_output(self):
+        self.ctl_json("nodes.add", "add-node", "n1", "--name", "one")
+        ep = self.ctl_json("endpoints.add", "add-endpoint", "n1", "quic", "::1", "4433", "--server-name", "peer.test",
+                           "--alpn", "h3", "--pin", PIN)
+        self.assertEqual((ep["server_name"], ep["alpn"], ep["pin_sha256"]), ("peer.test", "h3", PIN))
+        self.ctl_json("endpoints.add", "add-endpoint", "n1", "tcp", "127.0.0.1", "9")
+        self.assertEqual([e["protocol"] for e in self.ctl_json("endpoints.list", "endpoints", "n1", "--protocol", "quic")["endpoints"]],
+                         ["quic"])
+        self.assertEqual(len(self.ctl_json("nodes.get", "node", "n1")["endpoints"]), 2)
+        for i in range(2, 5):
+            self.ctl("add-node", "n%d" % i, check=0)
+        page = self.ctl_json("nodes.list", "nodes", "--limit", "2", "--after", "n1")
+        self.assertEqual([n["id"] for n in page["nodes"]], ["n2", "n3"])
+        out = self.ctl("nodes", "--limit", "2", check=0)
+        self.assertIn("--after n2", out.stdout)  # tells how to get the next page
+        self.assertEqual(self.ctl_json("endpoints.remove", "remove-endpoint", str(ep["id"])),
+                         {"endpoint_id": ep["id"], "removed": True})
+        self.assertEqual(self.ctl_json("nodes.remove", "remove-node", "n4"), {"node_id": "n4", "removed": True})
+        self.ctl_json("status", "status")
+        self.ctl_json("connections.list", "links", "--all")
+        self.ctl_json("disconnect", "disconnect", "n1")
+        # --json may also follow the command.
+        self.assertIn("nodes", json.loads(self.ctl("nodes", "--json", check=0).stdout))
+
+    def test_tables_are_aligned_with_human_times(self):
+        self.ctl("add-node", "a", "--endpoint", "tcp://127.0.0.1:9", "--endpoint", "quic://[::1]:4433", check=0)
+        self.ctl("add-node", "a-much-longer-node-id", "--name", "web", check=0)
+        lines = self.ctl("nodes", check=0).stdout.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "NAME", "LINK", "CREATED"])
+        # Columns start where the header's do.
+        col = lines[0].index("NAME")
+        self.assertEqual(lines[2][col:col + 3], "web")
+        self.assertEqual(lines[1][col:col + 1], "-")
+        self.assertRegex(lines[1], r"\d+s ago$")
+        lines = self.ctl("endpoints", "a", check=0).stdout.splitlines()
+        self.assertEqual(len(lines), 3)
+        self.assertIn("::1", lines[2])
+
+    def test_connect_by_endpoint_with_a_timeout_then_links(self):
+        peer = Listener()
+        try:
+            self.ctl("add-node", "n1", "--endpoint", "tcp://127.0.0.1:%d" % peer.port, check=0)
+            ep = self.ctl_json("endpoints.list", "endpoints", "n1")["endpoints"][0]
+            link = self.ctl_json("connect", "connect", "--endpoint", str(ep["id"]), "--timeout", "2s")
+            self.assertEqual(link["state"], "active")
+            out = self.ctl("connect", "n1", check=0)
+            self.assertIn("already linked", out.stdout)
+            table = self.ctl("links", check=0).stdout.splitlines()
+            self.assertEqual(table[0].split()[:2], ["NODE", "STATE"])
+            self.assertTrue(table[1].startswith("n1 "))
+            self.assertIn("127.0.0.1:%d" % peer.port, table[1])
+        finally:
+            peer.stop()
+
+    def test_a_failed_connect_with_retries_reports_attempts(self):
+        self.ctl("add-node", "n1", "--endpoint", "tcp://127.0.0.1:%d" % closed_port(), check=0)
+        out = self.ctl("connect", "n1", "--retry", "3", "--wait", check=1)
+        self.assertIn("refused", out.stderr)
+        self.assertIn("3 attempts", out.stderr)
+        self.assertIn("-32010", out.stderr)
+        out = self.ctl("connect", "n1", "--retry", "5", check=1)
+        self.assertIn("next attempt", out.stderr)
+        out = self.ctl("links", "--all", check=0)
+        self.assertIn("waiting_retry", out.stdout)
+        self.assertNotIn("waiting_retry", self.ctl("links", check=0).stdout)
+        out = self.ctl("disconnect", "n1", check=0)
+        self.assertIn("attempts cancelled", out.stdout)
+
+    def test_colour_only_on_a_terminal_without_no_color(self):
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        peer = Listener()
+        try:
+            self.ctl("add-node", "linked", "--endpoint", "tcp://127.0.0.1:%d" % peer.port, check=0)
+            self.ctl("add-node", "z", check=0)
+            self.ctl("connect", "linked", check=0)
+            status, out = self.ctl_on_terminal("nodes", env=env)
+            self.assertEqual(status, 0)
+            self.assertIn("\x1b[", out)
+            # Coloured cells take no extra width: CREATED stays aligned.
+            plain = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in out.replace("\r", "").splitlines()]
+            col = plain[0].index("CREATED")
+            self.assertRegex(plain[1][col:], r"^\d+s ago$")
+            self.assertRegex(plain[2][col:], r"^\d+s ago$")
+            self.ctl("disconnect", "linked", check=0)
+        finally:
+            peer.stop()
+        status, out = self.ctl_on_terminal("nodes", env=dict(env, NO_COLOR="1"))
+        self.assertEqual(status, 0)
+        self.assertIn("ID", out)
+        self.assertNotIn("\x1b[", out)
+        self.assertNotIn("\x1b[", self.ctl("nodes", env=env, check=0).stdout)
+
     def test_error_answers_exit_1_with_the_message(self):
         out = self.ctl("node", "ghost", check=1)
         self.assertIn("not found", out.stderr)
+        self.assertIn("-32001", out.stderr)
+        self.assertEqual(out.stdout, "")
         self.ctl("add-node", "n1", "--endpoint", "tcp://127.0.0.1:9", check=0)
         out = self.ctl("connect", "n1", check=1)
         self.assertIn("refused", out.stderr)
@@ -50,9 +190,17 @@ class CtlTest(DaemonTest):
         self.ctl("frobnicate", check=2)
         self.ctl("node", check=2)
         self.ctl("add-node", "x", "--endpoint", "nonsense", check=2)
+        self.ctl("add-node", "x", "--endpoint", "tcp://::1:80", check=2)  # IPv6 needs brackets
+        self.ctl("connect", "x", "--timeout", "soon", check=2)
+        self.ctl("nodes", "--limit", "many", check=2)
+        self.ctl("--bogus", "status", check=2)
+        out = subprocess.run([CONNMGRCTL, "--socket"], capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 2)
+        self.assertEqual(self.d.result("nodes.list")["nodes"], [])  # none of these reached the daemon
         out = subprocess.run([CONNMGRCTL, "--socket", "/nonexistent/sock", "status"],
                              capture_output=True, text=True, timeout=10)
         self.assertEqual(out.returncode, 3)
+        self.assertIn("cannot connect to /nonexistent/sock", out.stderr)
         self.assertIn("is connmgrd running", out.stderr)
 
     def test_call_sends_any_method(self):
@@ -70,6 +218,7 @@ class CtlTest(DaemonTest):
             self.ctl("connect", "n1", check=0)
             line = watcher.stdout.readline()
             event = json.loads(line)
+            PROTO_DOC.check(event, PROTO_DOC.schema("Event"), "connmgrctl --json watch")
             self.assertEqual(event["type"], "connected")
             self.assertEqual(event["node_id"], "n1")
         finally:

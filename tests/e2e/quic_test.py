@@ -9,7 +9,7 @@ import shutil
 import time
 import unittest
 
-from harness import DaemonTest, Listener, wait_for
+from daemon import DaemonTest, Listener, wait_for
 
 GTLSSERVER = "/usr/sbin/gtlsserver"
 
