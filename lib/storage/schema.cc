@@ -81,11 +81,18 @@ Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::stri
     case SQLITE_READONLY:
       reason = "read_only";
       message = "database is read-only: " + path;
+      if (rc == SQLITE_READONLY_DIRECTORY || rc == SQLITE_READONLY_CANTINIT)
+        message += " (its directory is not writable, so " + path + "-shm cannot be created)";
+      else
+        message += " (check the permissions of the file and its directory, and the mount)";
       break;
     case SQLITE_NOTADB:
+      reason = "corrupt";
+      message = "not a database: " + path + " (the file is left as it is)";
+      break;
     case SQLITE_CORRUPT:
       reason = "corrupt";
-      message = "not a database or corrupt (the file is left as it is): " + path;
+      message = "database is corrupt: " + path + " (the file is left as it is)";
       break;
     case SQLITE_FULL:
       reason = "full";
@@ -93,7 +100,8 @@ Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::stri
       break;
     case SQLITE_CANTOPEN:
       reason = "cantopen";
-      message = "cannot open database (does its directory exist and may we write there?): " + path;
+      message = "cannot open database: " + path +
+                " (does its directory exist, and may connmgrd create files there?)";
       break;
     case SQLITE_IOERR:
       reason = "io";
@@ -104,7 +112,7 @@ Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::stri
       message = "database error on " + path;
       break;
   }
-  return Error(ErrorCode::kStorage, message + " (" + what + ": " + detail + ")", reason);
+  return Error(ErrorCode::kStorage, message + " [" + what + ": " + detail + "]", reason);
 }
 
 Status check_tables(sqlite3* db, const std::string& path) {

@@ -1,6 +1,7 @@
 #include "storage/store.h"
 
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,7 +148,6 @@ class SqliteStore final : public Store {
   ~SqliteStore() override { close(); }
 
   Status open();
-  bool is_open() const { return db_ != nullptr; }
 
   Result<NodePage> list_nodes(int limit, const std::optional<std::string>& after) override;
   Result<Node> get_node(const std::string& node_id) override;
@@ -170,9 +170,18 @@ class SqliteStore final : public Store {
   Status close() override;
 
  private:
-  Error err(int rc, const std::string& what) const {
-    return schema::sqlite_error(rc, db_, options_.path, what);
+  Error closed_error() const {
+    return Error(ErrorCode::kInternal, "database used after close(): " + options_.path);
   }
+  Error err(int rc, const std::string& what) const {
+    Error e = schema::sqlite_error(rc, db_, options_.path, what);
+    if (snapshot_ && e.reason() == "read_only")
+      return Error(e.code(), e.message() + " (opened read-only: " + options_.path +
+                                 "-shm cannot be created)",
+                   e.reason());
+    return e;
+  }
+  Status open_connection(const std::string& name, int flags);
   Status exec(const char* sql, const char* what);
   Status begin() { return exec("BEGIN IMMEDIATE", "begin transaction"); }
   void rollback() { sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr); }
@@ -188,12 +197,18 @@ class SqliteStore final : public Store {
   StoreOptions options_;
   sqlite3* db_ = nullptr;
   bool closed_ = false;
+  bool snapshot_ = false;  // opened immutable: see open()
   std::string local_node_id_;
   uv_timer_t* timer_ = nullptr;  // freed in its close callback
   std::unordered_map<int64_t, StatDelta> pending_;
+  // count(*) scans a whole index (~30 ms at 2M endpoints), too long for every
+  // `status`; the counts are kept until PRAGMA data_version says another
+  // process committed, or this Store adds or removes rows.
+  std::optional<StoreCounts> counts_cache_;
+  int64_t counts_version_ = -1;
 
   Stmt list_first_, list_after_, get_node_, endpoints_of_, endpoints_of_proto_, get_endpoint_,
-      count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
+      data_version_, count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
       delete_endpoint_, node_exists_, update_stats_;
 };
 
@@ -202,43 +217,98 @@ Status SqliteStore::exec(const char* sql, const char* what) {
   return rc == SQLITE_OK ? ok_status() : err(rc, what);
 }
 
-Status SqliteStore::open() {
-  int flags = SQLITE_OPEN_NOMUTEX;
-  // READWRITE opens read-only by itself when the OS refuses writes.
-  flags |= options_.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-  int rc = sqlite3_open_v2(options_.path.c_str(), &db_, flags, nullptr);
+// SQLite URI for `path` (needed for the immutable parameter): characters
+// that mean something in a URI are percent-encoded.
+std::string file_uri(const std::string& path, const char* params) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (unsigned char c : path) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '/' || c == '.' || c == '-' || c == '_' || c == '~';
+    if (plain) {
+      uri += static_cast<char>(c);
+    } else {
+      uri += '%';
+      uri += kHex[c >> 4];
+      uri += kHex[c & 15];
+    }
+  }
+  if (*params) uri += std::string("?") + params;
+  return uri;
+}
+
+// True when `path` exists without a -shm file and without WAL content.
+bool only_main_file(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  if (stat((path + "-shm").c_str(), &st) == 0) return false;
+  return stat((path + "-wal").c_str(), &st) != 0 || st.st_size == 0;
+}
+
+Status SqliteStore::open_connection(const std::string& name, int flags) {
+  if (db_) sqlite3_close_v2(db_);
+  db_ = nullptr;
+  int rc = sqlite3_open_v2(name.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI,
+                           nullptr);
   if (rc != SQLITE_OK) return err(rc, "open");
   sqlite3_extended_result_codes(db_, 1);
-  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+  // Opening happens at start-up, before the loop serves anyone: waiting a
+  // bounded time for another process's lock (a migration, the switch to WAL)
+  // beats refusing to start. On the loop the timeout drops to near zero.
+  sqlite3_busy_timeout(db_, static_cast<int>(options_.open_lock_limit.count()));
+  // The first read of the file: one that is not a database fails here, before
+  // anything could be written to it.
+  rc = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? ok_status() : err(rc, "read schema");
+}
 
-  // Read before anything is written: a file that is not a database fails
-  // here and is left untouched.
-  if ((rc = sqlite3_exec(db_, "SELECT count(*) FROM sqlite_schema", nullptr, nullptr, nullptr)) !=
-      SQLITE_OK)
-    return err(rc, "read schema");
+Status SqliteStore::open() {
+  const std::string uri = file_uri(options_.path, "");
+  // READWRITE falls back to read-only by itself when the OS refuses writes.
+  Status s = open_connection(uri, options_.read_only ? SQLITE_OPEN_READONLY
+                                                     : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!s.ok() && (s.reason() == "read_only" || s.reason() == "cantopen") &&
+      only_main_file(options_.path)) {
+    // A WAL database needs its -shm file to be read; when that is absent and
+    // the directory (or the mount) is not writable, SQLite cannot read at all
+    // (SQLITE_READONLY_DIRECTORY, or SQLITE_CANTOPEN on a read-only mount).
+    // No -shm and no WAL content means no process has the database open and
+    // the file alone holds every commit: read it as immutable, which needs no
+    // -shm. The price (documented in store.h): rows that a process writes
+    // later are not seen until the Store is opened again. If this open fails
+    // too, its error is the one reported.
+    s = open_connection(file_uri(options_.path, "mode=ro&immutable=1"), SQLITE_OPEN_READONLY);
+    snapshot_ = s.ok();
+  }
+  if (!s.ok()) return s;
 
   const bool read_only = sqlite3_db_readonly(db_, "main") == 1;
   if (!read_only) {
     // WAL lets readers (this loop among them) work while another process
     // writes, and makes each commit one append.
     sqlite3_stmt* st = nullptr;
-    rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode = WAL", -1, &st, nullptr);
+    int rc = sqlite3_prepare_v2(db_, "PRAGMA journal_mode = WAL", -1, &st, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return err(rc, "enable WAL");
   }
-  if (Status s = exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas"); !s.ok())
-    return s;
+  // synchronous=NORMAL in WAL: a commit is durable once the WAL is synced at
+  // checkpoint; a power cut may lose the last statistics, never corrupt.
+  if (Status p = exec("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas"); !p.ok())
+    return p;
 
   if (!read_only) {
-    if (Status s = schema::migrate(db_, options_.path); !s.ok()) return s;
-  } else if (Status s = schema::check_tables(db_, options_.path); !s.ok()) {
-    // A read-only file that was never given the schema cannot be used.
-    return Error(ErrorCode::kStorage, "database is read-only and has no connmgr schema: " + options_.path,
+    if (Status m = schema::migrate(db_, options_.path); !m.ok()) return m;
+  } else if (Status c = schema::check_tables(db_, options_.path); !c.ok()) {
+    // A read-only file that never got API.md's tables cannot be used.
+    return Error(ErrorCode::kStorage,
+                 "database is read-only and lacks connmgr's tables: " + options_.path + " [" +
+                     c.message() + "]",
                  "read_only");
   }
-  if (Status s = prepare_all(); !s.ok()) return s;
-  if (Status s = load_local_node_id(); !s.ok()) return s;
+  if (Status p = prepare_all(); !p.ok()) return p;
+  if (Status l = load_local_node_id(); !l.ok()) return l;
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
 
   timer_ = new uv_timer_t;
   uv_timer_init(loop_, timer_);
@@ -259,6 +329,7 @@ Status SqliteStore::prepare_all() {
       {&endpoints_of_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1"},
       {&endpoints_of_proto_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1 AND protocol = ?2"},
       {&get_endpoint_, "SELECT " + ep + " FROM endpoints WHERE id = ?1"},
+      {&data_version_, "PRAGMA data_version"},
       {&count_nodes_, "SELECT count(*) FROM nodes"},
       {&count_endpoints_, "SELECT count(*) FROM endpoints"},
       {&insert_node_, "INSERT INTO nodes (id, name, created_at) VALUES (?1, ?2, ?3)"},
@@ -274,7 +345,12 @@ Status SqliteStore::prepare_all() {
        "  ELSE max(coalesce(last_success_at, ?4), ?4) END, "
        "last_failure_at = CASE WHEN ?5 IS NULL THEN last_failure_at "
        "  ELSE max(coalesce(last_failure_at, ?5), ?5) END, "
-       "last_error = coalesce(?6, last_error) WHERE id = ?1"},
+       // The error goes with the latest failure: a queued failure older
+       // than the stored one (clocks, another writer) keeps the stored text.
+       // SET expressions read the row as it was before this UPDATE.
+       "last_error = CASE WHEN ?5 IS NOT NULL AND "
+       "  (last_failure_at IS NULL OR ?5 >= last_failure_at) THEN ?6 ELSE last_error END "
+       "WHERE id = ?1"},
   };
   for (auto& s : all) {
     int rc = s.stmt->prepare(db_, s.sql.c_str());
@@ -285,7 +361,13 @@ Status SqliteStore::prepare_all() {
 
 Status SqliteStore::load_local_node_id() {
   sqlite3_stmt* st = nullptr;
-  int rc = sqlite3_prepare_v2(db_, "SELECT node_id FROM local_node WHERE id = 1", -1, &st, nullptr);
+  // A read-only database made by hand (version 0) has no local_node table.
+  int rc = sqlite3_prepare_v2(db_,
+                              "SELECT node_id FROM local_node WHERE id = 1", -1, &st, nullptr);
+  if (rc == SQLITE_ERROR && sqlite3_db_readonly(db_, "main") == 1) {
+    local_node_id_ = random_node_id();
+    return ok_status();
+  }
   if (rc != SQLITE_OK) return err(rc, "read local node id");
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) local_node_id_ = opt_text(st, 0).value_or("");
@@ -301,6 +383,7 @@ Status SqliteStore::load_local_node_id() {
 }
 
 Status SqliteStore::set_local_node_id(const std::string& node_id) {
+  if (!db_) return closed_error();
   sqlite3_stmt* st = nullptr;
   int rc = sqlite3_prepare_v2(
       db_, "INSERT INTO local_node (id, node_id) VALUES (1, ?1) "
@@ -319,6 +402,7 @@ Status SqliteStore::set_local_node_id(const std::string& node_id) {
 // --- reads --------------------------------------------------------------------
 
 Result<NodePage> SqliteStore::list_nodes(int limit, const std::optional<std::string>& after) {
+  if (!db_) return closed_error();
   if (limit < 1) limit = 1;
   NodePage page;
   // One more row than asked tells whether a next page exists.
@@ -340,6 +424,7 @@ Result<NodePage> SqliteStore::list_nodes(int limit, const std::optional<std::str
 }
 
 Result<Node> SqliteStore::get_node(const std::string& node_id) {
+  if (!db_) return closed_error();
   Use q(get_node_);
   q.bind(1, node_id);
   int rc = q.step();
@@ -358,8 +443,10 @@ void SqliteStore::overlay(Endpoint& e) const {
   e.success_count += d.successes;
   e.failure_count += d.failures;
   if (d.last_success_at) e.last_success_at = std::max(e.last_success_at.value_or(INT64_MIN), *d.last_success_at);
-  if (d.last_failure_at) e.last_failure_at = std::max(e.last_failure_at.value_or(INT64_MIN), *d.last_failure_at);
-  if (d.last_error) e.last_error = d.last_error;
+  if (d.last_failure_at && *d.last_failure_at >= e.last_failure_at.value_or(INT64_MIN)) {
+    e.last_failure_at = d.last_failure_at;
+    e.last_error = d.last_error;
+  }
 }
 
 Result<std::vector<Endpoint>> SqliteStore::query_endpoints(const std::string& node_id,
@@ -380,6 +467,7 @@ Result<std::vector<Endpoint>> SqliteStore::query_endpoints(const std::string& no
 
 Result<std::vector<Endpoint>> SqliteStore::endpoints_of(const std::string& node_id,
                                                         const std::optional<std::string>& protocol) {
+  if (!db_) return closed_error();
   {
     Use q(node_exists_);
     q.bind(1, node_id);
@@ -391,6 +479,7 @@ Result<std::vector<Endpoint>> SqliteStore::endpoints_of(const std::string& node_
 }
 
 Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<std::string>& ids) {
+  if (!db_) return closed_error();
   std::vector<Endpoint> out;
   for (const auto& id : ids) {
     auto eps = query_endpoints(id, std::nullopt);
@@ -401,6 +490,7 @@ Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<
 }
 
 Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {
+  if (!db_) return closed_error();
   Use q(get_endpoint_);
   q.bind(1, endpoint_id);
   int rc = q.step();
@@ -415,6 +505,15 @@ Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {
 }
 
 Result<StoreCounts> SqliteStore::counts() {
+  if (!db_) return closed_error();
+  int64_t version;
+  {
+    Use q(data_version_);
+    int rc = q.step();
+    if (rc != SQLITE_ROW) return err(rc, "read data_version");
+    version = sqlite3_column_int64(*q, 0);
+  }
+  if (counts_cache_ && version == counts_version_) return *counts_cache_;
   StoreCounts c;
   {
     Use q(count_nodes_);
@@ -428,6 +527,10 @@ Result<StoreCounts> SqliteStore::counts() {
     if (rc != SQLITE_ROW) return err(rc, "count endpoints");
     c.endpoints = sqlite3_column_int64(*q, 0);
   }
+  // A commit by another process between the version and the counts only
+  // makes the next call count again.
+  counts_cache_ = c;
+  counts_version_ = version;
   return c;
 }
 
@@ -466,6 +569,8 @@ Result<Endpoint> SqliteStore::insert_endpoint(const std::string& node_id, const 
 }
 
 Result<NodeWithEndpoints> SqliteStore::add_node(const NodeSpec& spec) {
+  if (!db_) return closed_error();
+  counts_cache_.reset();
   if (Status s = begin(); !s.ok()) return s;
   NodeWithEndpoints out;
   out.node.id = spec.id;
@@ -478,10 +583,12 @@ Result<NodeWithEndpoints> SqliteStore::add_node(const NodeSpec& spec) {
     q.bind(3, out.node.created_at);
     int rc = q.step();
     if (rc != SQLITE_DONE) {
+      // The error first: ROLLBACK resets sqlite3_errmsg.
+      Error e = rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE
+                    ? Error(ErrorCode::kAlreadyExists, "node '" + spec.id + "' already exists")
+                    : err(rc, "add node");
       rollback();
-      if (rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE)
-        return Error(ErrorCode::kAlreadyExists, "node '" + spec.id + "' already exists");
-      return err(rc, "add node");
+      return e;
     }
   }
   for (const auto& es : spec.endpoints) {
@@ -501,6 +608,8 @@ Result<NodeWithEndpoints> SqliteStore::add_node(const NodeSpec& spec) {
 }
 
 Status SqliteStore::remove_node(const std::string& node_id) {
+  if (!db_) return closed_error();
+  counts_cache_.reset();
   Use q(delete_node_);
   q.bind(1, node_id);
   int rc = q.step();
@@ -510,6 +619,7 @@ Status SqliteStore::remove_node(const std::string& node_id) {
 }
 
 Result<Endpoint> SqliteStore::add_endpoint(const std::string& node_id, const EndpointSpec& spec) {
+  if (!db_) return closed_error();
   // The foreign key names a missing node; say so before the insert.
   {
     Use q(node_exists_);
@@ -518,10 +628,13 @@ Result<Endpoint> SqliteStore::add_endpoint(const std::string& node_id, const End
     if (rc == SQLITE_DONE) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
     if (rc != SQLITE_ROW) return err(rc, "find node");
   }
+  counts_cache_.reset();
   return insert_endpoint(node_id, spec);
 }
 
 Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
+  if (!db_) return closed_error();
+  counts_cache_.reset();
   Use q(delete_endpoint_);
   q.bind(1, endpoint_id);
   int rc = q.step();
@@ -566,7 +679,14 @@ void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason,
 Status SqliteStore::flush() {
   if (pending_.empty() || !db_) return ok_status();
   if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
-  for (const auto& [id, d] : pending_) {
+  // In rowid order: neighbouring endpoints share B-tree pages, so each page
+  // is read and dirtied once.
+  std::vector<int64_t> ids;
+  ids.reserve(pending_.size());
+  for (const auto& entry : pending_) ids.push_back(entry.first);
+  std::sort(ids.begin(), ids.end());
+  for (int64_t id : ids) {
+    const StatDelta& d = pending_.at(id);
     Use q(update_stats_);
     q.bind(1, id);
     q.bind(2, d.successes);
@@ -576,8 +696,9 @@ Status SqliteStore::flush() {
     q.bind(6, d.last_error);
     int rc = q.step();
     if (rc != SQLITE_DONE) {
+      Error e = err(rc, "write statistics");
       rollback();
-      return err(rc, "write statistics");
+      return e;
     }
   }
   if (Status s = exec("COMMIT", "commit statistics"); !s.ok()) {
@@ -610,7 +731,7 @@ Status SqliteStore::close() {
   }
   if (db_) {
     for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
-                     &get_endpoint_, &count_nodes_, &count_endpoints_, &insert_node_,
+                     &get_endpoint_, &data_version_, &count_nodes_, &count_endpoints_, &insert_node_,
                      &insert_endpoint_, &delete_node_, &delete_endpoint_, &node_exists_,
                      &update_stats_})
       st->finalize();

@@ -37,9 +37,15 @@ struct StoreOptions {
   std::chrono::milliseconds flush_interval{100};
   // How long close() keeps retrying a flush that meets a foreign lock.
   std::chrono::milliseconds close_lock_limit{5000};
+  // How long open() (start-up, before the loop serves) waits for another
+  // process's lock while switching to WAL and migrating.
+  std::chrono::milliseconds open_lock_limit{5000};
   // Open the file read-only on purpose (tools, tests). A file that cannot be
   // written although this is false still opens: reads work, writes fail
-  // with reason "read_only".
+  // with reason "read_only". One case reads a snapshot: a WAL database whose
+  // directory (or mount) is not writable and that no process has open (no
+  // -shm file) is opened immutable, so rows another process writes after
+  // that are seen only when the Store is opened again.
   bool read_only = false;
 };
 
@@ -52,9 +58,12 @@ class Store {
  public:
   // Opens or creates the database: WAL, foreign keys, schema migrations
   // (idempotent, never destructive), the local node id. `loop` drives the
-  // statistics timer and must outlive the Store. Errors: kStorage with reason
-  // "read_only", "locked", "corrupt" ("not a database"), "io", "cantopen"; a
-  // file that is not a database is never overwritten.
+  // statistics timer and must outlive the Store. May wait up to
+  // open_lock_limit for another process's lock (start-up only). Errors:
+  // kStorage with reason "locked", "corrupt" ("not a database: PATH"), "io",
+  // "full", "cantopen", "read_only" (a read-only file without API.md's
+  // tables), "schema" (a newer user_version, or API.md's columns missing);
+  // a file that is not a database is never written to.
   static Result<std::unique_ptr<Store>> open(uv_loop_t* loop, StoreOptions options);
 
   virtual ~Store() = default;
@@ -76,6 +85,8 @@ class Store {
       const std::string& node_id, const std::optional<std::string>& protocol) = 0;
   // kEndpointNotFound when absent.
   virtual Result<Endpoint> get_endpoint(int64_t endpoint_id) = 0;
+  // Kept between calls until another process commits (PRAGMA data_version)
+  // or this Store adds or removes rows: count(*) over 2M rows takes ~30 ms.
   virtual Result<StoreCounts> counts() = 0;
 
   // --- writes (each one transaction) -----------------------------------

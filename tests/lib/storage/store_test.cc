@@ -1,147 +1,13 @@
-// Store against real SQLite files in temporary directories, with a second
-// connection (or the sqlite3 shell) playing the other processes that share
-// the database.
-#include "storage/store.h"
+// Store against real SQLite files in temporary directories: opening, the
+// schema and its migrations, errors, queries and writes.
+#include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
 
-#include <sqlite3.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <catch2/catch.hpp>
-#include <cstdio>
-#include <fstream>
-#include <sstream>
-
-#include "storage/schema.h"
-#include "storage/write_retry.h"
-#include "test_support.h"
+#include "storage_fixture.h"
 
 using namespace connmgr;
-using namespace std::chrono_literals;
-using connmgr::test::run_until;
-using connmgr::test::TempDir;
-
-namespace {
-
-// API.md §1, as a user would paste it into the sqlite3 shell.
-constexpr const char* kApiSchema = R"sql(
-CREATE TABLE nodes (
-  id          TEXT PRIMARY KEY,
-  name        TEXT,
-  created_at  INTEGER NOT NULL DEFAULT (CAST(strftime('%s','now') AS INTEGER) * 1000)
-);
-CREATE TABLE endpoints (
-  id              INTEGER PRIMARY KEY,
-  node_id         TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
-  protocol        TEXT NOT NULL,
-  address         TEXT NOT NULL,
-  port            INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
-  server_name     TEXT,
-  alpn            TEXT,
-  pin_sha256      TEXT,
-  success_count   INTEGER NOT NULL DEFAULT 0,
-  failure_count   INTEGER NOT NULL DEFAULT 0,
-  last_success_at INTEGER,
-  last_failure_at INTEGER,
-  last_error      TEXT,
-  UNIQUE (node_id, protocol, address, port)
-);
-)sql";
-
-// A second connection: what another process on the host does.
-class Other {
- public:
-  explicit Other(const std::string& path) {
-    REQUIRE(sqlite3_open(path.c_str(), &db_) == SQLITE_OK);
-    sqlite3_busy_timeout(db_, 2000);
-  }
-  ~Other() { sqlite3_close(db_); }
-  int exec(const std::string& sql) { return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr); }
-  int64_t scalar(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-    int64_t v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-  }
-  std::string text(const std::string& sql) {
-    sqlite3_stmt* st = nullptr;
-    REQUIRE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-    std::string v;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-      v = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    return v;
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
-
-class Fixture {
- public:
-  Fixture() { uv_loop_init(&loop); }
-  ~Fixture() {
-    if (store) store->close();
-    store.reset();
-    connmgr::test::drain_loop(&loop);
-    uv_loop_close(&loop);
-  }
-
-  std::string db_path() const { return dir.file("connmgr.db"); }
-
-  Result<std::unique_ptr<Store>> open_store(bool read_only = false) {
-    StoreOptions o;
-    o.path = db_path();
-    o.flush_interval = 50ms;
-    o.close_lock_limit = 200ms;
-    o.read_only = read_only;
-    return Store::open(&loop, o);
-  }
-
-  void open() {
-    auto s = open_store();
-    REQUIRE(s.ok());
-    store = std::move(s).value();
-  }
-
-  static EndpointSpec ep(const std::string& protocol, int port, const std::string& address = "10.0.0.1") {
-    EndpointSpec e;
-    e.protocol = protocol;
-    e.address = address;
-    e.port = port;
-    return e;
-  }
-
-  void add(const std::string& id, std::vector<EndpointSpec> eps = {}) {
-    NodeSpec spec;
-    spec.id = id;
-    spec.endpoints = std::move(eps);
-    REQUIRE(store->add_node(spec).ok());
-  }
-
-  uv_loop_t loop{};
-  TempDir dir;
-  std::unique_ptr<Store> store;
-};
-
-int run_shell(const std::string& db, const std::string& sql) {
-  const std::string script = db + ".sql";
-  std::ofstream(script) << sql;
-  const std::string cmd = "sqlite3 '" + db + "' < '" + script + "'";
-  return std::system(cmd.c_str());
-}
-
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-}  // namespace
+using namespace connmgr::storage_test;
 
 // --- opening and the schema ------------------------------------------------------
 
@@ -187,6 +53,59 @@ TEST_CASE_METHOD(Fixture, "opening twice migrates once and keeps everything") {
   CHECK(o.scalar("SELECT count(*) FROM local_node") == 1);
 }
 
+TEST_CASE_METHOD(Fixture, "migrations add only what is missing: a third open changes nothing") {
+  REQUIRE(run_shell(db_path(), std::string(kApiSchema) + "INSERT INTO nodes (id) VALUES ('keep');") == 0);
+  open();
+  store.reset();
+  connmgr::test::drain_loop(&loop);
+  const auto schema_text = [&] {
+    Other o(db_path());
+    return o.text("SELECT group_concat(type || ':' || name || ':' || coalesce(sql, ''), '|') FROM "
+                  "(SELECT * FROM sqlite_schema ORDER BY name)");
+  };
+  const std::string after_first = schema_text();
+  CHECK(after_first.find("index:endpoints_node_id") != std::string::npos);
+  CHECK(after_first.find("table:local_node") != std::string::npos);
+  open();
+  reopen();
+  CHECK(schema_text() == after_first);
+  CHECK(store->get_node("keep").ok());
+  Other o(db_path());
+  CHECK(o.scalar("PRAGMA user_version") == schema::kCurrentVersion);
+  CHECK(o.scalar("PRAGMA foreign_key_check") == -1);  // no rows: no violations
+}
+
+TEST_CASE_METHOD(Fixture, "the daemon's queries use indexes, so a million nodes stay fast") {
+  open();
+  // EXPLAIN QUERY PLAN's rows: (id, parent, notused, detail); read detail.
+  const auto details = [&](const std::string& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(db_path().c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + sql).c_str(), -1, &st, nullptr) == SQLITE_OK);
+    std::string out;
+    while (sqlite3_step(st) == SQLITE_ROW)
+      out += reinterpret_cast<const char*>(sqlite3_column_text(st, 3)) + std::string("; ");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return out;
+  };
+  const auto no_scan = [](const std::string& d) { return d.find("SCAN") == std::string::npos; };
+  // The same statements Store prepares (store.cc).
+  const std::string by_node = details("SELECT * FROM endpoints WHERE node_id = 'x'");
+  const std::string by_proto = details("SELECT * FROM endpoints WHERE node_id = 'x' AND protocol = 'tcp'");
+  const std::string page = details("SELECT id, name, created_at FROM nodes WHERE id > 'x' ORDER BY id LIMIT 5");
+  const std::string node = details("SELECT id, name, created_at FROM nodes WHERE id = 'x'");
+  INFO(by_node << " / " << by_proto << " / " << page << " / " << node);
+  CHECK(no_scan(by_node));
+  CHECK(no_scan(by_proto));
+  CHECK(no_scan(page));
+  CHECK(page.find("TEMP B-TREE") == std::string::npos);  // ORDER BY from the index
+  CHECK(no_scan(node));
+  // Cascading deletes find a node's endpoints by index too.
+  CHECK(no_scan(details("DELETE FROM endpoints WHERE node_id = 'x'")));
+}
+
 TEST_CASE_METHOD(Fixture, "a database from a newer connmgr is refused, not rewritten") {
   open();
   store->close();
@@ -222,7 +141,7 @@ TEST_CASE_METHOD(Fixture, "a file that is not a database is reported and left un
   REQUIRE_FALSE(s.ok());
   CHECK(s.error().code() == ErrorCode::kStorage);
   CHECK(s.error().reason() == "corrupt");
-  CHECK(s.error().message().find(db_path()) != std::string::npos);
+  CHECK(s.error().message().rfind("not a database: " + db_path(), 0) == 0);
   CHECK(file_bytes(db_path()) == before);
   CHECK(access((db_path() + "-wal").c_str(), F_OK) != 0);
 }
@@ -265,38 +184,288 @@ TEST_CASE_METHOD(Fixture, "a read-only database serves reads and refuses writes 
   CHECK(store->pending_stats() == 1);
 }
 
-TEST_CASE_METHOD(Fixture, "a read-only file the OS refuses to write is opened read-only") {
-  if (geteuid() == 0) {
-    // Root writes through file modes; run the check as nobody in a child.
-    open();
-    add("n1");
-    store->close();
-    store.reset();
-    REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
-    REQUIRE(chmod(db_path().c_str(), 0644) == 0);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      if (setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+namespace {
+
+// In a child running as nobody (root writes through file modes): the Store
+// opens the database, serves reads, and refuses a write with "read_only".
+int open_as_nobody_and_check(const std::string& path) {
+  if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
+  uv_loop_t l;
+  uv_loop_init(&l);
+  StoreOptions o;
+  o.path = path;
+  auto s = Store::open(&l, o);
+  if (!s.ok()) fprintf(stderr, "child: open: %s\n", s.error().message().c_str());
+  CHILD_CHECK(s.ok(), 12);
+  CHILD_CHECK((*s)->get_node("n1").ok(), 13);
+  auto eps = (*s)->endpoints_of("n1", std::nullopt);
+  CHILD_CHECK(eps.ok() && eps->size() == 1, 14);
+  CHILD_CHECK((*s)->counts().ok() && (*s)->counts()->nodes == 1, 15);
+  CHILD_CHECK((*s)->local_node_id().size() == 32, 16);
+  NodeSpec spec;
+  spec.id = "n2";
+  auto r = (*s)->add_node(spec);
+  if (!r.ok()) fprintf(stderr, "child: add_node: %s\n", r.error().message().c_str());
+  CHILD_CHECK(!r.ok() && r.error().reason() == "read_only", 17);
+  CHILD_CHECK(r.error().message().find(path) != std::string::npos, 18);
+  CHILD_CHECK((*s)->remove_node("n1").reason() == "read_only", 19);
+  return 0;
+}
+
+}  // namespace
+
+// Root ignores file modes, so these run the Store as nobody in a child.
+TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory nobody may write, is still read") {
+  if (geteuid() != 0) {
+    WARN("needs root to switch to nobody; skipped");
+    return;
+  }
+  open();
+  add("n1", {ep("tcp", 1)});
+  store->close();
+  store.reset();
+  // A WAL database with no -shm file and no way to create one.
+  REQUIRE(access((db_path() + "-shm").c_str(), F_OK) != 0);
+  REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+  REQUIRE(chmod(db_path().c_str(), 0644) == 0);
+  const std::string before = file_bytes(db_path());
+  CHECK(in_child([&] { return open_as_nobody_and_check(db_path()); }) == 0);
+  CHECK(file_bytes(db_path()) == before);
+}
+
+TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory anyone may write, is still read") {
+  if (geteuid() != 0) {
+    WARN("needs root to switch to nobody; skipped");
+    return;
+  }
+  open();
+  add("n1", {ep("tcp", 1)});
+  store->close();
+  store.reset();
+  REQUIRE(chmod(dir.path().c_str(), 01777) == 0);
+  REQUIRE(chmod(db_path().c_str(), 0644) == 0);
+  CHECK(in_child([&] { return open_as_nobody_and_check(db_path()); }) == 0);
+  Other o(db_path());
+  CHECK(o.scalar("SELECT count(*) FROM nodes") == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "a writable file in a directory nobody may write is still read") {
+  if (geteuid() != 0) {
+    WARN("needs root to switch to nobody; skipped");
+    return;
+  }
+  open();
+  add("n1", {ep("tcp", 1)});
+  store->close();
+  store.reset();
+  REQUIRE(chmod(dir.path().c_str(), 0755) == 0);
+  REQUIRE(chown(db_path().c_str(), 65534, 65534) == 0);
+  // WAL needs the -shm file beside the database: without it SQLite cannot
+  // even read, so the Store falls back to reading the file as it is.
+  CHECK(in_child([&] { return open_as_nobody_and_check(db_path()); }) == 0);
+}
+
+// A read-only mount stops root too: a private mount namespace in a child
+// (unshare), a tmpfs over the temporary directory, remounted read-only.
+namespace {
+
+constexpr int kNoNamespace = 77;
+
+int with_private_tmpfs(const std::string& dir, const char* options, const std::function<int()>& body) {
+  if (unshare(CLONE_NEWNS) != 0) return kNoNamespace;
+  if (mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return kNoNamespace;
+  if (mount("tmpfs", dir.c_str(), "tmpfs", 0, options) != 0) return kNoNamespace;
+  return body();
+}
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "a database on a read-only mount serves reads and refuses writes") {
+  const std::string path = db_path();
+  const int rc = in_child([&] {
+    return with_private_tmpfs(dir.path(), "size=4m", [&] {
       uv_loop_t l;
       uv_loop_init(&l);
       StoreOptions o;
-      o.path = db_path();
+      o.path = path;
+      {
+        auto s = Store::open(&l, o);
+        CHILD_CHECK(s.ok(), 20);
+        NodeSpec spec;
+        spec.id = "n1";
+        spec.endpoints = {Fixture::ep("tcp", 1)};
+        CHILD_CHECK((*s)->add_node(spec).ok(), 21);
+        (*s)->close();
+      }
+      uv_run(&l, UV_RUN_NOWAIT);
+      CHILD_CHECK(mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) == 0, 22);
+      CHILD_CHECK(access(path.c_str(), W_OK) != 0 && errno == EROFS, 23);
       auto s = Store::open(&l, o);
-      if (!s.ok()) _exit(s.error().reason() == "read_only" ? 0 : 11);
-      if (!(*s)->get_node("n1").ok()) _exit(12);
+      if (!s.ok()) fprintf(stderr, "child: open: %s\n", s.error().message().c_str());
+      CHILD_CHECK(s.ok(), 24);
+      CHILD_CHECK((*s)->get_node("n1").ok(), 25);
+      CHILD_CHECK((*s)->endpoints_of("n1", std::string("tcp"))->size() == 1, 26);
       NodeSpec spec;
       spec.id = "n2";
       auto r = (*s)->add_node(spec);
-      _exit(!r.ok() && r.error().reason() == "read_only" ? 0 : 13);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    REQUIRE(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
-  } else {
-    SUCCEED("covered as root only");
+      CHILD_CHECK(!r.ok() && r.error().reason() == "read_only", 27);
+      CHILD_CHECK(r.error().message().find(path) != std::string::npos, 28);
+      // Statistics cannot land either; they stay queued, and reads show them.
+      const int64_t id = (*(*s)->endpoints_of("n1", std::nullopt))[0].id;
+      (*s)->record_success(id, 5);
+      CHILD_CHECK((*s)->flush().reason() == "read_only", 29);
+      CHILD_CHECK((*s)->pending_stats() == 1, 30);
+      CHILD_CHECK((*s)->get_endpoint(id)->success_count == 1, 31);
+      return 0;
+    });
+  });
+  if (rc == kNoNamespace) {
+    WARN("no mount namespace here (needs CAP_SYS_ADMIN); skipped");
+    return;
   }
+  CHECK(rc == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a database made by the shell on a read-only mount is read as it is") {
+  const std::string path = db_path();
+  const int rc = in_child([&] {
+    return with_private_tmpfs(dir.path(), "size=4m", [&] {
+      CHILD_CHECK(run_shell(path, std::string(kApiSchema) +
+                                      "INSERT INTO nodes (id) VALUES ('n1');"
+                                      "INSERT INTO endpoints (node_id, protocol, address, port) "
+                                      "VALUES ('n1', 'quic', '192.0.2.7', 4433);") == 0,
+                  40);
+      CHILD_CHECK(mount(nullptr, dir.path().c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) == 0, 41);
+      uv_loop_t l;
+      uv_loop_init(&l);
+      StoreOptions o;
+      o.path = path;
+      auto s = Store::open(&l, o);
+      if (!s.ok()) fprintf(stderr, "child: open: %s\n", s.error().message().c_str());
+      CHILD_CHECK(s.ok(), 42);
+      // Version 0 and no local_node table: an id for this run only.
+      CHILD_CHECK((*s)->local_node_id().size() == 32, 43);
+      auto eps = (*s)->endpoints_of("n1", std::nullopt);
+      CHILD_CHECK(eps.ok() && eps->size() == 1 && (*eps)[0].port == 4433, 44);
+      return 0;
+    });
+  });
+  if (rc == kNoNamespace) {
+    WARN("no mount namespace here (needs CAP_SYS_ADMIN); skipped");
+    return;
+  }
+  CHECK(rc == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a full disk is reported as full, naming the file, and reads go on") {
+  const std::string path = db_path();
+  const int rc = in_child([&] {
+    return with_private_tmpfs(dir.path(), "size=256k", [&] {
+      uv_loop_t l;
+      uv_loop_init(&l);
+      StoreOptions o;
+      o.path = path;
+      auto s = Store::open(&l, o);
+      CHILD_CHECK(s.ok(), 50);
+      Error last;
+      int added = 0;
+      const std::string name(2000, 'x');
+      for (int i = 0; i < 1000 && last.ok(); ++i) {
+        NodeSpec spec;
+        spec.id = "node-" + std::to_string(i);
+        spec.name = name;
+        auto r = (*s)->add_node(spec);
+        if (r.ok()) ++added;
+        else last = r.error();
+      }
+      fprintf(stderr, "child: %d nodes added, then: %s\n", added, last.message().c_str());
+      CHILD_CHECK(!last.ok() && last.reason() == "full", 51);
+      CHILD_CHECK(last.message().find(path) != std::string::npos, 52);
+      CHILD_CHECK(added > 10, 53);
+      // The failed add left nothing half-written, and reads still work.
+      auto c = (*s)->counts();
+      CHILD_CHECK(c.ok() && c->nodes == added, 54);
+      CHILD_CHECK((*s)->get_node("node-0").ok(), 55);
+      return 0;
+    });
+  });
+  if (rc == kNoNamespace) {
+    WARN("no mount namespace here (needs CAP_SYS_ADMIN); skipped");
+    return;
+  }
+  CHECK(rc == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "opening waits a bounded time for another process's lock, then says locked") {
+  open();
+  store->close();
+  store.reset();
+  Other locker(db_path());
+  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  const uint64_t t0 = uv_hrtime();
+  auto s = open_store();  // open_lock_limit 200 ms
+  const double waited_ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().reason() == "locked");
+  CHECK(s.error().message().find(db_path()) != std::string::npos);
+  CHECK(waited_ms >= 150);
+  CHECK(waited_ms < 5000);
+  REQUIRE(locker.exec("COMMIT") == SQLITE_OK);
+  CHECK(open_store().ok());
+}
+
+TEST_CASE_METHOD(Fixture, "opening succeeds once another process's short lock ends") {
+  open();
+  store->close();
+  store.reset();
+  // A real other process holds the write lock for 300 ms.
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  fflush(nullptr);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open(db_path().c_str(), &db) != SQLITE_OK) _exit(1);
+    if (sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) _exit(2);
+    if (write(ready[1], "x", 1) != 1) _exit(3);
+    usleep(300 * 1000);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    _exit(0);
+  }
+  close(ready[1]);
+  char c;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  close(ready[0]);
+  StoreOptions o = options();
+  o.open_lock_limit = 5s;
+  auto s = Store::open(&loop, o);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  REQUIRE(s.ok());
+  store = std::move(s).value();
+  CHECK(store->counts().ok());
+}
+
+TEST_CASE_METHOD(Fixture, "opening leaves nothing for the loop to do until statistics are queued") {
+  open();
+  // No timer armed, no handle active: an idle daemon's loop is not woken.
+  CHECK(uv_loop_alive(&loop) == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a Store used after close answers with an error, not a crash") {
+  open();
+  add("n1", {ep("tcp", 1)});
+  REQUIRE(store->close().ok());
+  CHECK(store->close().ok());  // idempotent
+  auto n = store->get_node("n1");
+  REQUIRE_FALSE(n.ok());
+  CHECK(n.error().code() == ErrorCode::kInternal);
+  CHECK_FALSE(store->list_nodes(5, std::nullopt).ok());
+  CHECK_FALSE(store->remove_node("n1").ok());
 }
 
 // --- reads --------------------------------------------------------------------
@@ -404,6 +573,83 @@ TEST_CASE_METHOD(Fixture, "endpoints of many nodes come back together") {
   CHECK(eps->size() == 3);
 }
 
+TEST_CASE_METHOD(Fixture, "counts follow every commit, ours and other processes'") {
+  open();
+  CHECK(store->counts()->nodes == 0);
+  add("a", {ep("tcp", 1), ep("tcp", 2)});
+  CHECK(store->counts()->nodes == 1);
+  CHECK(store->counts()->endpoints == 2);
+  Other o(db_path());
+  REQUIRE(o.exec("INSERT INTO nodes (id) VALUES ('b');"
+                 "INSERT INTO endpoints (node_id, protocol, address, port) VALUES ('b', 'tcp', 'h', 3)") ==
+          SQLITE_OK);
+  CHECK(store->counts()->nodes == 2);
+  CHECK(store->counts()->endpoints == 3);
+  // Our own statistics commit changes no count and keeps it cached; a
+  // foreign delete is seen at once.
+  store->record_success(store->endpoints_of("a", std::nullopt)->at(0).id, 1);
+  REQUIRE(store->flush().ok());
+  CHECK(store->counts()->endpoints == 3);
+  REQUIRE(o.exec("DELETE FROM endpoints WHERE node_id = 'b'") == SQLITE_OK);
+  CHECK(store->counts()->endpoints == 2);
+  REQUIRE(store->remove_node("a").ok());
+  CHECK(store->counts()->nodes == 1);
+  CHECK(store->counts()->endpoints == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a second connection's inserts and deletes are seen while the Store is open") {
+  open();
+  add("mine", {ep("tcp", 1)});
+  Other o(db_path());
+  REQUIRE(o.exec("INSERT INTO nodes (id, name) VALUES ('theirs', 'other process')") == SQLITE_OK);
+  auto n = store->get_node("theirs");
+  REQUIRE(n.ok());
+  CHECK(n->name == "other process");
+  CHECK(store->list_nodes(10, std::nullopt)->nodes.size() == 2);
+  REQUIRE(o.exec("INSERT INTO endpoints (node_id, protocol, address, port, success_count) "
+                 "VALUES ('mine', 'tcp', '10.0.0.9', 9, 4)") == SQLITE_OK);
+  auto eps = store->endpoints_of("mine", std::nullopt);
+  REQUIRE(eps->size() == 2);
+  CHECK((*eps)[0].port == 9);  // its record ranks it first
+  REQUIRE(o.exec("DELETE FROM nodes WHERE id = 'theirs'") == SQLITE_OK);
+  CHECK(store->get_node("theirs").error().code() == ErrorCode::kNodeNotFound);
+}
+
+TEST_CASE_METHOD(Fixture, "endpoints of many nodes come grouped by node, each group ranked") {
+  open();
+  add("a", {ep("tcp", 1), ep("tcp", 2)});
+  add("b", {ep("quic", 3), ep("tcp", 4)});
+  {
+    Other o(db_path());
+    REQUIRE(o.exec("UPDATE endpoints SET success_count = 3 WHERE port IN (2, 4)") == SQLITE_OK);
+  }
+  auto eps = store->endpoints_of_nodes({"b", "a", "ghost"});
+  REQUIRE(eps.ok());
+  std::vector<int> ports;
+  for (const auto& e : *eps) ports.push_back(e.port);
+  CHECK(ports == std::vector<int>{4, 3, 2, 1});
+}
+
+TEST_CASE_METHOD(Fixture, "a protocol filter keeps the ranking, never-succeeded endpoints last") {
+  open();
+  add("n", {ep("quic", 1), ep("quic", 2), ep("quic", 3), ep("tcp", 4)});
+  {
+    Other o(db_path());
+    // Equal counts; port 1 never succeeded (NULL), port 3 succeeded last.
+    REQUIRE(o.exec("UPDATE endpoints SET success_count = 2, failure_count = 1;"
+                   "UPDATE endpoints SET last_success_at = 100 WHERE port = 2;"
+                   "UPDATE endpoints SET last_success_at = 300 WHERE port = 3;"
+                   "UPDATE endpoints SET last_success_at = 999, success_count = 9 WHERE port = 4;") ==
+            SQLITE_OK);
+  }
+  auto quic = store->endpoints_of("n", std::string("quic"));
+  REQUIRE(quic.ok());
+  std::vector<int> ports;
+  for (const auto& e : *quic) ports.push_back(e.port);
+  CHECK(ports == std::vector<int>{3, 2, 1});
+  CHECK_FALSE((*quic)[2].last_success_at.has_value());
+}
+
 // --- writes -------------------------------------------------------------------
 
 TEST_CASE_METHOD(Fixture, "a node is added with its endpoints in one transaction") {
@@ -482,110 +728,6 @@ TEST_CASE_METHOD(Fixture, "the database's own checks surface as invalid params")
   CHECK(r.error().code() == ErrorCode::kInvalidParams);
 }
 
-// --- statistics ---------------------------------------------------------------
-
-TEST_CASE_METHOD(Fixture, "statistics are queued, then written together by the timer") {
-  open();
-  add("n1", {ep("tcp", 1), ep("tcp", 2)});
-  auto eps = *store->endpoints_of("n1", std::nullopt);
-  Other o(db_path());
-  const int64_t before = o.scalar("PRAGMA data_version");
-  store->record_success(eps[0].id, 1000);
-  store->record_success(eps[0].id, 2000);
-  store->record_failure(eps[1].id, "refused", 1500);
-  store->record_failure(eps[1].id, "timeout", 2500);
-  CHECK(store->pending_stats() == 2);
-  CHECK(o.scalar("SELECT sum(success_count) + sum(failure_count) FROM endpoints") == 0);
-  REQUIRE(run_until(&loop, [&] { return store->pending_stats() == 0; }, 2s));
-  CHECK(o.scalar("SELECT success_count FROM endpoints WHERE port=1") == 2);
-  CHECK(o.scalar("SELECT last_success_at FROM endpoints WHERE port=1") == 2000);
-  CHECK(o.scalar("SELECT failure_count FROM endpoints WHERE port=2") == 2);
-  CHECK(o.scalar("SELECT last_failure_at FROM endpoints WHERE port=2") == 2500);
-  CHECK(o.text("SELECT last_error FROM endpoints WHERE port=2") == "timeout");
-  // data_version moves once per commit made by another connection.
-  CHECK(o.scalar("PRAGMA data_version") == before + 1);
-}
-
-TEST_CASE_METHOD(Fixture, "reads include statistics not yet flushed") {
-  open();
-  add("n1", {ep("tcp", 1), ep("tcp", 2)});
-  auto eps = *store->endpoints_of("n1", std::nullopt);
-  REQUIRE(eps[0].port == 1);
-  store->record_failure(eps[0].id, "refused", 1000);
-  auto again = *store->endpoints_of("n1", std::nullopt);
-  CHECK(again[0].port == 2);  // the failure already counts
-  CHECK(again[1].failure_count == 1);
-  CHECK(again[1].last_error == "refused");
-  CHECK(store->get_endpoint(eps[0].id)->failure_count == 1);
-}
-
-TEST_CASE_METHOD(Fixture, "statistics wait out another process's write lock and none are lost") {
-  open();
-  add("n1", {ep("tcp", 1)});
-  const int64_t id = (*store->endpoints_of("n1", std::nullopt))[0].id;
-  Other locker(db_path());
-  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
-  for (int i = 0; i < 500; ++i) store->record_success(id, 1000 + i);
-  // Reads keep working under the foreign write lock (WAL).
-  CHECK(store->get_node("n1").ok());
-  const auto flushed = store->flush();
-  CHECK(flushed.reason() == "locked");
-  connmgr::test::run_for(&loop, 300ms);  // several timer ticks meet the lock
-  CHECK(store->pending_stats() == 1);
-  CHECK(store->get_endpoint(id)->success_count == 500);
-  REQUIRE(locker.exec("COMMIT") == SQLITE_OK);
-  REQUIRE(run_until(&loop, [&] { return store->pending_stats() == 0; }, 2s));
-  Other o(db_path());
-  CHECK(o.scalar("SELECT success_count FROM endpoints") == 500);
-  CHECK(o.scalar("SELECT last_success_at FROM endpoints") == 1499);
-}
-
-TEST_CASE_METHOD(Fixture, "close flushes what is queued") {
-  open();
-  add("n1", {ep("tcp", 1)});
-  const int64_t id = (*store->endpoints_of("n1", std::nullopt))[0].id;
-  store->record_failure(id, "reset", 42);
-  CHECK(store->close().ok());
-  store.reset();
-  Other o(db_path());
-  CHECK(o.scalar("SELECT failure_count FROM endpoints") == 1);
-  CHECK(o.text("SELECT last_error FROM endpoints") == "reset");
-}
-
-TEST_CASE_METHOD(Fixture, "statistics of an endpoint removed meanwhile are dropped") {
-  open();
-  add("n1", {ep("tcp", 1), ep("tcp", 2)});
-  auto eps = *store->endpoints_of("n1", std::nullopt);
-  store->record_success(eps[0].id, 1);
-  store->record_success(eps[1].id, 1);
-  {
-    Other o(db_path());
-    REQUIRE(o.exec("DELETE FROM endpoints WHERE port = 1") == SQLITE_OK);
-  }
-  CHECK(store->flush().ok());
-  CHECK(store->pending_stats() == 0);
-  Other o(db_path());
-  CHECK(o.scalar("SELECT success_count FROM endpoints WHERE port = 2") == 1);
-}
-
-TEST_CASE_METHOD(Fixture, "flushing 10,000 queued updates is one transaction, timed") {
-  open();
-  NodeSpec spec;
-  spec.id = "big";
-  for (int p = 1; p <= 10000; ++p) spec.endpoints.push_back(ep("tcp", p));
-  REQUIRE(store->add_node(spec).ok());
-  auto eps = *store->endpoints_of("big", std::nullopt);
-  REQUIRE(eps.size() == 10000);
-  for (const auto& e : eps) store->record_success(e.id, 1000);
-  const uint64_t t0 = uv_hrtime();
-  REQUIRE(store->flush().ok());
-  const double ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
-  // A figure for the record, not an assertion: these machines are shared.
-  WARN("flush of 10,000 queued updates (10,000 endpoints): " << ms << " ms");
-  Other o(db_path());
-  CHECK(o.scalar("SELECT sum(success_count) FROM endpoints") == 10000);
-}
-
 // --- identity -----------------------------------------------------------------
 
 TEST_CASE_METHOD(Fixture, "the local node id is generated once and kept") {
@@ -604,65 +746,3 @@ TEST_CASE_METHOD(Fixture, "the local node id is generated once and kept") {
   CHECK(store->local_node_id() == "configured-id");
 }
 
-// --- write retries ------------------------------------------------------------
-
-TEST_CASE_METHOD(Fixture, "a write that meets a lock is retried until the lock is gone") {
-  open();
-  Other locker(db_path());
-  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
-  int tries = 0;
-  std::optional<Status> result;
-  retry_when_locked(
-      &loop, 5s,
-      [&] {
-        ++tries;
-        NodeSpec spec;
-        spec.id = "late";
-        auto r = store->add_node(spec);
-        return r.ok() ? ok_status() : r.error();
-      },
-      [&](Status s) { result = s; });
-  CHECK(tries == 0);  // never inside the call
-  connmgr::test::run_for(&loop, 150ms);
-  CHECK_FALSE(result.has_value());
-  CHECK(tries > 1);
-  REQUIRE(locker.exec("COMMIT") == SQLITE_OK);
-  REQUIRE(run_until(&loop, [&] { return result.has_value(); }, 3s));
-  CHECK(result->ok());
-  CHECK(store->get_node("late").ok());
-}
-
-TEST_CASE_METHOD(Fixture, "a write gives up after its limit with reason locked") {
-  open();
-  Other locker(db_path());
-  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
-  std::optional<Status> result;
-  retry_when_locked(
-      &loop, 200ms,
-      [&] {
-        NodeSpec spec;
-        spec.id = "never";
-        auto r = store->add_node(spec);
-        return r.ok() ? ok_status() : r.error();
-      },
-      [&](Status s) { result = s; });
-  REQUIRE(run_until(&loop, [&] { return result.has_value(); }, 3s));
-  CHECK(result->code() == ErrorCode::kStorage);
-  CHECK(result->reason() == "locked");
-  CHECK(result->message().find("gave up") != std::string::npos);
-  locker.exec("ROLLBACK");
-}
-
-TEST_CASE_METHOD(Fixture, "a cancelled write retry never answers") {
-  open();
-  Other locker(db_path());
-  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
-  bool answered = false;
-  auto h = retry_when_locked(
-      &loop, 5s, [&] { return store->remove_node("x"); }, [&](Status) { answered = true; });
-  connmgr::test::run_for(&loop, 30ms);
-  h.cancel();
-  locker.exec("COMMIT");
-  connmgr::test::run_for(&loop, 100ms);
-  CHECK_FALSE(answered);
-}
