@@ -1,44 +1,54 @@
 #include "net/tcp_connector.h"
 
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <cstring>
+#include <string>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "net/failure_reason.h"
+#include "net/resolver.h"
 #include "net/socket_address.h"
 
 namespace connmgr {
+
+class TcpDial;
+
+// The dials of one connector still under way, so that destroying the
+// connector can cancel them. Shared with the dials, which leave it when they
+// finish, whichever of the two goes first.
+struct TcpConnector::Dials {
+  std::unordered_set<TcpDial*> under_way;
+};
 
 namespace {
 
 // --- an established link --------------------------------------------------------
 
-// The libuv side of a link: lives until uv_close's callback, which frees it,
-// so that the TcpConnection owning it may be destroyed at any time.
+class TcpConnection;
+
+// The libuv side of a link. It lives until uv_close's callback frees it, so
+// that the TcpConnection owning it may be destroyed at any time. `tcp` comes
+// first: a close callback gets the handle and recovers the link from it.
 struct TcpLink {
   uv_tcp_t tcp{};
-  class TcpConnection* owner = nullptr;
+  TcpConnection* owner = nullptr;  // nullptr once the connection let it go
   uint64_t bytes_in = 0;
 };
 
-void close_link(TcpLink* link) {
-  link->owner = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&link->tcp),
-           [](uv_handle_t* h) { delete static_cast<TcpLink*>(h->data); });
-}
+void free_link_on_close(uv_handle_t* h) { delete reinterpret_cast<TcpLink*>(h); }
 
 class TcpConnection final : public Connection {
  public:
-  TcpConnection(TcpLink* link, const DialRequest& req, std::string remote)
+  TcpConnection(TcpLink* link, const DialRequest& req, std::string remote_ip)
       : link_(link),
         node_id_(req.node_id),
         endpoint_id_(req.endpoint_id),
         protocol_(req.protocol),
-        remote_(std::move(remote)),
+        remote_(std::move(remote_ip)),
         port_(req.port) {
     link_->owner = this;
     link_->tcp.data = link_;
@@ -46,22 +56,10 @@ class TcpConnection final : public Connection {
     int len = sizeof ss;
     if (uv_tcp_getsockname(&link_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
       local_ = format_host_port(reinterpret_cast<const sockaddr*>(&ss));
-    // Read continuously: EOF and resets are seen at once; bytes are counted
-    // and dropped (connmgr keeps links, it does not speak on them).
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&link_->tcp),
-        [](uv_handle_t*, size_t, uv_buf_t* buf) {
-          static char scratch[16 * 1024];
-          *buf = uv_buf_init(scratch, sizeof scratch);
-        },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
-          auto* link = static_cast<TcpLink*>(s->data);
-          if (n > 0) {
-            link->bytes_in += static_cast<uint64_t>(n);
-            return;
-          }
-          if (n < 0 && link->owner) link->owner->on_read_error(static_cast<int>(n));
-        });
+    // Read all the time, so that a FIN or a RST is seen when it arrives and
+    // not at the next write. connmgr holds links and does not speak on them:
+    // whatever the peer sends is counted and dropped.
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&link_->tcp), on_alloc, on_read);
   }
 
   ~TcpConnection() override {
@@ -81,26 +79,43 @@ class TcpConnection final : public Connection {
     if (!link_) return std::nullopt;
     uv_os_fd_t fd;
     if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&link_->tcp), &fd) != 0) return std::nullopt;
-    struct tcp_info info {};
+    tcp_info info{};
     socklen_t len = sizeof info;
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return std::nullopt;
-    return static_cast<double>(info.tcpi_rtt) / 1000.0;  // tcpi_rtt is in µs
+    return static_cast<double>(info.tcpi_rtt) / 1000.0;  // the kernel's smoothed RTT, in µs
   }
 
   void close() override {
     if (!link_) return;
-    // uv_close on a TCP handle closes the socket: the peer sees FIN (EOF).
-    close_link(link_);
+    // uv_close on a TCP handle close(2)s the socket: the peer reads EOF.
+    link_->owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&link_->tcp), free_link_on_close);
     link_ = nullptr;
   }
 
+ private:
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+    // The bytes are never looked at: one scratch buffer per thread serves all links.
+    thread_local char scratch[16 * 1024];
+    *buf = uv_buf_init(scratch, sizeof scratch);
+  }
+
+  static void on_read(uv_stream_t* stream, ssize_t n, const uv_buf_t*) {
+    auto* link = static_cast<TcpLink*>(stream->data);
+    if (n > 0) {
+      link->bytes_in += static_cast<uint64_t>(n);
+    } else if (n < 0 && link->owner) {
+      link->owner->on_read_error(static_cast<int>(n));
+    }
+  }
+
+  // UV_EOF: the peer closed ("closed"); UV_ECONNRESET: "reset"; else errno name.
   void on_read_error(int error) {
     close();
     // Last statement: the owner may destroy this connection from the callback.
     notify_drop(reason::from_uv(error));
   }
 
- private:
   TcpLink* link_;
   std::string node_id_;
   int64_t endpoint_id_;
@@ -110,253 +125,220 @@ class TcpConnection final : public Connection {
   std::string local_;
 };
 
-// --- a dial ------------------------------------------------------------------------
+}  // namespace
 
-// One dial: resolve, then try each address in turn, all within one timeout.
-// It frees itself once finished and every libuv handle and request it
-// started has called back (refs_ counts those).
+// --- a dial ----------------------------------------------------------------------
+
+// One dial: resolve the host, then try each address in turn until one
+// connects, all within the request's one timeout. States: resolving,
+// connecting (one address at a time), done. It frees itself once done and
+// every libuv handle it opened has called back; refs_ counts those.
 class TcpDial {
  public:
-  TcpDial(uv_loop_t* loop, const DialRequest& req, ConnectCallback done, const TcpOptions& options)
-      : loop_(loop), req_(req), done_(std::move(done)), options_(options),
-        alive_(std::make_shared<bool>(true)) {}
+  TcpDial(uv_loop_t* loop, const DialRequest& req, ConnectCallback done, const TcpOptions& options,
+          std::shared_ptr<TcpConnector::Dials> dials)
+      : loop_(loop), req_(req), done_(std::move(done)), options_(options), dials_(std::move(dials)),
+        alive_(std::make_shared<bool>(true)) {
+    target_ = (req_.address.find(':') != std::string::npos ? "[" + req_.address + "]" : req_.address) +
+              ":" + std::to_string(req_.port);
+  }
 
   DialHandle start() {
-    // The deadline counts from now, not from the loop's cached time, which is
-    // stale when the caller did blocking work since the loop last woke.
-    uv_update_time(loop_);
+    dials_->under_way.insert(this);
     uv_timer_init(loop_, &timer_);
     timer_.data = this;
     ++refs_;  // the timer, until its close callback
+    const auto limit = req_.timeout.count() > 0 ? req_.timeout.count() : 1;
+    // Timers count from the loop's cached time, which may be a whole loop
+    // turn old when connect() is called: refresh it so that the timeout
+    // counts from now, not from before.
+    uv_update_time(loop_);
     uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<TcpDial*>(t->data)->on_timeout(); },
-                   static_cast<uint64_t>(req_.timeout.count() > 0 ? req_.timeout.count() : 1), 0);
-
-    sockaddr_storage ss{};
-    if (parse_ip_literal(req_.address, req_.port, &ss)) {
-      addresses_.push_back(ss);
-      try_next();
-    } else {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_ADDRCONFIG;
-      gai_.data = this;
-      ++refs_;
-      resolving_ = true;
-      const std::string port = std::to_string(req_.port);
-      int rc = uv_getaddrinfo(
-          loop_, &gai_,
-          [](uv_getaddrinfo_t* r, int status, addrinfo* res) {
-            static_cast<TcpDial*>(r->data)->on_resolved(status, res);
-          },
-          req_.address.c_str(), port.c_str(), &hints);
-      if (rc != 0) {
-        --refs_;
-        resolving_ = false;
-        fail_later(rc, "cannot resolve " + req_.address);
-      }
-    }
+                   static_cast<uint64_t>(limit), 0);
+    // The resolver never answers inside resolve(), so neither does this dial
+    // inside connect(). Its callback never runs after finish() cancels it.
+    state_ = State::kResolving;
+    resolving_ = resolve(loop_, req_.address, req_.port, std::chrono::milliseconds(0),
+                         [this](Result<std::vector<sockaddr_storage>> r) { on_resolved(std::move(r)); });
     std::weak_ptr<bool> alive = alive_;
     return DialHandle([this, alive] {
+      // alive_ is true only while the dial is under way, hence not freed.
       if (auto a = alive.lock(); a && *a) cancel();
     });
   }
 
- private:
-  void on_resolved(int status, addrinfo* res) {
-    --refs_;
-    resolving_ = false;
-    if (!finished_) {
-      if (status != 0) {
-        finish_error(status, "cannot resolve " + req_.address + ": " + uv_strerror(status));
-      } else {
-        for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-          sockaddr_storage ss{};
-          memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-          addresses_.push_back(ss);
-        }
-        try_next();
-      }
-    }
-    uv_freeaddrinfo(res);
+  void cancel() {
+    done_ = nullptr;
+    finish();
     maybe_free();
   }
 
-  void try_next() {
-    while (!finished_ && next_ < addresses_.size()) {
-      const sockaddr_storage& addr = addresses_[next_++];
-      current_addr_ = format_host(reinterpret_cast<const sockaddr*>(&addr));
-      auto* link = new TcpLink;
-      link->tcp.data = this;
-      int rc = uv_tcp_init(loop_, &link->tcp);
-      if (rc != 0) {
-        delete link;
-        last_error_ = rc;
-        continue;
-      }
-      ++refs_;  // the handle, until its close callback or hand-over
-      connect_req_.data = this;
-      rc = uv_tcp_connect(&connect_req_, &link->tcp, reinterpret_cast<const sockaddr*>(&addr),
-                          [](uv_connect_t* r, int status) {
-                            static_cast<TcpDial*>(r->data)->on_connect(status);
-                          });
-      if (rc != 0) {
-        last_error_ = rc;
-        release_handle(link);
-        continue;
-      }
-      pending_ = link;
+ private:
+  enum class State { kResolving, kConnecting, kDone };
+
+  void on_resolved(Result<std::vector<sockaddr_storage>> addresses) {
+    resolving_ = DialHandle();
+    if (!addresses.ok()) {
+      fail(addresses.error());
       return;
     }
-    if (!finished_) {
-      finish_error(last_error_ ? last_error_ : UV_EADDRNOTAVAIL,
-                   "connect to " + describe() + " failed");
+    addresses_ = std::move(addresses).value();
+    state_ = State::kConnecting;
+    connect_next();
+  }
+
+  // Starts a connect to the next address; an address that fails at once
+  // (no route, no socket left) is passed over like one that fails later.
+  void connect_next() {
+    while (next_ < addresses_.size()) {
+      const sockaddr* addr = reinterpret_cast<const sockaddr*>(&addresses_[next_++]);
+      current_ip_ = format_host(addr);
+      tried_.push_back(current_ip_);
+      auto* link = new TcpLink;
+      int rc = uv_tcp_init(loop_, &link->tcp);
+      if (rc != 0) {
+        delete link;  // not initialised: nothing for uv_close to do
+        last_error_ = rc;
+        continue;
+      }
+      link->tcp.data = this;
+      ++refs_;  // the handle, until its close callback or until a connection takes it
+      connect_req_.data = this;
+      rc = uv_tcp_connect(&connect_req_, &link->tcp, addr, [](uv_connect_t* r, int status) {
+        static_cast<TcpDial*>(r->data)->on_connect(status);
+      });
+      if (rc != 0) {
+        last_error_ = rc;
+        close_attempt(link);
+        continue;
+      }
+      attempt_ = link;
+      return;
     }
+    fail(connect_error(last_error_ != 0 ? last_error_ : UV_EADDRNOTAVAIL));
   }
 
   void on_connect(int status) {
-    TcpLink* link = pending_;
-    pending_ = nullptr;
-    if (!link) {
-      // Closed by finish(): its close callback frees it.
-      maybe_free();
-      return;
-    }
+    TcpLink* link = attempt_;
+    attempt_ = nullptr;
+    // No attempt: finish() closed it, which calls back here with
+    // UV_ECANCELED before the close callback that frees it.
+    if (!link) return;
     if (status != 0) {
-      if (status != UV_ECANCELED) last_error_ = status;
-      release_handle(link);
-      try_next();
-      maybe_free();
+      last_error_ = status;
+      close_attempt(link);
+      connect_next();
       return;
     }
-    // Established: the link now belongs to the connection.
+    // Connected: the handle now belongs to the connection.
     --refs_;
+    // Links carry small messages: no Nagle delay. Keepalive finds a peer
+    // that vanished without a FIN or RST (power loss, a NAT forgetting us).
     uv_tcp_nodelay(&link->tcp, 1);
     if (options_.keepalive.count() > 0)
       uv_tcp_keepalive(&link->tcp, 1, static_cast<unsigned>(options_.keepalive.count()));
-    auto conn = std::make_unique<TcpConnection>(link, req_, current_addr_);
+    auto conn = std::make_unique<TcpConnection>(link, req_, current_ip_);
     auto done = std::move(done_);
     finish();
+    // The timer's close callback is still to come, so `this` survives `done`.
     done(std::unique_ptr<Connection>(std::move(conn)));
     maybe_free();
   }
 
   void on_timeout() {
-    if (finished_) return;
-    const std::string target = describe();
-    finish_error(UV_ETIMEDOUT, "connect to " + target + " timed out after " +
-                                   std::to_string(req_.timeout.count()) + " ms");
+    std::string text = "connect to " + target_ + " timed out after " +
+                       std::to_string(req_.timeout.count()) + " ms";
+    if (state_ == State::kResolving) text += " while resolving the name";
+    fail(Error(ErrorCode::kConnectFailed, text + tried_list(), reason::kTimeout));
   }
 
-  void cancel() {
-    if (finished_) return;
-    done_ = nullptr;
-    finish();
-    maybe_free();
+  Error connect_error(int uv_error) const {
+    return Error(ErrorCode::kConnectFailed,
+                 "connect to " + target_ + " failed: " + uv_strerror(uv_error) + tried_list(),
+                 reason::from_uv(uv_error));
   }
 
-  // Reports an error found while connect() is still on the stack: through
-  // the timer, so that the callback never runs inside connect().
-  void fail_later(int error, std::string message) {
-    later_error_ = error;
-    later_message_ = std::move(message);
-    uv_timer_start(&timer_, [](uv_timer_t* t) {
-      auto* d = static_cast<TcpDial*>(t->data);
-      d->finish_error(d->later_error_, d->later_message_);
-    }, 0, 0);
+  // " (tried ::1, 127.0.0.1)" when the host was a name; "" for a literal.
+  std::string tried_list() const {
+    if (tried_.empty() || (tried_.size() == 1 && tried_[0] == req_.address)) return {};
+    std::string out = " (tried ";
+    for (size_t i = 0; i < tried_.size(); ++i) out += (i ? ", " : "") + tried_[i];
+    return out + ")";
   }
 
-  void finish_error(int error, const std::string& message) {
-    if (finished_) return;
-    std::string why = reason::from_uv(error);
-    std::string text = message;
-    if (error != UV_ETIMEDOUT && message.find(uv_strerror(error)) == std::string::npos)
-      text += ": " + std::string(uv_strerror(error));
+  void fail(const Error& error) {
+    if (state_ == State::kDone) return;
     auto done = std::move(done_);
     finish();
-    if (done) done(Error(ErrorCode::kConnectFailed, text, why));
+    if (done) done(error);
     maybe_free();
   }
 
-  // Stops everything still running; the callbacks that follow find finished_.
+  // Stops whatever is still running; the callbacks that follow find kDone.
   void finish() {
-    finished_ = true;
+    if (state_ == State::kDone) return;
+    state_ = State::kDone;
     *alive_ = false;
-    done_ = nullptr;
-    if (!timer_closed_) {
-      timer_closed_ = true;
-      uv_timer_stop(&timer_);
-      uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
-        auto* d = static_cast<TcpDial*>(h->data);
-        --d->refs_;
-        d->maybe_free();
-      });
-    }
-    if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&gai_));
-    if (pending_) {
-      // Closing the handle makes its connect callback run with UV_ECANCELED,
-      // before the close callback that frees it.
-      TcpLink* link = pending_;
-      pending_ = nullptr;
-      release_handle(link);
+    dials_->under_way.erase(this);
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
+      auto* dial = static_cast<TcpDial*>(h->data);
+      --dial->refs_;
+      dial->maybe_free();
+    });
+    resolving_.cancel();
+    if (attempt_) {
+      TcpLink* link = attempt_;
+      attempt_ = nullptr;
+      close_attempt(link);
     }
   }
 
-  // Closes a handle that did not become a link; frees it in the callback.
-  void release_handle(TcpLink* link) {
-    link->tcp.data = this;
+  // Closes a handle that did not become a link; freed in its close callback.
+  void close_attempt(TcpLink* link) {
     uv_close(reinterpret_cast<uv_handle_t*>(&link->tcp), [](uv_handle_t* h) {
-      auto* d = static_cast<TcpDial*>(h->data);
-      delete reinterpret_cast<TcpLink*>(h);  // tcp is TcpLink's first member
-      --d->refs_;
-      d->maybe_free();
+      auto* dial = static_cast<TcpDial*>(h->data);
+      free_link_on_close(h);
+      --dial->refs_;
+      dial->maybe_free();
     });
   }
 
-  std::string describe() const {
-    std::string target = req_.address;
-    if (!current_addr_.empty() && current_addr_ != req_.address) target += " (" + current_addr_ + ")";
-    return target + " port " + std::to_string(req_.port);
-  }
-
   void maybe_free() {
-    if (finished_ && refs_ == 0 && !freeing_) {
-      freeing_ = true;
-      delete this;
-    }
+    if (state_ == State::kDone && refs_ == 0) delete this;
   }
 
   uv_loop_t* loop_;
   DialRequest req_;
   ConnectCallback done_;
   TcpOptions options_;
+  std::shared_ptr<TcpConnector::Dials> dials_;
   std::shared_ptr<bool> alive_;
+  std::string target_;  // "host:port" / "[v6]:port", for messages
 
+  State state_ = State::kResolving;
   uv_timer_t timer_{};
-  bool timer_closed_ = false;
-  uv_getaddrinfo_t gai_{};
-  bool resolving_ = false;
-  uv_connect_t connect_req_{};
-  TcpLink* pending_ = nullptr;
-
+  DialHandle resolving_;
   std::vector<sockaddr_storage> addresses_;
   size_t next_ = 0;
-  std::string current_addr_;
+  uv_connect_t connect_req_{};  // reused: one connect at a time
+  TcpLink* attempt_ = nullptr;
+  std::string current_ip_;
+  std::vector<std::string> tried_;
   int last_error_ = 0;
-  int later_error_ = 0;
-  std::string later_message_;
   int refs_ = 0;
-  bool finished_ = false;
-  bool freeing_ = false;
 };
 
-}  // namespace
+TcpConnector::TcpConnector(uv_loop_t* loop, TcpOptions options)
+    : loop_(loop), options_(options), dials_(std::make_shared<Dials>()) {}
 
-TcpConnector::TcpConnector(uv_loop_t* loop, TcpOptions options) : loop_(loop), options_(options) {}
-TcpConnector::~TcpConnector() = default;
+TcpConnector::~TcpConnector() {
+  // Cancelling removes a dial from the set: walk a copy.
+  const auto under_way = dials_->under_way;
+  for (TcpDial* dial : under_way) dial->cancel();
+}
 
 DialHandle TcpConnector::connect(const DialRequest& request, ConnectCallback done) {
-  auto* dial = new TcpDial(loop_, request, std::move(done), options_);
+  auto* dial = new TcpDial(loop_, request, std::move(done), options_, dials_);
   return dial->start();
 }
 

@@ -1,10 +1,25 @@
 // TcpConnector: dials TCP endpoints on the libuv loop.
 //
-// Host names are resolved with uv_getaddrinfo; every address is tried in turn
-// until one answers, all within the request's one timeout. An established
-// link is read continuously (bytes are counted and dropped) so that EOF and
-// resets are seen at once; TCP keepalive is set from the options; rtt comes
-// from TCP_INFO. Owned by a ConnectorFactory; must outlive its dials and links.
+// Host names are resolved with resolve() (uv_getaddrinfo); every address is
+// tried in turn, in getaddrinfo's order, until one connects, all within the
+// request's one timeout (one timer for resolution and every address).
+// Failures: Error{kConnectFailed, "connect to 127.0.0.1:9 failed: connection
+// refused", reason}; reason "refused", "timeout", "unreachable", "dns", or an
+// errno name ("EMFILE"). With several addresses the last one's error counts
+// and the message lists the addresses tried.
+//
+// An established link has TCP_NODELAY and, when options.keepalive is not
+// zero, TCP keepalive; it is read all the time (bytes counted and dropped) so
+// that the peer's FIN ("closed") or RST ("reset") is reported when it
+// arrives. remote_address() is the IP literal that answered, local_address()
+// "ip:port" / "[ip]:port", rtt_ms() the kernel's smoothed RTT (TCP_INFO).
+//
+// Callbacks: as Connector says: exactly once, never inside connect(), never
+// after the handle's cancel(). Ownership: owned by a ConnectorFactory.
+// Destroying the connector cancels the dials still under way (their
+// callbacks never run); links it already handed over stay valid on their own.
+// Memory of cancelled dials and closed links is freed by libuv close
+// callbacks: keep running the loop until it is empty before uv_loop_close.
 #pragma once
 
 #include <chrono>
@@ -29,9 +44,12 @@ class TcpConnector final : public Connector {
   std::string_view name() const override { return "tcp"; }
   DialHandle connect(const DialRequest& request, ConnectCallback done) override;
 
+  struct Dials;  // the dials under way, shared with them (tcp_connector.cc)
+
  private:
   uv_loop_t* loop_;
   TcpOptions options_;
+  std::shared_ptr<Dials> dials_;
 };
 
 }  // namespace connmgr
