@@ -8,9 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "connmgr_version.h"
 #include "core/connection_manager.h"
@@ -39,21 +37,6 @@ std::optional<gid_t> group_id(const std::optional<std::string>& name) {
     return static_cast<gid_t>(std::stoul(*name));
   if (struct group* g = getgrnam(name->c_str())) return g->gr_gid;
   return std::nullopt;
-}
-
-// Supplementary groups of a process, from /proc (the peer may be in the
-// admin group without it being its primary group).
-bool process_in_group(pid_t pid, gid_t gid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("Groups:", 0) != 0) continue;
-    std::istringstream groups(line.substr(7));
-    unsigned long g;
-    while (groups >> g)
-      if (static_cast<gid_t>(g) == gid) return true;
-  }
-  return false;
 }
 
 ConnectionConfig connection_config(const config::DaemonConfig& c) {
@@ -126,9 +109,8 @@ class Daemon {
 };
 
 bool Daemon::privileged(const rpc::PeerCredentials& c) const {
-  if (c.uid == 0 || c.uid == geteuid()) return true;
-  if (!admin_gid_) return false;
-  return c.gid == *admin_gid_ || (c.pid > 0 && process_in_group(c.pid, *admin_gid_));
+  // admin_group may change on reload, so the policy is built per call.
+  return rpc::may_change_state(c, rpc::process_access_policy(admin_gid_));
 }
 
 std::string Daemon::summary() const {

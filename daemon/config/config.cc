@@ -4,56 +4,100 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <variant>
 
 namespace connmgr::config {
 
 namespace {
 
-enum class Kind { kPath, kText, kOptText, kDuration, kDurationOrZero, kCount, kMode, kLevel, kFraction };
+using std::chrono::milliseconds;
+
+// How a key's text is read. kDuration refuses 0; kDurationOrOff takes 0 as
+// "off" (tcp_keepalive).
+enum class Kind { kPath, kText, kOptText, kDuration, kDurationOrOff, kCount, kMode, kLevel, kFraction };
+
+// Where a key's value lands in DaemonConfig.
+using Target = std::variant<std::string DaemonConfig::*, std::optional<std::string> DaemonConfig::*,
+                            milliseconds DaemonConfig::*, int DaemonConfig::*, size_t DaemonConfig::*,
+                            mode_t DaemonConfig::*, LogLevel DaemonConfig::*, double DaemonConfig::*>;
 
 struct Key {
   const char* name;
   Kind kind;
-  const char* fallback;  // default; nullptr: none / computed
-  bool live;             // SIGHUP may change it
-  int64_t min = 0;
-  int64_t max = 0;
-  const char* help = "";
+  Target target;
+  // Built-in default as text; "" for none. database and socket depend on
+  // the user (default_for()).
+  const char* fallback;
+  bool live;  // SIGHUP may change it
+  int64_t min;
+  int64_t max;
+  const char* help;
+  const char* none_means = "";  // shown in help when there is no default value
 };
+
+constexpr int64_t kMiB = 1024 * 1024;
 
 // API.md §5's keys, and the project's own, spelled once.
 const Key kKeys[] = {
-    {"database", Kind::kPath, nullptr, false, 0, 0, "SQLite file; created with the schema when missing"},
-    {"socket", Kind::kPath, nullptr, false, 0, 0, "RPC socket path (unused under socket activation)"},
-    {"socket_mode", Kind::kMode, "0660", false, 0, 0, "permissions of the socket file (octal)"},
-    {"socket_group", Kind::kOptText, nullptr, false, 0, 0, "group of the socket file [daemon's group]"},
-    {"admin_group", Kind::kOptText, nullptr, true, 0, 0, "members may call the methods that change state [none]"},
-    {"node_id", Kind::kOptText, nullptr, false, 0, 0, "this host's node identity [generated once, kept in the database]"},
-    {"connection_timeout", Kind::kDuration, "10s", true, 0, 0, "default timeout of one connect attempt"},
-    {"base_retry_interval", Kind::kDuration, "1s", true, 0, 0, "delay before the first retry"},
-    {"max_retry_interval", Kind::kDuration, "60s", true, 0, 0, "longest delay between retries"},
-    {"max_retry_count", Kind::kCount, "5", true, 0, 1000000, "retries after the first attempt (retry.max_attempts = this + 1)"},
-    {"retry_jitter", Kind::kFraction, "0", true, 0, 0, "fraction of each retry delay drawn at random and taken off (0..1)"},
-    {"max_clients", Kind::kCount, "1024", true, 1, 1000000, "RPC clients at once"},
-    {"max_request_bytes", Kind::kCount, "1048576", true, 256, 1LL << 30, "longest request line"},
-    {"max_output_bytes", Kind::kCount, "16777216", true, 4096, 1LL << 34, "answers queued for a client that does not read before it is cut off"},
-    {"partial_request_timeout", Kind::kDuration, "60s", true, 0, 0, "a client that stalls mid-line is cut after this"},
-    {"lock_timeout", Kind::kDuration, "5s", true, 0, 0, "how long a write waits for another process's database lock"},
-    {"log_level", Kind::kLevel, "info", true, 0, 0, "debug, info, warning or error"},
-    {"quic_alpn", Kind::kText, "connmgr", false, 0, 0, "ALPN offered when an endpoint names none"},
-    {"quic_ca_file", Kind::kOptText, nullptr, false, 0, 0, "PEM file of trusted CAs for QUIC peers [system trust store]"},
-    {"quic_idle_timeout", Kind::kDuration, "30s", false, 0, 0, "a QUIC link silent this long is dropped"},
-    {"quic_keepalive", Kind::kDuration, "10s", false, 0, 0, "QUIC keepalive interval"},
-    {"tcp_keepalive", Kind::kDurationOrZero, "30s", false, 0, 0, "TCP keepalive idle time; 0 turns it off"},
+    {"database", Kind::kPath, &DaemonConfig::database, "", false, 0, 0,
+     "SQLite file; created with the schema when missing"},
+    {"socket", Kind::kPath, &DaemonConfig::socket, "", false, 0, 0,
+     "RPC socket path (unused under socket activation)"},
+    {"socket_mode", Kind::kMode, &DaemonConfig::socket_mode, "0660", false, 0, 0,
+     "permissions of the socket file, octal"},
+    {"socket_group", Kind::kOptText, &DaemonConfig::socket_group, "", false, 0, 0,
+     "group of the socket file, name or number", "the daemon's group"},
+    {"admin_group", Kind::kOptText, &DaemonConfig::admin_group, "", true, 0, 0,
+     "members may call the methods that change state", "none"},
+    {"node_id", Kind::kOptText, &DaemonConfig::node_id, "", false, 0, 0, "this host's node identity",
+     "generated once, kept in the database"},
+    {"connection_timeout", Kind::kDuration, &DaemonConfig::connection_timeout, "10s", true, 0, 0,
+     "timeout of one connect attempt unless the call gives timeout_ms"},
+    {"base_retry_interval", Kind::kDuration, &DaemonConfig::base_retry_interval, "1s", true, 0, 0,
+     "delay before the first retry (retry.initial_delay_ms)"},
+    {"max_retry_interval", Kind::kDuration, &DaemonConfig::max_retry_interval, "60s", true, 0, 0,
+     "longest delay between retries (retry.max_delay_ms)"},
+    {"max_retry_count", Kind::kCount, &DaemonConfig::max_retry_count, "5", true, 0, 1000000,
+     "retries after the first attempt (retry.max_attempts = this + 1)"},
+    {"retry_jitter", Kind::kFraction, &DaemonConfig::retry_jitter, "0", true, 0, 0,
+     "fraction of each retry delay drawn at random and taken off, 0 to 1"},
+    {"max_clients", Kind::kCount, &DaemonConfig::max_clients, "1024", true, 1, 1000000,
+     "RPC clients at once; the next is told so and closed"},
+    {"max_request_bytes", Kind::kCount, &DaemonConfig::max_request_bytes, "1048576", true, 256, 1024 * kMiB,
+     "longest request line"},
+    {"max_output_bytes", Kind::kCount, &DaemonConfig::max_output_bytes, "16777216", true, 4096,
+     16 * 1024 * kMiB, "answers queued for a client that does not read before it is cut off"},
+    {"partial_request_timeout", Kind::kDuration, &DaemonConfig::partial_request_timeout, "60s", true, 0, 0,
+     "a client that stops in the middle of a line is cut off after this"},
+    {"lock_timeout", Kind::kDuration, &DaemonConfig::lock_timeout, "5s", true, 0, 0,
+     "how long a write waits for another process's database lock"},
+    {"log_level", Kind::kLevel, &DaemonConfig::log_level, "info", true, 0, 0, "debug, info, warning or error"},
+    {"quic_alpn", Kind::kText, &DaemonConfig::quic_alpn, "connmgr", false, 0, 0,
+     "ALPN offered when an endpoint names none"},
+    {"quic_ca_file", Kind::kOptText, &DaemonConfig::quic_ca_file, "", false, 0, 0,
+     "PEM file of trusted CAs for QUIC peers", "the system trust store"},
+    {"quic_idle_timeout", Kind::kDuration, &DaemonConfig::quic_idle_timeout, "30s", false, 0, 0,
+     "a QUIC link silent this long is dropped"},
+    {"quic_keepalive", Kind::kDuration, &DaemonConfig::quic_keepalive, "10s", false, 0, 0,
+     "QUIC keepalive interval; shorter than quic_idle_timeout"},
+    {"tcp_keepalive", Kind::kDurationOrOff, &DaemonConfig::tcp_keepalive, "30s", false, 0, 0,
+     "TCP keepalive idle time; 0 turns keepalives off"},
 };
 
 const Key* find_key(const std::string& name) {
   for (const auto& k : kKeys)
     if (name == k.name) return &k;
   return nullptr;
+}
+
+std::string underscores(std::string name) {
+  for (auto& c : name)
+    if (c == '-') c = '_';
+  return name;
 }
 
 Error config_error(const std::string& key, const std::string& what, const std::string& where) {
@@ -69,25 +113,34 @@ std::string trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
-  if (text.empty()) return std::nullopt;
-  size_t pos = 0;
-  double number = 0;
-  try {
-    number = std::stod(text, &pos);
-  } catch (...) {
+// "500ms", "2s", "1.5m", "1h"; a bare number is seconds. Up to a year:
+// longer is a typo, and keeps every later multiplication in range.
+std::optional<milliseconds> parse_duration(const std::string& text) {
+  // Digits and one optional point, then the unit: strtod alone would also
+  // take "1e3", "0x10", "inf" and leading blanks.
+  const size_t number_end = text.find_first_not_of("0123456789.");
+  const std::string number_text = text.substr(0, number_end);
+  const std::string unit = number_end == std::string::npos ? "" : text.substr(number_end);
+  if (number_text.empty() || number_text == "." || number_text.find('.') != number_text.rfind('.'))
     return std::nullopt;
-  }
-  if (!std::isfinite(number) || number < 0 || text[0] == '-' || text[0] == '+') return std::nullopt;
-  const std::string unit = text.substr(pos);
+  const double number = std::strtod(number_text.c_str(), nullptr);
   double ms;
   if (unit.empty() || unit == "s") ms = number * 1000;
   else if (unit == "ms") ms = number;
   else if (unit == "m") ms = number * 60000;
   else if (unit == "h") ms = number * 3600000;
   else return std::nullopt;
-  if (ms > 365.0 * 24 * 3600000) return std::nullopt;
-  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
+  if (!std::isfinite(ms) || ms > 365.0 * 24 * 3600000) return std::nullopt;
+  return milliseconds(static_cast<int64_t>(std::llround(ms)));
+}
+
+// The shortest exact spelling: 90000 ms is "90s", 120000 is "2m".
+std::string format_duration(milliseconds d) {
+  const int64_t ms = d.count();
+  if (ms != 0 && ms % 3600000 == 0) return std::to_string(ms / 3600000) + "h";
+  if (ms != 0 && ms % 60000 == 0) return std::to_string(ms / 60000) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
 }
 
 std::optional<int64_t> parse_count(const std::string& text) {
@@ -96,152 +149,177 @@ std::optional<int64_t> parse_count(const std::string& text) {
   return std::stoll(text);
 }
 
-struct Setting {
-  std::string value;
-  std::string where;  // "FILE:LINE", "--flag" or "" for defaults
-};
-
-std::string default_for(const Key& k, const Environment& env) {
-  const bool root = env.uid == 0;
-  auto get = [&](const char* n) { return env.getenv ? env.getenv(n) : std::nullopt; };
-  if (std::string(k.name) == "database") {
-    if (root) return "/var/lib/connmgr/connmgr.db";
-    if (auto x = get("XDG_STATE_HOME"); x && !x->empty()) return *x + "/connmgr/connmgr.db";
-    if (auto h = get("HOME"); h && !h->empty()) return *h + "/.local/state/connmgr/connmgr.db";
-    return "/tmp/connmgr-" + std::to_string(env.uid) + "/connmgr.db";
-  }
-  if (std::string(k.name) == "socket") {
-    if (root) return "/run/connmgr/connmgrd.sock";
-    if (auto x = get("XDG_RUNTIME_DIR"); x && !x->empty()) return *x + "/connmgr/connmgrd.sock";
-    return "/tmp/connmgr-" + std::to_string(env.uid) + "/connmgrd.sock";
-  }
-  return k.fallback ? k.fallback : "";
+std::string format_fraction(double f) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%g", f);
+  return buf;
 }
 
-Status read_file_into(const std::string& path, const Environment& env,
-                      std::map<std::string, Setting>& settings) {
-  std::string why;
+struct Setting {
+  std::string value;
+  std::string where;  // "FILE:LINE", "--flag", or "" for a default
+};
+using Settings = std::map<std::string, Setting>;
+
+std::string default_for(const Key& k, const Environment& env) {
+  const std::string name = k.name;
+  if (name != "database" && name != "socket") return k.fallback;
+  auto get = [&](const char* n) -> std::string {
+    auto v = env.getenv ? env.getenv(n) : std::nullopt;
+    return v.value_or("");
+  };
+  // Under systemd, StateDirectory=/RuntimeDirectory= name the unit's own
+  // directories (the first of a colon-separated list), whoever it runs as.
+  auto systemd_dir = [&](const char* n) {
+    std::string v = get(n);
+    return v.substr(0, v.find(':'));
+  };
+  // A user who is not root cannot write /var/lib or /run: the embedded
+  // default keeps a try-out run in the user's own directories (XDG base dirs).
+  const bool root = env.uid == 0;
+  const std::string fallback_dir = "/tmp/connmgr-" + std::to_string(env.uid);
+  if (name == "database") {
+    if (std::string d = systemd_dir("STATE_DIRECTORY"); !d.empty()) return d + "/connmgr.db";
+    if (root) return "/var/lib/connmgr/connmgr.db";
+    if (std::string x = get("XDG_STATE_HOME"); !x.empty()) return x + "/connmgr/connmgr.db";
+    if (std::string h = get("HOME"); !h.empty()) return h + "/.local/state/connmgr/connmgr.db";
+    return fallback_dir + "/connmgr.db";
+  }
+  if (std::string d = systemd_dir("RUNTIME_DIRECTORY"); !d.empty()) return d + "/connmgrd.sock";
+  if (root) return "/run/connmgr/connmgrd.sock";
+  if (std::string x = get("XDG_RUNTIME_DIR"); !x.empty()) return x + "/connmgr/connmgrd.sock";
+  return fallback_dir + "/connmgrd.sock";
+}
+
+Settings default_settings(const Environment& env) {
+  Settings s;
+  for (const auto& k : kKeys) s[k.name] = Setting{default_for(k, env), ""};
+  return s;
+}
+
+Status read_file_into(const std::string& path, const Environment& env, Settings& settings) {
+  std::string why = "cannot be read";
   auto text = env.read_file ? env.read_file(path, &why) : std::nullopt;
-  if (!text) return config_error("", "cannot read configuration file " + path + ": " + why, "");
+  if (!text) return config_error("config", "cannot read configuration file " + path + ": " + why, "");
   std::istringstream in(*text);
   std::string raw;
   int line_no = 0;
   while (std::getline(in, raw)) {
     ++line_no;
     const std::string where = path + ":" + std::to_string(line_no);
-    std::string line = trim(raw);
+    const std::string line = trim(raw);
     if (line.empty() || line[0] == '#' || line[0] == ';') continue;
     if (line.front() == '[') {
       if (line.back() != ']') return config_error("", "malformed section header '" + line + "'", where);
-      continue;  // sections only group keys
+      continue;  // sections only group keys for the reader
     }
     const auto eq = line.find('=');
-    if (eq == std::string::npos)
-      return config_error("", "expected 'key = value', got '" + line + "'", where);
-    std::string key = trim(line.substr(0, eq));
+    if (eq == std::string::npos) return config_error("", "expected 'key = value', got '" + line + "'", where);
+    const std::string key = underscores(trim(line.substr(0, eq)));
     std::string value = trim(line.substr(eq + 1));
-    // " #" starts a trailing comment, unless the value is quoted.
     if (!value.empty() && value.front() == '"') {
       const auto close = value.find('"', 1);
       if (close == std::string::npos) return config_error(key, "unterminated quote", where);
+      const std::string rest = trim(value.substr(close + 1));
+      if (!rest.empty() && rest[0] != '#')
+        return config_error(key, "unexpected text after the closing quote", where);
       value = value.substr(1, close - 1);
     } else if (auto hash = value.find(" #"); hash != std::string::npos) {
       value = trim(value.substr(0, hash));
+    } else if (auto tab = value.find("\t#"); tab != std::string::npos) {
+      value = trim(value.substr(0, tab));
     }
-    for (auto& c : key)
-      if (c == '-') c = '_';
     if (!find_key(key)) return config_error(key, "unknown key", where);
     settings[key] = Setting{value, where};
   }
   return ok_status();
 }
 
-Status convert(const std::map<std::string, Setting>& settings, DaemonConfig& c) {
-  for (const auto& k : kKeys) {
-    const Setting& s = settings.at(k.name);
-    const std::string& v = s.value;
-    auto bad = [&](const std::string& what) { return config_error(k.name, what, s.where); };
-    const std::string name = k.name;
-    switch (k.kind) {
-      case Kind::kPath:
-        if (v.empty()) return bad("must not be empty");
-        if (name == "database") c.database = v;
-        else c.socket = v;
-        break;
-      case Kind::kText:
-        if (v.empty()) return bad("must not be empty");
-        c.quic_alpn = v;
-        break;
-      case Kind::kOptText: {
-        std::optional<std::string> o = v.empty() ? std::nullopt : std::optional<std::string>(v);
-        if (name == "socket_group") c.socket_group = o;
-        else if (name == "admin_group") c.admin_group = o;
-        else if (name == "node_id") c.node_id = o;
-        else if (name == "quic_ca_file") c.quic_ca_file = o;
-        break;
-      }
-      case Kind::kDuration:
-      case Kind::kDurationOrZero: {
-        auto d = parse_duration(v);
-        if (!d) return bad("invalid duration '" + v + "' (use e.g. 500ms, 10s, 5m, 1h; a bare number is seconds)");
-        if (k.kind == Kind::kDuration && d->count() == 0) return bad("must be more than zero");
-        if (name == "connection_timeout") c.connection_timeout = *d;
-        else if (name == "base_retry_interval") c.base_retry_interval = *d;
-        else if (name == "max_retry_interval") c.max_retry_interval = *d;
-        else if (name == "partial_request_timeout") c.partial_request_timeout = *d;
-        else if (name == "lock_timeout") c.lock_timeout = *d;
-        else if (name == "quic_idle_timeout") c.quic_idle_timeout = *d;
-        else if (name == "quic_keepalive") c.quic_keepalive = *d;
-        else if (name == "tcp_keepalive") c.tcp_keepalive = *d;
-        break;
-      }
-      case Kind::kCount: {
-        auto n = parse_count(v);
-        if (!n || *n < k.min || *n > k.max)
-          return bad("must be a whole number from " + std::to_string(k.min) + " to " + std::to_string(k.max) +
-                     ", got '" + v + "'");
-        if (name == "max_retry_count") c.max_retry_count = static_cast<int>(*n);
-        else if (name == "max_clients") c.max_clients = static_cast<size_t>(*n);
-        else if (name == "max_request_bytes") c.max_request_bytes = static_cast<size_t>(*n);
-        else if (name == "max_output_bytes") c.max_output_bytes = static_cast<size_t>(*n);
-        break;
-      }
-      case Kind::kMode: {
-        if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos)
-          return bad("must be an octal mode such as 0660, got '" + v + "'");
-        c.socket_mode = static_cast<mode_t>(std::stoul(v, nullptr, 8));
-        break;
-      }
-      case Kind::kLevel:
-        if (v == "debug") c.log_level = LogLevel::kDebug;
-        else if (v == "info") c.log_level = LogLevel::kInfo;
-        else if (v == "warning") c.log_level = LogLevel::kWarning;
-        else if (v == "error") c.log_level = LogLevel::kError;
-        else return bad("must be debug, info, warning or error, got '" + v + "'");
-        break;
-      case Kind::kFraction: {
-        char* end = nullptr;
-        errno = 0;
-        const double f = std::strtod(v.c_str(), &end);
-        if (v.empty() || *end != '\0' || errno != 0 || !(f >= 0.0 && f <= 1.0))
-          return bad("must be a number from 0 to 1, got '" + v + "'");
-        c.retry_jitter = f;
-        break;
-      }
+// Reads one key's text into `c` and records its canonical text.
+Status convert_key(const Key& k, const Setting& s, DaemonConfig& c) {
+  const std::string& v = s.value;
+  auto bad = [&](const std::string& what) { return config_error(k.name, what, s.where); };
+  std::string canonical = v;
+  switch (k.kind) {
+    case Kind::kPath:
+    case Kind::kText:
+      if (v.empty()) return bad("must not be empty");
+      c.*std::get<std::string DaemonConfig::*>(k.target) = v;
+      break;
+    case Kind::kOptText:
+      c.*std::get<std::optional<std::string> DaemonConfig::*>(k.target) =
+          v.empty() ? std::nullopt : std::optional<std::string>(v);
+      break;
+    case Kind::kDuration:
+    case Kind::kDurationOrOff: {
+      auto d = parse_duration(v);
+      if (!d) return bad("invalid duration '" + v + "', expected e.g. 500ms, 10s, 5m or 1h (a bare number is seconds)");
+      if (k.kind == Kind::kDuration && d->count() == 0) return bad("must be longer than zero, got '" + v + "'");
+      c.*std::get<milliseconds DaemonConfig::*>(k.target) = *d;
+      canonical = format_duration(*d);
+      break;
     }
-    c.effective[k.name] = v;
+    case Kind::kCount: {
+      auto n = parse_count(v);
+      if (!n || *n < k.min || *n > k.max)
+        return bad("must be a whole number from " + std::to_string(k.min) + " to " + std::to_string(k.max) +
+                   ", got '" + v + "'");
+      if (auto* p = std::get_if<int DaemonConfig::*>(&k.target)) c.*(*p) = static_cast<int>(*n);
+      else c.*std::get<size_t DaemonConfig::*>(k.target) = static_cast<size_t>(*n);
+      canonical = std::to_string(*n);
+      break;
+    }
+    case Kind::kMode: {
+      if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos)
+        return bad("must be an octal mode such as 0660, got '" + v + "'");
+      const auto mode = static_cast<mode_t>(std::stoul(v, nullptr, 8));
+      c.*std::get<mode_t DaemonConfig::*>(k.target) = mode;
+      char buf[8];
+      snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode));
+      canonical = buf;
+      break;
+    }
+    case Kind::kLevel: {
+      std::optional<LogLevel> level;
+      for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError})
+        if (v == log_level_name(l)) level = l;
+      if (!level) return bad("must be debug, info, warning or error, got '" + v + "'");
+      c.*std::get<LogLevel DaemonConfig::*>(k.target) = *level;
+      break;
+    }
+    case Kind::kFraction: {
+      char* end = nullptr;
+      errno = 0;
+      const double f = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || errno != 0 || !(f >= 0.0 && f <= 1.0))
+        return bad("must be a number from 0 to 1, got '" + v + "'");
+      c.*std::get<double DaemonConfig::*>(k.target) = f;
+      canonical = format_fraction(f);
+      break;
+    }
   }
-  // Combinations that cannot work.
+  c.effective[k.name] = canonical;
+  return ok_status();
+}
+
+Result<DaemonConfig> convert(const Settings& settings) {
+  DaemonConfig c;
+  for (const auto& k : kKeys)
+    if (Status s = convert_key(k, settings.at(k.name), c); !s.ok()) return s;
+  // Combinations that cannot work, named by the key that would have to change.
   if (c.base_retry_interval > c.max_retry_interval)
-    return config_error("base_retry_interval", "is longer than max_retry_interval (" +
-                                                   c.effective["max_retry_interval"] + ")",
+    return config_error("base_retry_interval",
+                        "is longer than max_retry_interval (" + c.effective["base_retry_interval"] + " > " +
+                            c.effective["max_retry_interval"] + ")",
                         settings.at("base_retry_interval").where);
   if (c.quic_keepalive >= c.quic_idle_timeout)
-    return config_error("quic_keepalive", "must be shorter than quic_idle_timeout (" +
-                                              c.effective["quic_idle_timeout"] + ")",
+    return config_error("quic_keepalive",
+                        "must be shorter than quic_idle_timeout (" + c.effective["quic_keepalive"] +
+                            " >= " + c.effective["quic_idle_timeout"] + ")",
                         settings.at("quic_keepalive").where);
-  if (c.database == c.socket) return config_error("socket", "must differ from database", "");
-  return ok_status();
+  if (c.database == c.socket)
+    return config_error("socket", "must differ from database", settings.at("socket").where);
+  return c;
 }
 
 }  // namespace
@@ -261,6 +339,10 @@ Environment process_environment() {
     }
     std::stringstream ss;
     ss << in.rdbuf();
+    if (in.bad()) {
+      *why = "read error";
+      return std::nullopt;
+    }
     return ss.str();
   };
   return env;
@@ -268,12 +350,9 @@ Environment process_environment() {
 
 Result<Invocation> parse(const std::vector<std::string>& args, const Environment& env) {
   Invocation inv;
-  std::map<std::string, Setting> settings;
-  for (const auto& k : kKeys) settings[k.name] = Setting{default_for(k, env), ""};
-
-  // Flags first into their own map: they win over the file, which is read
-  // once the whole command line is known.
-  std::map<std::string, Setting> flags;
+  // Flags go to their own map first: they win over the file, which is read
+  // once the whole command line is known (--config may come last).
+  Settings flags;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -284,18 +363,18 @@ Result<Invocation> parse(const std::vector<std::string>& args, const Environment
       inv.version = true;
       continue;
     }
-    if (a.rfind("--", 0) != 0) return config_error("", "unexpected argument '" + a + "' (see --help)", "");
+    if (a.rfind("--", 0) != 0 || a.size() == 2)
+      return config_error("", "unexpected argument '" + a + "' (see --help)", "");
     std::string name = a.substr(2);
     std::string value;
-    const std::string flag = "--" + name.substr(0, name.find('='));
     bool has_value = false;
     if (auto eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
       has_value = true;
     }
-    for (auto& c : name)
-      if (c == '-') c = '_';
+    const std::string flag = "--" + name;
+    name = underscores(name);
     if (name != "config" && !find_key(name)) return config_error(name, "unknown option " + flag, "");
     if (!has_value) {
       if (i + 1 >= args.size()) return config_error(name, "needs a value", flag);
@@ -304,31 +383,64 @@ Result<Invocation> parse(const std::vector<std::string>& args, const Environment
     if (name == "config") inv.config_file = value;
     else flags[name] = Setting{value, flag};
   }
+  Settings settings = default_settings(env);
   if (inv.config_file) {
     if (Status s = read_file_into(*inv.config_file, env, settings); !s.ok()) return s;
   }
   for (auto& [k, v] : flags) settings[k] = v;
-  if (Status s = convert(settings, inv.config); !s.ok()) return s;
+  auto config = convert(settings);
+  if (!config) return config.error();
+  inv.config = std::move(config).value();
   return inv;
+}
+
+Result<DaemonConfig> parse_config(const std::vector<std::string>& args, const Environment& env) {
+  auto inv = parse(args, env);
+  if (!inv) return inv.error();
+  return std::move(inv).value().config;
 }
 
 std::string help_text(const Environment& env) {
   std::string out =
-      "Usage: connmgrd [--config FILE] [--KEY=VALUE ...]\n"
-      "Keeps links to the nodes of a network; answers JSON-RPC 2.0 on a Unix socket.\n\n"
-      "Every key may be set in FILE as 'key = value' or as a flag --key=value / --key value\n"
-      "('-' may stand for '_'). Flags win over the file, the file over these defaults.\n"
-      "Durations take a unit: ms, s, m, h (a bare number is seconds).\n\nKeys [default]:\n";
-  for (const auto& k : kKeys) {
-    std::string def = default_for(k, env);
-    std::string line = "  " + std::string(k.name);
+      "Usage: connmgrd [--config FILE] [--KEY=VALUE | --KEY VALUE ...]\n"
+      "Keeps links to the nodes of a network; answers JSON-RPC 2.0 on a Unix socket.\n"
+      "\n"
+      "Every key may be set in FILE as 'key = value' (# comments, [sections] ignored)\n"
+      "or as a flag, with '-' for '_' (--connection-timeout=2s). Flags win over the\n"
+      "file, the file over the defaults below. Durations take a unit: ms, s, m, h\n"
+      "(a bare number is seconds). SIGHUP re-reads FILE; keys marked * need a restart.\n"
+      "\n"
+      "Keys [default]:\n";
+  auto column = [](std::string line) {
     if (line.size() < 27) line.append(27 - line.size(), ' ');
-    line += k.help;
-    if (!def.empty()) line += " [" + def + "]";
-    out += line + "\n";
+    return line;
+  };
+  for (const auto& k : kKeys) {
+    const std::string def = default_for(k, env);
+    out += column("  " + std::string(k.name) + (k.live ? " " : "*")) + k.help + " [" +
+           (def.empty() ? k.none_means : def) + "]\n";
   }
-  out += "\n  --config FILE              read settings from FILE\n"
-         "  --help, --version\n";
+  out += "\n" + column("  --config FILE") + "read settings from FILE\n" + column("  --help") + "this text\n" +
+         column("  --version") + "the version\n" +
+         "\n"
+         "Exit status: 0 after a clean stop, 1 when the daemon cannot start,\n"
+         "2 for a bad command line or configuration.\n";
+  return out;
+}
+
+std::string sample_file_text() {
+  Environment root;  // uid 0, no environment: the system defaults
+  std::string out =
+      "# connmgrd configuration: `key = value`; flags (--key=value) win over this file.\n"
+      "# Every key is listed with its built-in default, commented out.\n"
+      "# Durations take a unit: ms, s, m, h (a bare number is seconds).\n"
+      "# Keys marked (restart) keep their running value on `systemctl reload connmgrd`.\n";
+  for (const auto& k : kKeys) {
+    const std::string def = default_for(k, root);
+    out += "\n# " + std::string(k.help) + (k.live ? "" : " (restart)");
+    if (def.empty()) out += "; default: " + std::string(k.none_means);
+    out += "\n#" + std::string(k.name) + (def.empty() ? " =" : " = " + def) + "\n";
+  }
   return out;
 }
 
@@ -342,22 +454,40 @@ std::string log_level_name(LogLevel level) {
   return "info";
 }
 
-nlohmann::json to_json(const DaemonConfig& config) {
+nlohmann::json config_to_json(const DaemonConfig& config) {
   nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : config.effective) j[k] = v.empty() ? nlohmann::json(nullptr) : nlohmann::json(v);
+  for (const auto& k : kKeys) {
+    auto it = config.effective.find(k.name);
+    const std::string v = it == config.effective.end() ? "" : it->second;
+    j[k.name] = v.empty() ? nlohmann::json(nullptr) : nlohmann::json(v);
+  }
   return j;
 }
 
-std::vector<std::string> keys_needing_restart(const DaemonConfig& before, const DaemonConfig& after) {
+std::vector<std::string> reload_diff(const DaemonConfig& running, const DaemonConfig& next) {
   std::vector<std::string> out;
   for (const auto& k : kKeys) {
     if (k.live) continue;
-    auto b = before.effective.find(k.name);
-    auto a = after.effective.find(k.name);
-    if (b == before.effective.end() || a == after.effective.end() || b->second != a->second)
-      out.push_back(k.name);
+    auto b = running.effective.find(k.name);
+    auto a = next.effective.find(k.name);
+    const bool same = b != running.effective.end() && a != next.effective.end() && b->second == a->second;
+    if (!same) out.push_back(k.name);
   }
   return out;
+}
+
+DaemonConfig merge_reload(const DaemonConfig& running, const DaemonConfig& next) {
+  // Rebuilt from canonical texts, so that every field follows the table.
+  Settings settings;
+  for (const auto& k : kKeys) {
+    const auto& from = k.live ? next.effective : running.effective;
+    auto it = from.find(k.name);
+    settings[k.name] = Setting{it == from.end() ? std::string(k.fallback) : it->second, ""};
+  }
+  auto merged = convert(settings);
+  // Both inputs passed convert(), and the combinations checked there pair
+  // keys of the same liveness, so this cannot fail; keep `next` if it does.
+  return merged ? std::move(merged).value() : next;
 }
 
 }  // namespace connmgr::config

@@ -1,49 +1,77 @@
 // Dispatcher: JSON-RPC 2.0 (https://www.jsonrpc.org/specification) over one
-// line of text: parses it, checks the envelope, runs the method, and builds
-// the answer line, batches included.
+// line of text. It parses the line, checks the envelope, answers batches,
+// checks permission for methods that change state, runs the method and
+// builds the answer line.
 //
-// Ids are echoed byte for byte: numbers that JSON allows but a double cannot
-// hold (12345678901234567890123, 1.50) are copied from the request's text.
-// Nesting deeper than max_depth is refused before it is built.
+// Rules it keeps:
+// - "jsonrpc":"2.0" is required; members other than jsonrpc, method, params
+//   and id make an Invalid Request; params must be an object or an array, and
+//   arrays (positional params) are refused with -32602.
+// - Ids are echoed byte for byte (raw_id.h). An id of the wrong type gets
+//   -32600 with a null id. Notifications (no id member) run and get no answer;
+//   an invalid request is answered even without an id (§5: id null).
+// - Batches: one array line with every answer; an empty batch is one Invalid
+//   Request (not an array); a batch of only notifications gets no line.
+// - Nesting deeper than max_depth is -32600, refused while parsing, before
+//   the document is built. Invalid JSON (invalid UTF-8 included) is -32700.
+// - A handler that throws std::exception gets -32603 with the what() text.
+// - Methods with changes_state run only for callers the access policy allows
+//   (access.h); others get -32030 naming the method, uid and admin group.
 //
 // Threads: the loop's. The Dispatcher must outlive every call it started;
-// `done` may be called after handle_line() returns (async methods).
+// `done` may be called after handle_line() returns (async methods), once.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "rpc/access.h"
+#include "rpc/json_text.h"
 #include "rpc/method.h"
 
 namespace connmgr::rpc {
 
+inline constexpr size_t kDefaultMaxDepth = 64;
+
 class Dispatcher {
  public:
-  // Whether a caller may run methods that change state.
+  // A decision of one's own on who may change state.
   using PrivilegeCheck = std::function<bool(const PeerCredentials&)>;
   // Called exactly once per line: with the answer line (no '\n'), or with
   // nullopt when nothing is to be sent (notifications).
   using Done = std::function<void(std::optional<std::string> answer)>;
 
-  explicit Dispatcher(PrivilegeCheck privileged, size_t max_depth = 64);
+  // The standard rule: root, policy.daemon_uid, or members of policy.admin_gid.
+  explicit Dispatcher(AccessPolicy policy, size_t max_depth = kDefaultMaxDepth);
+  explicit Dispatcher(PrivilegeCheck privileged, size_t max_depth = kDefaultMaxDepth);
 
+  // Registers a method; a later one of the same name replaces it.
   void add(Method method);
-  void set_max_depth(size_t depth) { max_depth_ = depth; }
+  const Method* find(std::string_view name) const;
+  size_t method_count() const { return methods_.size(); }
 
+  void set_max_depth(size_t depth) { max_depth_ = depth; }
+  size_t max_depth() const { return max_depth_; }
+
+  // One line of input, without its '\n' (and without a '\r' before it).
   void handle_line(std::string_view line, const std::shared_ptr<Session>& session, Done done);
+
+  // Whether `creds` may call methods that change state.
+  bool allowed_to_change_state(const PeerCredentials& creds) const;
 
   // An error answer with a null id, for the transport's own refusals
   // (over-long line, too many clients).
   static std::string error_line(int code, const std::string& message);
 
  private:
-  struct Call;
-  void handle_one(const json& request, const std::string* raw_id, const CallContext& ctx,
-                  std::function<void(std::optional<std::string>)> done);
+  void handle_one(const json& request, std::string_view raw_id,
+                  const std::shared_ptr<Session>& session, Done done);
 
+  std::optional<AccessPolicy> policy_;  // unset: privileged_ decides
   PrivilegeCheck privileged_;
   size_t max_depth_;
   std::map<std::string, Method, std::less<>> methods_;

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -17,11 +18,14 @@ namespace connmgr::rpc {
 
 using json = nlohmann::json;
 
-// SO_PEERCRED of the client's socket.
+// SO_PEERCRED of the client's socket (taken at connect time by the kernel),
+// and the supplementary groups of SO_PEERGROUPS when the kernel gave them.
 struct PeerCredentials {
   pid_t pid = -1;
   uid_t uid = static_cast<uid_t>(-1);
   gid_t gid = static_cast<gid_t>(-1);
+  bool groups_known = false;
+  std::vector<gid_t> groups;
 };
 
 // A client connection as methods see it. Owned by the socket server; methods
@@ -37,7 +41,8 @@ class Session {
   virtual void notify(const json& notification) = 0;
   virtual bool closed() const = 0;
   // Called once, on the loop, when the client goes away (e.g. to unsubscribe
-  // from events). Not called if the server shuts down first.
+  // from events), also when the server closes it at shutdown. Not called
+  // when registered after the session has closed (check closed()).
   virtual void on_close(std::function<void()> hook) = 0;
 };
 

@@ -1,46 +1,57 @@
 #include "server/client_session.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "rpc/json_text.h"
 #include "server/socket_server.h"
 
 namespace connmgr::server {
 
 namespace {
+
 constexpr size_t kReadChunk = 64 * 1024;
+// Buffers grown past this by one large request or answer are given back
+// afterwards, so that an idle client does not keep megabytes.
+constexpr size_t kKeepCapacity = 256 * 1024;
+
+bool is_blank(std::string_view line) {
+  for (char c : line)
+    if (c != ' ' && c != '\t' && c != '\r') return false;
+  return true;
 }
+
+void release_if_large(std::string& s) {
+  if (s.empty() && s.capacity() > kKeepCapacity) std::string().swap(s);
+}
+
+}  // namespace
 
 ClientSession::ClientSession(SocketServer* server, uint64_t id) : server_(server), id_(id) {}
 
 ClientSession::~ClientSession() = default;
 
-bool ClientSession::accept(uv_stream_t* listener) {
-  uv_loop_t* loop = listener->loop;
+bool ClientSession::open(uv_loop_t* loop, int fd) {
   uv_pipe_init(loop, &pipe_, 0);
   pipe_.data = this;
   uv_timer_init(loop, &partial_timer_);
   partial_timer_.data = this;
   open_handles_ = 2;
   self_ = shared_from_this();
-  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&pipe_)) != 0) {
+  read_credentials(fd);
+  if (uv_pipe_open(&pipe_, fd) != 0) {
+    ::close(fd);
     close();
     return false;
-  }
-  uv_os_fd_t fd;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&pipe_), &fd) == 0) {
-    struct ucred cred {};
-    socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-      creds_.pid = cred.pid;
-      creds_.uid = cred.uid;
-      creds_.gid = cred.gid;
-    }
   }
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&pipe_),
       [](uv_handle_t*, size_t, uv_buf_t* buf) {
-        // Input is copied into the session's buffer at once, so one scratch
-        // buffer serves every client.
+        // Each chunk is consumed (or its tail copied into the session) before
+        // the next read, so one scratch buffer serves every client.
         static char scratch[kReadChunk];
         *buf = uv_buf_init(scratch, sizeof scratch);
       },
@@ -50,86 +61,137 @@ bool ClientSession::accept(uv_stream_t* listener) {
   return true;
 }
 
-void ClientSession::on_read(ssize_t n, const uv_buf_t* buf) {
-  if (closed_) return;
-  if (n > 0) {
-    in_.append(buf->base, static_cast<size_t>(n));
-    process_input();
-    return;
+void ClientSession::read_credentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+    creds_.pid = cred.pid;
+    creds_.uid = cred.uid;
+    creds_.gid = cred.gid;
   }
-  if (n == 0) return;
-  if (n != UV_EOF) {
+  // Supplementary groups as the kernel saw them at connect time (Linux 4.13+);
+  // without them the access check falls back to /proc and NSS.
+  std::vector<gid_t> groups(64);
+  len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  int rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  if (rc != 0 && errno == ERANGE) {
+    groups.resize(len / sizeof(gid_t));
+    rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len);
+  }
+  if (rc == 0) {
+    groups.resize(len / sizeof(gid_t));
+    creds_.groups = std::move(groups);
+    creds_.groups_known = true;
+  }
+}
+
+void ClientSession::on_read(ssize_t n, const uv_buf_t* buf) {
+  if (closed_ || finishing_) return;
+  if (n == 0) return;  // EAGAIN
+  if (n < 0) {
+    if (n == UV_EOF) return on_eof();
     close();  // reset or error: nobody is there to read answers
     return;
   }
+  const std::string_view chunk(buf->base, static_cast<size_t>(n));
+  corked_ = true;
+  size_t consumed;
+  if (in_.empty()) {
+    // The common case: whole lines straight from the read buffer, only the
+    // tail of an unfinished line is copied.
+    consumed = take_lines(chunk, 0);
+    if (consumed != std::string_view::npos && consumed < chunk.size()) {
+      in_.assign(chunk.substr(consumed));
+      scanned_ = in_.size();
+    }
+  } else {
+    in_.append(chunk);
+    // Only the new bytes can hold the '\n' that ends the line.
+    consumed = take_lines(in_, scanned_);
+    if (consumed != std::string_view::npos) {
+      in_.erase(0, consumed);
+      scanned_ = in_.size();
+      release_if_large(in_);
+    }
+  }
+  if (consumed != std::string_view::npos) {
+    if (server_ && in_.size() > server_->limits().max_request_bytes)
+      refuse_over_long();
+    else if (consumed > 0 || !uv_is_active(reinterpret_cast<uv_handle_t*>(&partial_timer_)))
+      arm_partial_timer();  // a new line began: its own time limit
+  }
+  corked_ = false;
+  after_queue();
+}
+
+size_t ClientSession::take_lines(std::string_view data, size_t scan_from) {
+  const size_t limit = server_ ? server_->limits().max_request_bytes : kReadChunk;
+  size_t start = 0;
+  size_t pos = scan_from;
+  while (pos < data.size()) {
+    const void* hit = memchr(data.data() + pos, '\n', data.size() - pos);
+    if (!hit) break;
+    const size_t end = static_cast<size_t>(static_cast<const char*>(hit) - data.data());
+    std::string_view line = data.substr(start, end - start);
+    start = pos = end + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > limit) {
+      refuse_over_long();
+      return std::string_view::npos;
+    }
+    if (is_blank(line)) continue;
+    dispatch(line);
+    if (closed_ || finishing_) return std::string_view::npos;
+  }
+  return start;
+}
+
+void ClientSession::on_eof() {
   // Half-close: serve a last line ended by EOF, then close once every answer
-  // owed has been written.
+  // owed has been written (maybe_finish).
   eof_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
   uv_timer_stop(&partial_timer_);
-  if (!in_.empty() && !finishing_) {
+  if (!in_.empty()) {
     std::string last = std::move(in_);
     in_.clear();
     scanned_ = 0;
-    if (!last.empty() && last.back() == '\r') last.pop_back();
-    if (last.find_first_not_of(" \t\r") != std::string::npos) dispatch(last);
+    if (last.back() == '\r') last.pop_back();
+    if (!is_blank(last)) dispatch(last);
   }
   maybe_finish();
 }
 
-void ClientSession::process_input() {
-  const size_t limit = server_ ? server_->limits().max_request_bytes : kReadChunk;
-  size_t start = 0;
-  for (;;) {
-    const size_t nl = in_.find('\n', std::max(start, scanned_));
-    if (nl == std::string::npos) break;
-    std::string_view line(in_.data() + start, nl - start);
-    start = nl + 1;
-    scanned_ = start;
-    if (line.size() > limit) {
-      refuse(rpc::Dispatcher::error_line(
-          -32600, "invalid request: request line over " + std::to_string(limit) + " bytes"));
-      return;
-    }
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank line
-    dispatch(line);
-    if (closed_ || finishing_) return;
-  }
-  if (start > 0) {
-    in_.erase(0, start);
-    scanned_ = 0;
-  }
-  scanned_ = in_.size();
-  if (in_.size() > limit) {
-    refuse(rpc::Dispatcher::error_line(
-        -32600, "invalid request: request line over " + std::to_string(limit) + " bytes"));
-    return;
-  }
-  arm_partial_timer();
-}
-
 void ClientSession::arm_partial_timer() {
-  if (in_.empty() || !server_) {
+  if (in_.empty() || !server_ || eof_) {
     uv_timer_stop(&partial_timer_);
     return;
   }
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&partial_timer_))) return;
   const auto ms = server_->limits().partial_request_timeout.count();
   if (ms <= 0) return;
   uv_timer_start(
       &partial_timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<ClientSession*>(t->data);
+        const auto s = self->server_ ? self->server_->limits().partial_request_timeout.count() : 0;
         self->refuse(rpc::Dispatcher::error_line(
-            -32600, "invalid request: a partial request line stalled; closing"));
+            rpc::kInvalidRequest, "invalid request: a request line was left unfinished for " +
+                                      std::to_string(s) + " ms; closing"));
       },
       static_cast<uint64_t>(ms), 0);
+}
+
+void ClientSession::refuse_over_long() {
+  const size_t limit = server_ ? server_->limits().max_request_bytes : 0;
+  refuse(rpc::Dispatcher::error_line(
+      rpc::kInvalidRequest, "invalid request: request line over the limit of " +
+                                std::to_string(limit) + " bytes (max_request_bytes); closing"));
 }
 
 void ClientSession::dispatch(std::string_view line) {
   if (!server_) return;
   ++owed_;
+  server_->count_request();
   std::weak_ptr<ClientSession> weak = weak_from_this();
   server_->dispatcher().handle_line(line, self_, [weak](std::optional<std::string> answer) {
     if (auto s = weak.lock()) s->on_answer(std::move(answer));
@@ -138,13 +200,22 @@ void ClientSession::dispatch(std::string_view line) {
 
 void ClientSession::on_answer(std::optional<std::string> answer) {
   if (owed_ > 0) --owed_;
-  if (answer && !closed_) queue_line(*answer);
+  if (closed_) return;
+  if (answer) queue_line(*answer);
+  after_queue();
   maybe_finish();
 }
 
 void ClientSession::notify(const rpc::json& notification) {
   if (closed_ || finishing_) return;
-  queue_line(notification.dump(-1, ' ', false, rpc::json::error_handler_t::replace));
+  rpc::append_json(out_, notification);
+  out_.push_back('\n');
+  const size_t limit = server_ ? server_->limits().max_output_bytes : SIZE_MAX;
+  if (out_.size() + in_flight_.size() > limit) {
+    close();
+    return;
+  }
+  after_queue();
 }
 
 void ClientSession::queue_line(std::string_view line) {
@@ -156,23 +227,25 @@ void ClientSession::queue_line(std::string_view line) {
     // A client that does not read its answers is cut off rather than let
     // its queue grow without bound.
     close();
-    return;
   }
-  if (!writing_) start_write();
+}
+
+void ClientSession::after_queue() {
+  if (!corked_ && !writing_ && !closed_ && !out_.empty()) start_write();
 }
 
 void ClientSession::start_write() {
-  if (out_.empty() || closed_) return;
-  // Everything queued since the last write goes out in one write.
+  // Everything queued since the last write goes out in one write; out_ and
+  // in_flight_ trade buffers, so a busy client allocates nothing here.
   in_flight_.swap(out_);
   out_.clear();
   writing_ = true;
   write_req_.data = this;
   uv_buf_t b = uv_buf_init(in_flight_.data(), static_cast<unsigned>(in_flight_.size()));
-  int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&pipe_), &b, 1,
-                    [](uv_write_t* req, int status) {
-                      static_cast<ClientSession*>(req->data)->on_write_done(status);
-                    });
+  const int rc = uv_write(&write_req_, reinterpret_cast<uv_stream_t*>(&pipe_), &b, 1,
+                          [](uv_write_t* req, int status) {
+                            static_cast<ClientSession*>(req->data)->on_write_done(status);
+                          });
   if (rc != 0) {
     writing_ = false;
     close();
@@ -182,7 +255,8 @@ void ClientSession::start_write() {
 void ClientSession::on_write_done(int status) {
   writing_ = false;
   in_flight_.clear();
-  if (status < 0) {
+  release_if_large(in_flight_);
+  if (status < 0 || closed_) {
     close();
     return;
   }
@@ -190,6 +264,7 @@ void ClientSession::on_write_done(int status) {
     start_write();
     return;
   }
+  release_if_large(out_);
   maybe_finish();
 }
 
@@ -199,12 +274,13 @@ void ClientSession::maybe_finish() {
 }
 
 void ClientSession::refuse(const std::string& line) {
-  if (closed_) return;
+  if (closed_ || finishing_) return;
   finishing_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
   uv_timer_stop(&partial_timer_);
   in_.clear();
   queue_line(line);
+  after_queue();
   maybe_finish();
 }
 
@@ -213,6 +289,7 @@ void ClientSession::close_after_flush() {
   finishing_ = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
   uv_timer_stop(&partial_timer_);
+  after_queue();
   maybe_finish();
 }
 
@@ -222,7 +299,9 @@ void ClientSession::close() {
   auto hooks = std::move(close_hooks_);
   close_hooks_.clear();
   for (auto& h : hooks) h();
-  auto on_closed = [](uv_handle_t* h) { static_cast<ClientSession*>(h->data)->on_handle_closed(); };
+  auto on_closed = [](uv_handle_t* h) {
+    static_cast<ClientSession*>(h->data)->on_handle_closed();
+  };
   uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&partial_timer_), on_closed);
 }

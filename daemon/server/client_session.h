@@ -1,10 +1,22 @@
-// ClientSession: one connected RPC client: its pipe, its input buffer cut
-// into lines, the answers it is owed and its output queue.
+// ClientSession: one connected RPC client: its pipe, its input cut into
+// lines, the answers it is owed and its output queue.
 //
-// Lifetime: created and registered by the SocketServer; keeps itself alive
-// (self_) while its libuv handles are open and releases itself in their last
-// close callback. Methods hold weak_ptrs and may answer after it has gone:
-// the answer is dropped. Threads: the loop's.
+// Input: '\n' ends a request ("\r\n" too), blank lines are skipped, a last
+// line ended by EOF is served. Requests are dispatched in the order read;
+// answers are written in the order they become ready. Output is corked while
+// a chunk of input is being dispatched, so that the answers to pipelined
+// requests leave in one write.
+//
+// States: reading -> (EOF) draining: every answer owed is written, then
+// closed; (refusal: over-long line, stalled partial line, too many clients)
+// finishing: the error line is written, then closed; closed: handles closing,
+// later answers dropped. A client that leaves its answers unread is cut once
+// max_output_bytes are queued.
+//
+// Lifetime: created by the SocketServer; keeps itself alive (self_) while
+// its libuv handles are open and releases itself in their last close
+// callback. Methods hold shared_ptrs or weak_ptrs (CallContext) and may answer
+// after it has closed: the answer is dropped. Threads: the loop's.
 #pragma once
 
 #include <uv.h>
@@ -13,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rpc/method.h"
@@ -21,20 +34,28 @@ namespace connmgr::server {
 
 class SocketServer;
 
-class ClientSession final : public rpc::Session, public std::enable_shared_from_this<ClientSession> {
+class ClientSession final : public rpc::Session,
+                            public std::enable_shared_from_this<ClientSession> {
  public:
   ClientSession(SocketServer* server, uint64_t id);
   ~ClientSession() override;
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
 
-  // Accepts the pending connection from `listener` and starts reading.
-  bool accept(uv_stream_t* listener);
+  // Takes the accepted socket `fd` (closed here on failure) and starts
+  // reading. False if libuv would not take it.
+  bool open(uv_loop_t* loop, int fd);
   // Sends one line, then closes (refusals such as "too many clients").
   void refuse(const std::string& line);
-  // Flushes what is queued, then closes.
+  // Stops reading, flushes what is queued, then closes; answers still owed
+  // are dropped (graceful stop of the server).
   void close_after_flush();
   // Closes now; queued output is dropped.
   void close();
   void detach_server() { server_ = nullptr; }
+
+  size_t owed() const { return owed_; }
+  size_t queued_bytes() const { return out_.size() + in_flight_.size(); }
 
   // rpc::Session
   uint64_t id() const override { return id_; }
@@ -44,15 +65,21 @@ class ClientSession final : public rpc::Session, public std::enable_shared_from_
   void on_close(std::function<void()> hook) override { close_hooks_.push_back(std::move(hook)); }
 
  private:
+  void read_credentials(int fd);
   void on_read(ssize_t n, const uv_buf_t* buf);
-  void process_input();
+  void on_eof();
+  // Cuts whole lines from `data` (the read chunk, or in_); returns how many
+  // bytes were consumed, or npos once the session stops reading.
+  size_t take_lines(std::string_view data, size_t scan_from);
   void dispatch(std::string_view line);
   void on_answer(std::optional<std::string> answer);
   void queue_line(std::string_view line);
+  void after_queue();
   void start_write();
   void on_write_done(int status);
   void maybe_finish();
   void arm_partial_timer();
+  void refuse_over_long();
   void on_handle_closed();
 
   SocketServer* server_;
@@ -64,11 +91,12 @@ class ClientSession final : public rpc::Session, public std::enable_shared_from_
   int open_handles_ = 0;
   std::shared_ptr<ClientSession> self_;
 
-  std::string in_;          // bytes read, not yet a whole line
+  std::string in_;          // the start of a line not yet ended
   size_t scanned_ = 0;      // in_[0, scanned_) holds no '\n'
   std::string out_;         // lines waiting for the next write
   std::string in_flight_;   // what the current uv_write is sending
   bool writing_ = false;
+  bool corked_ = false;     // dispatching a read chunk: hold writes
   size_t owed_ = 0;         // requests read but not yet answered
   bool eof_ = false;        // the client shut its writing side
   bool finishing_ = false;  // close once the output is flushed

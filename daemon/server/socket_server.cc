@@ -1,12 +1,14 @@
 #include "server/socket_server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "server/client_session.h"
 
@@ -14,21 +16,47 @@ namespace connmgr::server {
 
 namespace {
 
+// Connections taken per readiness callback, so that a flood of connects
+// cannot hold the loop away from the clients already connected.
+constexpr int kAcceptBurst = 64;
+
 Error server_error(const std::string& message) { return Error(ErrorCode::kInternal, message); }
 
-// Is somebody answering on the socket file at `path`?
-bool socket_is_live(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+std::string errno_text(int err) { return std::string(strerror(err)); }
+
+enum class Probe { kLive, kStale, kGone, kUnknown };
+
+// Does a process answer on the socket file at `path`? A non-blocking
+// connect: a live server with a full backlog says EAGAIN rather than block.
+Probe probe_socket(const std::string& path, int& err) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    err = errno;
+    return Probe::kUnknown;
+  }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  err = rc == 0 ? 0 : errno;
   ::close(fd);
-  return live;
+  if (rc == 0 || err == EAGAIN || err == EINPROGRESS) return Probe::kLive;
+  if (err == ECONNREFUSED) return Probe::kStale;
+  if (err == ENOENT) return Probe::kGone;
+  return Probe::kUnknown;
 }
 
 }  // namespace
+
+// The listening socket's libuv side: a poll handle (readable = connections
+// waiting) and the timer that resumes accepting after EMFILE.
+struct SocketServer::Listener {
+  SocketServer* server = nullptr;
+  int fd = -1;
+  uv_poll_t poll{};
+  uv_timer_t pause{};
+  int open_handles = 0;
+};
 
 SocketServer::SocketServer(uv_loop_t* loop, rpc::Dispatcher& dispatcher, ServerLimits limits)
     : loop_(loop), dispatcher_(dispatcher), limits_(limits) {}
@@ -42,76 +70,158 @@ SocketServer::~SocketServer() {
   clients_.clear();
 }
 
-Status SocketServer::listen_path(const std::string& path, mode_t mode, std::optional<gid_t> group) {
-  // libuv 1.44's uv_pipe_bind silently truncates a long path: check first.
+Status SocketServer::listen_path(const std::string& path, mode_t mode,
+                                 std::optional<gid_t> group) {
+  if (listener_) return server_error("the RPC server is already listening");
+  // libuv 1.44's uv_pipe_bind silently truncates a long path, and so would
+  // a careless copy into sun_path: check first.
   constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
-  if (path.empty() || path.size() > kMax)
-    return server_error("socket path is " + std::to_string(path.size()) + " bytes, over the limit of " +
-                        std::to_string(kMax) + ": " + path);
+  if (path.empty()) return server_error("socket path is empty");
+  if (path.size() > kMax)
+    return server_error("socket path is " + std::to_string(path.size()) +
+                        " bytes, over the limit of " + std::to_string(kMax) +
+                        " of a Unix socket address; choose a shorter one: " + path);
+
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
-      return server_error("socket path exists and is not a socket; remove it or choose another: " + path);
-    if (socket_is_live(path))
-      return server_error("another connmgrd is serving " + path + "; refusing to start a second one");
-    ::unlink(path.c_str());  // stale: left by a daemon that died
+      return server_error("socket path exists and is not a socket; remove it or choose another: " +
+                          path);
+    int err = 0;
+    switch (probe_socket(path, err)) {
+      case Probe::kLive:
+        return server_error("another connmgrd is serving " + path + "; refusing to start a second one");
+      case Probe::kStale:
+        ::unlink(path.c_str());  // left by a daemon that died
+        break;
+      case Probe::kGone:
+        break;
+      case Probe::kUnknown:
+        return server_error("cannot tell whether " + path + " is in use: " + errno_text(err));
+    }
   }
-  listener_ = new uv_pipe_t;
-  uv_pipe_init(loop_, listener_, 0);
-  listener_->data = this;
-  // The file is created with the umask's mode; tighten it before listening.
+
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return server_error("cannot create the RPC socket: " + errno_text(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // bind() creates the file with the umask's mode: keep it private until
+  // the chmod below, so nobody connects through a wider window.
   const mode_t old_umask = ::umask(0177);
-  int rc = uv_pipe_bind(listener_, path.c_str());
+  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int bind_err = errno;
   ::umask(old_umask);
-  if (rc == 0) {
-    path_ = path;
-    if (::chmod(path.c_str(), mode) != 0) {
-      stop_listening();
-      return server_error("cannot set mode of " + path + ": " + strerror(errno));
-    }
-    if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) {
-      stop_listening();
-      return server_error("cannot set group of " + path + ": " + strerror(errno));
-    }
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), SOMAXCONN,
-                   [](uv_stream_t* s, int status) {
-                     static_cast<SocketServer*>(s->data)->on_connection(status);
-                   });
+  if (bound != 0) {
+    ::close(fd);
+    return server_error("cannot bind the RPC socket " + path + ": " + errno_text(bind_err));
   }
-  if (rc != 0) {
-    stop_listening();
-    return server_error("cannot listen on " + path + ": " + uv_strerror(rc));
+  auto fail = [&](const std::string& what) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return server_error(what + path + ": " + errno_text(err));
+  };
+  if (::chmod(path.c_str(), mode) != 0) return fail("cannot set the mode of ");
+  if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0)
+    return fail("cannot set the group (" + std::to_string(*group) + ") of ");
+  if (::stat(path.c_str(), &st) != 0) return fail("cannot stat ");
+  if (::listen(fd, SOMAXCONN) != 0) return fail("cannot listen on ");
+  path_dev_ = st.st_dev;
+  path_ino_ = st.st_ino;
+  path_ = path;
+  Status s = start_polling(fd);
+  if (!s.ok()) {
+    ::unlink(path.c_str());
+    path_.clear();
   }
-  return ok_status();
+  return s;
 }
 
 Status SocketServer::listen_fd(int fd) {
-  listener_ = new uv_pipe_t;
-  uv_pipe_init(loop_, listener_, 0);
-  listener_->data = this;
-  int rc = uv_pipe_open(listener_, fd);
-  if (rc == 0)
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(listener_), SOMAXCONN,
-                   [](uv_stream_t* s, int status) {
-                     static_cast<SocketServer*>(s->data)->on_connection(status);
-                   });
-  if (rc != 0) {
-    stop_listening();
-    return server_error("cannot serve the socket passed by systemd: " + std::string(uv_strerror(rc)));
+  if (listener_) {
+    ::close(fd);
+    return server_error("the RPC server is already listening");
   }
+  int accepting = 0;
+  socklen_t len = sizeof accepting;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) != 0 || !accepting) {
+    const int err = errno;
+    ::close(fd);
+    return server_error("the socket passed by systemd (fd " + std::to_string(fd) +
+                        ") is not a listening socket" + (accepting ? ": " + errno_text(err) : ""));
+  }
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags >= 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  return start_polling(fd);
+}
+
+Status SocketServer::start_polling(int fd) {
+  auto* l = new Listener;
+  l->server = this;
+  l->fd = fd;
+  const int rc = uv_poll_init_socket(loop_, &l->poll, fd);  // also sets O_NONBLOCK
+  if (rc != 0) {
+    ::close(fd);
+    delete l;
+    return server_error(std::string("cannot watch the RPC socket: ") + uv_strerror(rc));
+  }
+  uv_timer_init(loop_, &l->pause);
+  l->poll.data = l;
+  l->pause.data = l;
+  l->open_handles = 2;
+  listener_ = l;
+  uv_poll_start(&l->poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
+    auto* listener = static_cast<Listener*>(p->data);
+    if (status < 0 || !listener->server) return;
+    listener->server->on_readable();
+  });
   return ok_status();
 }
 
-void SocketServer::on_connection(int status) {
-  // libuv answers EMFILE itself (it keeps a spare descriptor to accept and
-  // drop the connection), so a full descriptor table cannot spin the loop.
-  if (status < 0) return;
+void SocketServer::on_readable() {
+  for (int i = 0; i < kAcceptBurst && listener_; ++i) {
+    const int fd = ::accept4(listener_->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      add_client(fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM, or worse: the socket stays readable
+    // and polling it again at once would spin the loop. Pause instead.
+    pause_accepting();
+    return;
+  }
+}
+
+void SocketServer::pause_accepting() {
+  ++accept_pauses_;
+  uv_poll_stop(&listener_->poll);
+  uv_timer_start(
+      &listener_->pause,
+      [](uv_timer_t* t) {
+        auto* l = static_cast<Listener*>(t->data);
+        if (!l->server) return;
+        uv_poll_start(&l->poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
+          auto* listener = static_cast<Listener*>(p->data);
+          if (status < 0 || !listener->server) return;
+          listener->server->on_readable();
+        });
+      },
+      static_cast<uint64_t>(std::max<int64_t>(1, limits_.accept_pause.count())), 0);
+}
+
+void SocketServer::add_client(int fd) {
+  ++accepted_total_;
   auto session = std::make_shared<ClientSession>(this, next_id_++);
-  if (!session->accept(reinterpret_cast<uv_stream_t*>(listener_))) return;
+  if (!session->open(loop_, fd)) return;  // fd closed; the session frees itself
   clients_.emplace(session->id(), session);
   if (clients_.size() > limits_.max_clients) {
     session->refuse(rpc::Dispatcher::error_line(
-        -32603, "too many clients (max_clients = " + std::to_string(limits_.max_clients) + ")"));
+        rpc::kInternalError, "too many clients: the daemon serves at most " +
+                                 std::to_string(limits_.max_clients) +
+                                 " at once (max_clients); try again later"));
   }
 }
 
@@ -119,11 +229,24 @@ void SocketServer::on_session_closed(uint64_t id) { clients_.erase(id); }
 
 void SocketServer::stop_listening() {
   if (!listener_) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(listener_),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+  Listener* l = listener_;
   listener_ = nullptr;
+  l->server = nullptr;
+  auto on_closed = [](uv_handle_t* h) {
+    auto* listener = static_cast<Listener*>(h->data);
+    if (--listener->open_handles == 0) delete listener;
+  };
+  // uv_close stops the poll at once, so the descriptor can go now: a second
+  // daemon probing the path sees it refused from here on.
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), on_closed);
+  ::close(l->fd);
+  l->fd = -1;
   if (!path_.empty()) {
-    ::unlink(path_.c_str());
+    // Only our own file: a successor may already have replaced it.
+    struct stat st {};
+    if (::lstat(path_.c_str(), &st) == 0 && st.st_dev == path_dev_ && st.st_ino == path_ino_)
+      ::unlink(path_.c_str());
     path_.clear();
   }
 }
@@ -131,6 +254,7 @@ void SocketServer::stop_listening() {
 void SocketServer::close_clients() {
   // Copy: closing erases from the map in the close callbacks.
   std::vector<std::shared_ptr<ClientSession>> all;
+  all.reserve(clients_.size());
   for (auto& [id, s] : clients_) all.push_back(s);
   for (auto& s : all) s->close_after_flush();
 }

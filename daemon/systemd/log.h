@@ -1,11 +1,24 @@
-// Logger: one structured line per event. Under systemd (JOURNAL_STREAM names
-// our stderr) entries go to the journal with fields (NODE_ID=, ENDPOINT_ID=,
-// PROTOCOL=, REASON=, ...); otherwise each is one `key=value` line on stderr:
+// Logger: one structured record per event, with the event's facts as fields.
+//
+// Under systemd (JOURNAL_STREAM names the stream our stderr is still
+// connected to) a record goes to the journal with sd_journal_send fields:
+// MESSAGE=, PRIORITY=, CODE_FILE/CODE_LINE/CODE_FUNC=, and one field per
+// entry in Fields, the well-known ones under stable names (node -> NODE_ID=,
+// endpoint -> ENDPOINT_ID=, protocol -> PROTOCOL=, reason -> REASON=),
+// others upper-cased (attempt -> ATTEMPT=). So
+//   journalctl -u connmgrd NODE_ID=n1
+// selects one node's history. Otherwise, and when journald refuses a record
+// (sd_journal_sendv fails), it is one logfmt line on stderr, written with a
+// single write(2):
 //   level=info msg="link up" node=n1 endpoint=3 protocol=tcp
-// Never logs secrets (there are none in connmgr's data: pins are public keys).
+//
+// Records below the level set with set_level() are dropped. Single-threaded
+// (the loop's thread); no callbacks.
 #pragma once
 
+#include <source_location>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -13,23 +26,55 @@
 
 namespace connmgr::daemon {
 
+using config::LogLevel;
+
+// A record's fields, in order: key (lower case, as in the stderr line) and
+// value.
 using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// The field keys with a fixed journal name; use these for those facts.
+namespace field {
+inline constexpr const char kNode[] = "node";
+inline constexpr const char kEndpoint[] = "endpoint";
+inline constexpr const char kProtocol[] = "protocol";
+inline constexpr const char kReason[] = "reason";
+}  // namespace field
 
 class Logger {
  public:
+  // Picks the destination from JOURNAL_STREAM and stderr, once.
   Logger();
-  void set_level(config::LogLevel level) { level_ = level; }
+
+  void set_level(LogLevel level) { level_ = level; }
+  LogLevel level() const { return level_; }
+  bool enabled(LogLevel level) const { return level >= level_; }
   bool to_journal() const { return journal_; }
 
-  void log(config::LogLevel level, const std::string& message, const Fields& fields = {});
-  void debug(const std::string& m, const Fields& f = {}) { log(config::LogLevel::kDebug, m, f); }
-  void info(const std::string& m, const Fields& f = {}) { log(config::LogLevel::kInfo, m, f); }
-  void warning(const std::string& m, const Fields& f = {}) { log(config::LogLevel::kWarning, m, f); }
-  void error(const std::string& m, const Fields& f = {}) { log(config::LogLevel::kError, m, f); }
+  void log(LogLevel level, std::string_view message, const Fields& fields = {},
+           std::source_location where = std::source_location::current());
+  void debug(std::string_view m, const Fields& f = {}, std::source_location w = std::source_location::current()) {
+    log(LogLevel::kDebug, m, f, w);
+  }
+  void info(std::string_view m, const Fields& f = {}, std::source_location w = std::source_location::current()) {
+    log(LogLevel::kInfo, m, f, w);
+  }
+  void warning(std::string_view m, const Fields& f = {}, std::source_location w = std::source_location::current()) {
+    log(LogLevel::kWarning, m, f, w);
+  }
+  void error(std::string_view m, const Fields& f = {}, std::source_location w = std::source_location::current()) {
+    log(LogLevel::kError, m, f, w);
+  }
 
  private:
-  config::LogLevel level_ = config::LogLevel::kInfo;
+  bool send_to_journal(LogLevel level, std::string_view message, const Fields& fields,
+                       const std::source_location& where);
+  void write_line(LogLevel level, std::string_view message, const Fields& fields);
+
+  LogLevel level_ = LogLevel::kInfo;
   bool journal_ = false;
 };
+
+// The journal field name for a Fields key ("node" -> "NODE_ID").
+std::string journal_field_name(std::string_view key);
 
 }  // namespace connmgr::daemon

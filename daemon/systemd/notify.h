@@ -1,37 +1,55 @@
-// systemd glue: sd_notify messages (READY, STATUS, RELOADING, STOPPING,
-// WATCHDOG), the watchdog timer and socket activation. Each is a no-op
-// without systemd (no NOTIFY_SOCKET, no passed sockets).
+// systemd service notifications (sd_notify, Type=notify) and the watchdog.
+//
+// Each call is a no-op without systemd: sd_notify() returns 0 when
+// NOTIFY_SOCKET is unset, and Watchdog::start() declines when WATCHDOG_USEC
+// is unset or meant for another process. Messages go out with one
+// datagram each; a send error is ignored, because the daemon must keep
+// serving whether or not its supervisor listens.
 #pragma once
 
 #include <uv.h>
 
-#include <optional>
+#include <cstdint>
 #include <string>
+
+// Until daemon.cc includes it itself: activated_socket() moved there.
+#include "systemd/listen_fds.h"
 
 namespace connmgr::daemon {
 
+// READY=1 with a STATUS= line: the socket is served (also after a reload).
 void notify_ready(const std::string& status);
+// STATUS=, e.g. "3 active links, 0 pending, 2 clients".
 void notify_status(const std::string& status);
-// RELOADING=1 with MONOTONIC_USEC, as systemd 253+ wants for Type=notify-reload.
+// RELOADING=1 with MONOTONIC_USEC= (the form systemd 253's Type=notify-reload
+// requires; older systemd reads RELOADING=1 alone). READY=1 ends the reload.
 void notify_reloading();
+// STOPPING=1: shutdown has begun.
 void notify_stopping();
 
-// Sends WATCHDOG=1 at half of WATCHDOG_USEC from a loop timer, so a stuck loop
-// is noticed. Owns its timer (closed in stop()).
+// Sends WATCHDOG=1 every half of WATCHDOG_USEC from a loop timer, so that a
+// loop stuck for longer than WatchdogSec= gets the service restarted.
+// Owns its timer. stop() (or the destructor) closes it: call it while the
+// loop can still run a close callback. The timer is unreferenced: it never
+// keeps the loop alive on its own.
 class Watchdog {
  public:
-  // Starts when systemd asked for a watchdog; false otherwise.
+  Watchdog() = default;
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() { stop(); }
+
+  // Starts and returns true when systemd asked this process for a watchdog
+  // (WATCHDOG_USEC, and WATCHDOG_PID if set, names us); false otherwise.
   bool start(uv_loop_t* loop);
   void stop();
+  bool running() const { return timer_ != nullptr; }
+  // Milliseconds between two WATCHDOG=1; 0 when not running.
   uint64_t interval_ms() const { return interval_ms_; }
 
  private:
   uv_timer_t* timer_ = nullptr;
   uint64_t interval_ms_ = 0;
 };
-
-// The RPC socket passed by systemd (socket activation), preferring the one
-// named "rpc" (FileDescriptorName=), or nullopt.
-std::optional<int> activated_socket();
 
 }  // namespace connmgr::daemon

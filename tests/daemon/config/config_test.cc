@@ -1,9 +1,14 @@
+// Configuration parsing (API.md §5): precedence, flag forms, durations,
+// errors that name their key, the file's syntax, XDG defaults, help, status
+// JSON and reload rules. Parsing is pure: the environment is a fake here.
 #include "config/config.h"
 
 #include <catch2/catch.hpp>
 #include <map>
+#include <sstream>
 
 using namespace connmgr::config;
+using std::chrono::milliseconds;
 
 namespace {
 
@@ -31,73 +36,131 @@ struct FakeEnv {
   }
 };
 
-connmgr::Result<Invocation> parse_args(const FakeEnv& f, std::vector<std::string> args) {
-  return parse(args, f.env());
+connmgr::Result<DaemonConfig> parse_args(const FakeEnv& f, std::vector<std::string> args) {
+  return parse_config(args, f.env());
 }
+
+// The error message of a parse that must fail.
+std::string error_of(const FakeEnv& f, std::vector<std::string> args) {
+  auto r = parse(args, f.env());
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code() == connmgr::ErrorCode::kInvalidParams);
+  return r.error().message();
+}
+
+const char* const kApiKeys[] = {
+    "database",           "socket",          "socket_mode",         "socket_group",       "admin_group",
+    "node_id",            "connection_timeout", "base_retry_interval", "max_retry_interval", "max_retry_count",
+    "max_clients",        "max_request_bytes", "log_level",          "quic_alpn",          "quic_ca_file",
+    "quic_idle_timeout",  "quic_keepalive",  "tcp_keepalive",       "max_output_bytes",   "partial_request_timeout",
+    "retry_jitter"};
 
 }  // namespace
 
-TEST_CASE("built-in defaults are API.md's") {
+TEST_CASE("root with no configuration gets API.md's built-in defaults") {
   FakeEnv f;
   f.uid = 0;
+  f.vars = {{"XDG_RUNTIME_DIR", "/run/user/0"}, {"HOME", "/root"}};
   auto r = parse_args(f, {});
   REQUIRE(r.ok());
-  const auto& c = r->config;
+  const auto& c = *r;
   CHECK(c.database == "/var/lib/connmgr/connmgr.db");
   CHECK(c.socket == "/run/connmgr/connmgrd.sock");
   CHECK(c.socket_mode == 0660);
+  CHECK_FALSE(c.socket_group);
+  CHECK_FALSE(c.admin_group);
+  CHECK_FALSE(c.node_id);
   CHECK(c.connection_timeout == std::chrono::seconds(10));
   CHECK(c.base_retry_interval == std::chrono::seconds(1));
   CHECK(c.max_retry_interval == std::chrono::seconds(60));
   CHECK(c.max_retry_count == 5);
   CHECK(c.max_clients == 1024);
   CHECK(c.max_request_bytes == 1048576);
+  CHECK(c.max_output_bytes == 16u * 1024 * 1024);
+  CHECK(c.partial_request_timeout == std::chrono::seconds(60));
+  CHECK(c.retry_jitter == 0.0);
   CHECK(c.log_level == LogLevel::kInfo);
   CHECK(c.quic_alpn == "connmgr");
   CHECK_FALSE(c.quic_ca_file);
   CHECK(c.quic_idle_timeout == std::chrono::seconds(30));
   CHECK(c.quic_keepalive == std::chrono::seconds(10));
   CHECK(c.tcp_keepalive == std::chrono::seconds(30));
-  CHECK_FALSE(c.admin_group);
 }
 
-TEST_CASE("a user who is not root gets XDG paths") {
+TEST_CASE("a user who is not root gets paths under XDG_STATE_HOME and XDG_RUNTIME_DIR") {
   FakeEnv f;
   f.vars = {{"XDG_RUNTIME_DIR", "/run/user/1000"}, {"XDG_STATE_HOME", "/home/u/.state"}, {"HOME", "/home/u"}};
   auto r = parse_args(f, {});
   REQUIRE(r.ok());
-  CHECK(r->config.database == "/home/u/.state/connmgr/connmgr.db");
-  CHECK(r->config.socket == "/run/user/1000/connmgr/connmgrd.sock");
-  f.vars = {{"HOME", "/home/u"}};
-  auto r2 = parse_args(f, {});
-  CHECK(r2->config.database == "/home/u/.local/state/connmgr/connmgr.db");
-  CHECK(r2->config.socket == "/tmp/connmgr-1000/connmgrd.sock");
+  CHECK(r->database == "/home/u/.state/connmgr/connmgr.db");
+  CHECK(r->socket == "/run/user/1000/connmgr/connmgrd.sock");
 }
 
-TEST_CASE("flags win over the file, which wins over defaults") {
+TEST_CASE("without XDG variables a user falls back to ~/.local/state and /tmp/connmgr-UID") {
+  FakeEnv f;
+  f.uid = 1234;
+  f.vars = {{"HOME", "/home/u"}, {"XDG_STATE_HOME", ""}};
+  auto r = parse_args(f, {});
+  REQUIRE(r.ok());
+  CHECK(r->database == "/home/u/.local/state/connmgr/connmgr.db");
+  CHECK(r->socket == "/tmp/connmgr-1234/connmgrd.sock");
+  f.vars.clear();
+  auto bare = parse_args(f, {});
+  REQUIRE(bare.ok());
+  CHECK(bare->database == "/tmp/connmgr-1234/connmgr.db");
+}
+
+TEST_CASE("under systemd the unit's StateDirectory and RuntimeDirectory hold database and socket") {
+  FakeEnv f;
+  f.uid = 999;  // User=connmgr
+  f.vars = {{"STATE_DIRECTORY", "/var/lib/connmgr"}, {"RUNTIME_DIRECTORY", "/run/connmgr:/run/other"},
+            {"HOME", "/var/lib/connmgr"}};
+  auto r = parse_args(f, {});
+  REQUIRE(r.ok());
+  CHECK(r->database == "/var/lib/connmgr/connmgr.db");
+  CHECK(r->socket == "/run/connmgr/connmgrd.sock");
+  CHECK(help_text(f.env()).find("[/var/lib/connmgr/connmgr.db]") != std::string::npos);
+  f.files["/c"] = "database = /srv/connmgr.db\n";
+  auto from_file = parse_args(f, {"--config=/c"});
+  REQUIRE(from_file.ok());
+  CHECK(from_file->database == "/srv/connmgr.db");  // the file still wins
+}
+
+TEST_CASE("flags win over the file, which wins over the defaults") {
   FakeEnv f;
   f.files["/c"] = "connection_timeout = 3s\nmax_retry_count = 7\n";
   auto r = parse_args(f, {"--config", "/c", "--max-retry-count=9"});
   REQUIRE(r.ok());
-  CHECK(r->config.connection_timeout == std::chrono::seconds(3));
-  CHECK(r->config.max_retry_count == 9);
-  CHECK(r->config.effective.at("max_retry_count") == "9");
+  CHECK(r->connection_timeout == std::chrono::seconds(3));  // file over default
+  CHECK(r->max_retry_count == 9);                             // flag over file
+  CHECK(r->max_clients == 1024);                              // default
+  CHECK(r->effective.at("max_retry_count") == "9");
 }
 
-TEST_CASE("both flag forms and either spelling of a key are accepted") {
+TEST_CASE("a flag before --config still wins over the file") {
   FakeEnv f;
-  auto r = parse_args(f, {"--connection-timeout", "2s", "--max_retry_count=3", "--log-level=debug"});
+  f.files["/c"] = "log_level = error\n";
+  auto r = parse_args(f, {"--log-level=debug", "--config=/c"});
   REQUIRE(r.ok());
-  CHECK(r->config.connection_timeout == std::chrono::seconds(2));
-  CHECK(r->config.max_retry_count == 3);
-  CHECK(r->config.log_level == LogLevel::kDebug);
+  CHECK(r->log_level == LogLevel::kDebug);
 }
 
-TEST_CASE("durations take units and a bare number is seconds") {
+TEST_CASE("both flag forms and both spellings of a key are accepted") {
   FakeEnv f;
-  auto d = [&](const std::string& v) {
+  auto r = parse_args(f, {"--connection-timeout", "2s", "--max_retry_count=3", "--log-level=debug",
+                          "--quic_alpn", "x"});
+  REQUIRE(r.ok());
+  CHECK(r->connection_timeout == std::chrono::seconds(2));
+  CHECK(r->max_retry_count == 3);
+  CHECK(r->log_level == LogLevel::kDebug);
+  CHECK(r->quic_alpn == "x");
+}
+
+TEST_CASE("durations take ms, s, m, h and a bare number is seconds") {
+  FakeEnv f;
+  auto d = [&](const std::string& v) -> int64_t {
     auto r = parse_args(f, {"--connection-timeout=" + v});
-    return r.ok() ? r->config.connection_timeout.count() : -1;
+    return r.ok() ? r->connection_timeout.count() : -1;
   };
   CHECK(d("500ms") == 500);
   CHECK(d("2s") == 2000);
@@ -105,89 +168,218 @@ TEST_CASE("durations take units and a bare number is seconds") {
   CHECK(d("1h") == 3600000);
   CHECK(d("3") == 3000);
   CHECK(d("1.5s") == 1500);
-  CHECK(d("fast") == -1);
-  CHECK(d("5 s") == -1);
-  CHECK(d("-1s") == -1);
-  CHECK(d("0") == -1);
+  CHECK(d("0.25") == 250);
 }
 
-TEST_CASE("every error names its key") {
+TEST_CASE("malformed durations are refused") {
   FakeEnv f;
-  auto err = [&](std::vector<std::string> args) {
-    auto r = parse_args(f, std::move(args));
-    REQUIRE_FALSE(r.ok());
-    return r.error().message();
-  };
-  CHECK(err({"--connection-timeout=fast"}).find("connection_timeout") == 0);
-  CHECK(err({"--max-clients=0"}).find("max_clients") == 0);
-  CHECK(err({"--socket-mode=0999"}).find("socket_mode") == 0);
-  CHECK(err({"--log-level=loud"}).find("log_level") == 0);
-  CHECK(err({"--retry-jitter=2"}).find("retry_jitter") == 0);
-  CHECK(err({"--nonsense=1"}).find("nonsense") == 0);
-  CHECK(err({"positional"}).find("unexpected argument") != std::string::npos);
-  CHECK(err({"--database"}).find("database") == 0);
+  for (const char* bad : {"fast", "5 s", " 5s", "-1s", "+1s", "1e3", "0x10", "inf", "1.2.3s", ".", "10d", "",
+                          "0", "0ms", "9000h"}) {
+    INFO(bad);
+    auto r = parse_args(f, {std::string("--connection-timeout=") + bad});
+    CHECK_FALSE(r.ok());
+  }
 }
 
-TEST_CASE("impossible combinations are refused") {
+TEST_CASE("tcp_keepalive takes 0 to turn keepalives off") {
   FakeEnv f;
-  auto r = parse_args(f, {"--base-retry-interval=2m", "--max-retry-interval=1m"});
-  REQUIRE_FALSE(r.ok());
-  CHECK(r.error().message().find("base_retry_interval") == 0);
-  auto q = parse_args(f, {"--quic-keepalive=30s"});
-  REQUIRE_FALSE(q.ok());
-  CHECK(q.error().message().find("quic_keepalive") == 0);
+  auto r = parse_args(f, {"--tcp-keepalive=0"});
+  REQUIRE(r.ok());
+  CHECK(r->tcp_keepalive.count() == 0);
+  CHECK(r->effective.at("tcp_keepalive") == "0s");
 }
 
-TEST_CASE("the file's comments, sections and quotes are understood, errors carry FILE:LINE") {
+TEST_CASE("a malformed value's error names the key and the value") {
+  FakeEnv f;
+  CHECK(error_of(f, {"--connection-timeout=fast"}).rfind("connection_timeout: invalid duration 'fast'", 0) == 0);
+  CHECK(error_of(f, {"--max-clients=0"}).rfind("max_clients: ", 0) == 0);
+  CHECK(error_of(f, {"--max-clients=many"}).rfind("max_clients: ", 0) == 0);
+  CHECK(error_of(f, {"--max-retry-count=-1"}).rfind("max_retry_count: ", 0) == 0);
+  CHECK(error_of(f, {"--max-request-bytes=99999999999"}).rfind("max_request_bytes: ", 0) == 0);
+  CHECK(error_of(f, {"--socket-mode=0999"}).rfind("socket_mode: must be an octal mode", 0) == 0);
+  CHECK(error_of(f, {"--socket-mode=rw"}).rfind("socket_mode: ", 0) == 0);
+  CHECK(error_of(f, {"--log-level=loud"}).rfind("log_level: ", 0) == 0);
+  CHECK(error_of(f, {"--retry-jitter=2"}).rfind("retry_jitter: ", 0) == 0);
+  CHECK(error_of(f, {"--quic-alpn="}).rfind("quic_alpn: must not be empty", 0) == 0);
+  CHECK(error_of(f, {"--database="}).rfind("database: must not be empty", 0) == 0);
+}
+
+TEST_CASE("unknown keys, stray arguments and missing values are refused by name") {
+  FakeEnv f;
+  CHECK(error_of(f, {"--nonsense=1"}) == "nonsense: unknown option --nonsense");
+  CHECK(error_of(f, {"positional"}).find("unexpected argument 'positional'") != std::string::npos);
+  CHECK(error_of(f, {"--"}).find("unexpected argument") != std::string::npos);
+  CHECK(error_of(f, {"--database"}) == "database: needs a value (--database)");
+  CHECK(error_of(f, {"--config"}).rfind("config: needs a value", 0) == 0);
+}
+
+TEST_CASE("impossible combinations are refused, naming the key to change") {
+  FakeEnv f;
+  CHECK(error_of(f, {"--base-retry-interval=2m", "--max-retry-interval=1m"})
+            .rfind("base_retry_interval: is longer than max_retry_interval (2m > 1m)", 0) == 0);
+  CHECK(error_of(f, {"--quic-keepalive=30s"}).rfind("quic_keepalive: must be shorter than quic_idle_timeout", 0) ==
+        0);
+  CHECK(error_of(f, {"--quic-keepalive=5s", "--quic-idle-timeout=5s"}).rfind("quic_keepalive: ", 0) == 0);
+  CHECK(error_of(f, {"--socket=/x", "--database=/x"}).rfind("socket: must differ from database", 0) == 0);
+  // Equal intervals are fine: a constant delay.
+  CHECK(parse_args(f, {"--base-retry-interval=5s", "--max-retry-interval=5s"}).ok());
+}
+
+TEST_CASE("errors from the file carry FILE:LINE") {
+  FakeEnv f;
+  f.files["/etc/c.conf"] = "# header\n\n[connections]\nconnection_timeout = fast\n";
+  CHECK(error_of(f, {"--config=/etc/c.conf"}) ==
+        "connection_timeout: invalid duration 'fast', expected e.g. 500ms, 10s, 5m or 1h (a bare number is "
+        "seconds) (/etc/c.conf:4)");
+  f.files["/unknown"] = "\n\nfrobnicate = yes\n";
+  CHECK(error_of(f, {"--config=/unknown"}) == "frobnicate: unknown key (/unknown:3)");
+  f.files["/noeq"] = "max_clients = 10\nno equals sign\n";
+  CHECK(error_of(f, {"--config=/noeq"}).find("(/noeq:2)") != std::string::npos);
+  f.files["/section"] = "[broken\n";
+  CHECK(error_of(f, {"--config=/section"}).find("(/section:1)") != std::string::npos);
+  f.files["/combo"] = "base_retry_interval = 2m\nmax_retry_interval = 1m\n";
+  CHECK(error_of(f, {"--config=/combo"}).rfind("base_retry_interval: ", 0) == 0);
+  CHECK(error_of(f, {"--config=/combo"}).find("(/combo:1)") != std::string::npos);
+}
+
+TEST_CASE("a configuration file that cannot be read is an error naming it") {
+  FakeEnv f;
+  const std::string m = error_of(f, {"--config=/missing.conf"});
+  CHECK(m.find("/missing.conf") != std::string::npos);
+  CHECK(m.find("No such file or directory") != std::string::npos);
+}
+
+TEST_CASE("the file's comments, blank lines, sections, quotes and dashes are understood") {
   FakeEnv f;
   f.files["/c"] =
-      "# a comment\n; another\n\n[connections]\nconnection_timeout = 4s # trailing\n"
-      "quic_alpn = \"my alpn # not a comment\"\n";
+      "# a comment\n"
+      "; another\n"
+      "   # indented comment\n"
+      "\n"
+      "[connections]\n"
+      "connection_timeout = 4s # trailing comment\n"
+      "max-retry-count=2\t# tab before the comment\n"
+      "[quic]\n"
+      "quic_alpn = \"my alpn # not a comment\"  # but this is\n"
+      "quic_ca_file = /etc/ssl/ca#1.pem\n";
   auto r = parse_args(f, {"--config=/c"});
   REQUIRE(r.ok());
-  CHECK(r->config.connection_timeout == std::chrono::seconds(4));
-  CHECK(r->config.quic_alpn == "my alpn # not a comment");
-  f.files["/bad"] = "max_clients = 10\nno equals sign\n";
-  auto b = parse_args(f, {"--config=/bad"});
-  REQUIRE_FALSE(b.ok());
-  CHECK(b.error().message().find("/bad:2") != std::string::npos);
-  f.files["/unknown"] = "\n\nfrobnicate = yes\n";
-  auto u = parse_args(f, {"--config=/unknown"});
-  REQUIRE_FALSE(u.ok());
-  CHECK(u.error().message().find("frobnicate: unknown key (/unknown:3)") == 0);
-  auto missing = parse_args(f, {"--config=/missing"});
-  REQUIRE_FALSE(missing.ok());
-  CHECK(missing.error().message().find("/missing") != std::string::npos);
+  CHECK(r->connection_timeout == std::chrono::seconds(4));
+  CHECK(r->max_retry_count == 2);
+  CHECK(r->quic_alpn == "my alpn # not a comment");
+  CHECK(r->quic_ca_file == "/etc/ssl/ca#1.pem");  // '#' inside a word is part of it
 }
 
-TEST_CASE("help lists every key with the default for this user") {
+TEST_CASE("help lists every key with the default that applies to this user") {
   FakeEnv f;
   f.vars = {{"XDG_RUNTIME_DIR", "/run/user/1000"}, {"XDG_STATE_HOME", "/s"}};
   const std::string h = help_text(f.env());
-  for (const char* k : {"database", "socket", "socket_mode", "socket_group", "admin_group", "node_id",
-                        "connection_timeout", "base_retry_interval", "max_retry_interval", "max_retry_count",
-                        "max_clients", "max_request_bytes", "log_level", "quic_alpn", "quic_ca_file",
-                        "quic_idle_timeout", "quic_keepalive", "tcp_keepalive"})
-    CHECK(h.find(k) != std::string::npos);
+  for (const char* k : kApiKeys) {
+    INFO(k);
+    CHECK(h.find("  " + std::string(k)) != std::string::npos);
+  }
   CHECK(h.find("[/s/connmgr/connmgr.db]") != std::string::npos);
   CHECK(h.find("[/run/user/1000/connmgr/connmgrd.sock]") != std::string::npos);
+  for (const char* d : {"[0660]", "[10s]", "[1s]", "[60s]", "[5]", "[1024]", "[1048576]", "[info]", "[connmgr]",
+                        "[30s]", "[16777216]", "[the system trust store]", "[none]"}) {
+    INFO(d);
+    CHECK(h.find(d) != std::string::npos);
+  }
+  FakeEnv root;
+  root.uid = 0;
+  const std::string rh = help_text(root.env());
+  CHECK(rh.find("[/var/lib/connmgr/connmgr.db]") != std::string::npos);
+  CHECK(rh.find("[/run/connmgr/connmgrd.sock]") != std::string::npos);
 }
 
-TEST_CASE("reload reports keys that need a restart and nothing else") {
+TEST_CASE("--help and --version are reported, not run") {
+  FakeEnv f;
+  auto h = parse({"--help"}, f.env());
+  REQUIRE(h.ok());
+  CHECK(h->help);
+  auto v = parse({"--version"}, f.env());
+  REQUIRE(v.ok());
+  CHECK(v->version);
+  CHECK_FALSE(v->help);
+}
+
+TEST_CASE("the sample file parses to the root defaults and names every key") {
+  FakeEnv f;
+  f.uid = 0;
+  f.files["/sample"] = sample_file_text();
+  auto from_sample = parse_args(f, {"--config=/sample"});
+  auto plain = parse_args(f, {});
+  REQUIRE(from_sample.ok());
+  REQUIRE(plain.ok());
+  CHECK(from_sample->effective == plain->effective);
+  for (const char* k : kApiKeys) {
+    INFO(k);
+    CHECK(f.files["/sample"].find("\n#" + std::string(k) + " =") != std::string::npos);
+  }
+  // Uncommenting every line gives the same configuration.
+  std::string uncommented;
+  std::istringstream in(f.files["/sample"]);
+  for (std::string line; std::getline(in, line);) {
+    if (line.size() > 1 && line[0] == '#' && line[1] != ' ') line = line.substr(1);
+    uncommented += line + "\n";
+  }
+  f.files["/uncommented"] = uncommented;
+  auto u = parse_args(f, {"--config=/uncommented"});
+  REQUIRE(u.ok());
+  CHECK(u->effective == plain->effective);
+}
+
+TEST_CASE("status shows every key's running value as text, null for none") {
+  FakeEnv f;
+  auto r = parse_args(f, {"--admin-group=wheel", "--connection-timeout=90", "--socket-mode=640"});
+  REQUIRE(r.ok());
+  auto j = config_to_json(*r);
+  for (const char* k : kApiKeys) {
+    INFO(k);
+    REQUIRE(j.contains(k));
+    CHECK((j[k].is_string() || j[k].is_null()));
+  }
+  CHECK(j["admin_group"] == "wheel");
+  CHECK(j["connection_timeout"] == "90s");  // canonical spelling
+  CHECK(j["socket_mode"] == "0640");
+  CHECK(j["base_retry_interval"] == "1s");
+  CHECK(j["max_retry_interval"] == "1m");
+  CHECK(j["max_clients"] == "1024");
+  CHECK(j["retry_jitter"] == "0");
+  CHECK(j["quic_ca_file"].is_null());
+  CHECK(j["node_id"].is_null());
+}
+
+TEST_CASE("reload_diff lists keys that cannot change live, and only those") {
   FakeEnv f;
   auto a = parse_args(f, {});
-  auto b = parse_args(f, {"--connection-timeout=1s", "--database=/other.db", "--quic-alpn=x"});
+  auto b = parse_args(f, {"--connection-timeout=1s", "--database=/other.db", "--socket-mode=0600",
+                          "--node-id=n9", "--admin-group=wheel", "--socket-group=connmgr", "--socket=/s"});
   REQUIRE(a.ok());
   REQUIRE(b.ok());
-  auto keys = keys_needing_restart(a->config, b->config);
-  CHECK(keys == std::vector<std::string>{"database", "quic_alpn"});
+  CHECK(reload_diff(*a, *b) == std::vector<std::string>{"database", "socket", "socket_mode", "socket_group",
+                                                        "node_id"});
+  CHECK(reload_diff(*a, *a).empty());
+  // The same value spelled differently is no change.
+  auto c = parse_args(f, {"--quic-idle-timeout=30000ms", "--socket-mode=660"});
+  REQUIRE(c.ok());
+  CHECK(reload_diff(*a, *c).empty());
 }
 
-TEST_CASE("status shows every key's running value") {
+TEST_CASE("merge_reload takes the live keys from the new configuration and keeps the rest") {
   FakeEnv f;
-  auto r = parse_args(f, {"--admin-group=wheel"});
-  auto j = to_json(r->config);
-  CHECK(j["admin_group"] == "wheel");
-  CHECK(j["connection_timeout"] == "10s");
-  CHECK(j["quic_ca_file"].is_null());
+  auto a = parse_args(f, {});
+  auto b = parse_args(f, {"--connection-timeout=1s", "--database=/other.db", "--quic-alpn=x",
+                          "--log-level=debug", "--max-clients=5"});
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  const DaemonConfig m = merge_reload(*a, *b);
+  CHECK(m.connection_timeout == std::chrono::seconds(1));
+  CHECK(m.log_level == LogLevel::kDebug);
+  CHECK(m.max_clients == 5);
+  CHECK(m.database == a->database);
+  CHECK(m.quic_alpn == "connmgr");
+  CHECK(reload_diff(*a, m).empty());
+  CHECK(m.effective.at("connection_timeout") == "1s");
+  CHECK(m.effective.at("database") == a->effective.at("database"));
 }
