@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,6 +38,21 @@ std::optional<gid_t> group_id(const std::optional<std::string>& name) {
     return static_cast<gid_t>(std::stoul(*name));
   if (struct group* g = getgrnam(name->c_str())) return g->gr_gid;
   return std::nullopt;
+}
+
+// Every link and every client is a descriptor: the soft limit (1024 under
+// systemd and most shells) is raised to the hard one, as Go programs and
+// most servers do, so that the limit an operator sets with LimitNOFILE= or
+// ulimit -Hn is the one that counts.
+rlim_t raise_nofile_soft_limit() {
+  struct rlimit r {};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0) return 0;
+  if (r.rlim_cur < r.rlim_max) {
+    struct rlimit raised = r;
+    raised.rlim_cur = r.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) return raised.rlim_cur;
+  }
+  return r.rlim_cur;
 }
 
 ConnectionConfig connection_config(const config::DaemonConfig& c) {
@@ -84,6 +100,7 @@ class Daemon {
   std::string summary() const;
   void log_event(const Event& e);
   bool privileged(const rpc::PeerCredentials& creds) const;
+  void raise_descriptor_limit();
   void close_handle(uv_handle_t* h) {
     if (h && !uv_is_closing(h)) uv_close(h, nullptr);
   }
@@ -107,6 +124,12 @@ class Daemon {
   std::string socket_path_;
   bool stopping_ = false;
 };
+
+void Daemon::raise_descriptor_limit() {
+  const rlim_t limit = raise_nofile_soft_limit();
+  log_.debug("descriptor limit", {{"nofile", limit == RLIM_INFINITY ? std::string("unlimited")
+                                                                    : std::to_string(limit)}});
+}
 
 bool Daemon::privileged(const rpc::PeerCredentials& c) const {
   // admin_group may change on reload, so the policy is built per call.
@@ -135,6 +158,7 @@ void Daemon::log_event(const Event& e) {
 
 bool Daemon::start() {
   log_.set_level(config_.log_level);
+  raise_descriptor_limit();
   if (config_.admin_group) {
     admin_gid_ = group_id(config_.admin_group);
     if (!admin_gid_) {

@@ -12,6 +12,7 @@ Every wait is bounded; only processes started here are signalled, by pid.
 import json
 import os
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -355,7 +356,7 @@ class Listener:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", port))
-        self.sock.listen(64)
+        self.sock.listen(1024)
         self.port = self.sock.getsockname()[1]
         self.conns = []
         self.eofs = 0
@@ -366,33 +367,44 @@ class Listener:
         self.thread.start()
 
     def _run(self):
-        while not self.stopped:
-            if self.close_requested:
-                for c in self.conns:
-                    c.close()
-                self.conns.clear()
-                self.close_requested = False
-            try:
-                ready, _, _ = select.select([self.sock] + self.conns, [], [], 0.05)
-            except (OSError, ValueError):
-                return
-            for s in ready:
-                if s is self.sock:
-                    try:
-                        c, _ = self.sock.accept()
-                        self.conns.append(c)
-                        self.total += 1
-                    except OSError:
-                        pass
-                    continue
+        # epoll through selectors: select() stops at descriptor 1024, and the
+        # fault tests hold a thousand links and more.
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        try:
+            while not self.stopped:
+                if self.close_requested:
+                    for c in self.conns:
+                        sel.unregister(c)
+                        c.close()
+                    self.conns.clear()
+                    self.close_requested = False
                 try:
-                    data = s.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    self.eofs += 1
-                    self.conns.remove(s)
-                    s.close()
+                    ready = sel.select(0.05)
+                except (OSError, ValueError):
+                    return
+                for key, _ in ready:
+                    s = key.fileobj
+                    if s is self.sock:
+                        try:
+                            c, _ = self.sock.accept()
+                        except OSError:
+                            continue
+                        self.conns.append(c)
+                        sel.register(c, selectors.EVENT_READ)
+                        self.total += 1
+                        continue
+                    try:
+                        data = s.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.eofs += 1
+                        sel.unregister(s)
+                        self.conns.remove(s)
+                        s.close()
+        finally:
+            sel.close()
 
     def accepted(self):
         return self.total
