@@ -99,7 +99,7 @@ class Daemon {
   void begin_shutdown();
   std::string summary() const;
   void log_event(const Event& e);
-  bool privileged(const rpc::PeerCredentials& creds) const;
+  bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
   void close_handle(uv_handle_t* h) {
     if (h && !uv_is_closing(h)) uv_close(h, nullptr);
@@ -131,9 +131,14 @@ void Daemon::raise_descriptor_limit() {
                                                                     : std::to_string(limit)}});
 }
 
-bool Daemon::privileged(const rpc::PeerCredentials& c) const {
+bool Daemon::privileged(const rpc::PeerCredentials& c) {
   // admin_group may change on reload, so the policy is built per call.
-  return rpc::may_change_state(c, rpc::process_access_policy(admin_gid_));
+  if (rpc::may_change_state(c, rpc::process_access_policy(admin_gid_))) return true;
+  // Refusals are worth an operator's eye (the caller's answer says more).
+  log_.warning("state-changing call refused", {{"uid", std::to_string(c.uid)},
+                                                {"gid", std::to_string(c.gid)},
+                                                {"pid", std::to_string(c.pid)}});
+  return false;
 }
 
 std::string Daemon::summary() const {

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -172,10 +173,18 @@ std::string describe_error(const json& e) {
   return msg + " [" + std::to_string(e.value("code", 0)) + "]";
 }
 
+// Events seen while a call is under way (see `subscribe` below).
+using EventSink = std::function<void(const json& event)>;
+
 // Sends one request and returns its result; prints the error and exits on an
-// error answer.
-json call(const Options& o, const std::string& method, const json& params) {
+// error answer. With `subscribe`, the same connection first subscribes to
+// events with those params and passes each one to `on_event` until the
+// answer comes (connect --wait shows its attempts this way).
+json call(const Options& o, const std::string& method, const json& params,
+          const json* subscribe = nullptr, const EventSink& on_event = {}) {
   Connection c(o.socket, o.timeout_s.value_or(kDefaultTimeoutS));
+  if (subscribe)
+    c.send(json{{"jsonrpc", "2.0"}, {"id", 0}, {"method", "events.subscribe"}, {"params", *subscribe}});
   json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
   c.send(req);
   for (;;) {
@@ -190,7 +199,12 @@ json call(const Options& o, const std::string& method, const json& params) {
         fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
       exit(kExitUnreachable);
     }
-    if (!answer->contains("id")) continue;  // a notification
+    if (!answer->contains("id")) {  // a notification
+      if (on_event && answer->value("method", "") == "event" && answer->contains("params"))
+        on_event((*answer)["params"]);
+      continue;
+    }
+    if ((*answer)["id"] == 0) continue;  // the subscription's own answer
     if (answer->contains("error")) {
       const json& e = (*answer)["error"];
       fprintf(stderr, "connmgrctl: %s\n", describe_error(e).c_str());
@@ -233,6 +247,58 @@ void print_event(const json& e) {
   printf("%s\n", line.c_str());
   fflush(stdout);
 }
+
+// connect --wait's account of its attempts, from the events of the node (or
+// endpoint) being connected.
+class AttemptProgress {
+ public:
+  AttemptProgress(const json& params, long long max_attempts) : max_attempts_(max_attempts) {
+    if (params.contains("node_id")) node_ = params["node_id"].get<std::string>();
+    if (params.contains("endpoint_id")) endpoint_ = params["endpoint_id"].get<long long>();
+  }
+
+  void show(const json& e) {
+    if (!ours(e)) return;
+    const std::string type = e.value("type", "");
+    const std::string of = max_attempts_ > 0 ? "/" + std::to_string(max_attempts_) : "";
+    const std::string attempt = e.contains("attempt") ? text(e["attempt"]) + of : "?";
+    const std::string via = e.contains("endpoint_id")
+                                ? " via endpoint " + text(e["endpoint_id"]) +
+                                      (e.contains("protocol") ? " (" + text(e["protocol"]) + ")" : "")
+                                : "";
+    if (type == "connecting") {
+      fprintf(stderr, "attempt %s%s ...\n", attempt.c_str(), via.c_str());
+    } else if (type == "connect_failed") {
+      fprintf(stderr, "attempt %s%s failed: %s\n", attempt.c_str(), via.c_str(),
+              paint(text(e["reason"]), "31").c_str());
+    } else if (type == "retry_scheduled" && e.contains("delay_ms")) {
+      fprintf(stderr, "  next try in %s\n", human_delay(e["delay_ms"].get<long long>()).c_str());
+    }
+  }
+
+ private:
+  bool ours(const json& e) {
+    if (node_) return e.value("node_id", "") == *node_;
+    // By endpoint: learn the node from the endpoint's first event.
+    if (e.contains("endpoint_id") && e["endpoint_id"] == *endpoint_) {
+      node_ = e.value("node_id", "");
+      return true;
+    }
+    return false;
+  }
+
+  static std::string human_delay(long long ms) {
+    char buf[32];
+    if (ms < 1000) snprintf(buf, sizeof buf, "%lldms", ms);
+    else if (ms < 60000) snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000);
+    else snprintf(buf, sizeof buf, "%lldm%llds", ms / 60000, (ms % 60000) / 1000);
+    return buf;
+  }
+
+  std::optional<std::string> node_;
+  std::optional<long long> endpoint_;
+  long long max_attempts_;
+};
 
 // --- argument helpers ------------------------------------------------------------------
 
@@ -418,7 +484,18 @@ int run(Options& o) {
     } else {
       need(a, 0, "connect --endpoint ID [...]");
     }
-    return show(call(o, "connect", p), [](const json& l) {
+    json result;
+    if (p.value("wait", false) && !o.json_output) {
+      // Each attempt as it happens, on stderr: "attempt 2/5 via endpoint 3
+      // (tcp): refused" and "next try in 2s".
+      // Without --retry a connect makes one attempt (API.md: no retry object).
+      AttemptProgress progress(p, p.contains("retry") ? p["retry"]["max_attempts"].get<long long>() : 1);
+      const json types{{"types", {"connecting", "connect_failed", "retry_scheduled"}}};
+      result = call(o, "connect", p, &types, [&](const json& e) { progress.show(e); });
+    } else {
+      result = call(o, "connect", p);
+    }
+    return show(result, [](const json& l) {
       printf("%s %s via %s %s:%s (%s attempt%s)\n", text(l["node_id"]).c_str(),
              l["reused"].get<bool>() ? "already linked" : "linked", text(l["protocol"]).c_str(),
              text(l["address"]).c_str(), text(l["port"]).c_str(), text(l["attempts"]).c_str(),

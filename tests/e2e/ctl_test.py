@@ -145,6 +145,17 @@ class CtlTest(DaemonTest):
         self.assertIn("refused", out.stderr)
         self.assertIn("3 attempts", out.stderr)
         self.assertIn("-32010", out.stderr)
+        # Each attempt as it happens: n/m, the reason, the delay before the next.
+        lines = out.stderr.splitlines()
+        for n in (1, 2, 3):
+            self.assertIn("attempt %d/3 via endpoint 1 (tcp) failed: refused" % n, lines)
+        self.assertIn("  next try in 1.0s", lines)
+        self.assertIn("  next try in 2.0s", lines)
+        self.assertLess(lines.index("attempt 1/3 via endpoint 1 (tcp) failed: refused"),
+                        lines.index("  next try in 1.0s"))
+        # --json keeps stderr for the error alone.
+        out = self.ctl("--json", "connect", "n1", "--retry", "2", "--wait", check=1)
+        self.assertNotIn("attempt 1/2", out.stderr)
         out = self.ctl("connect", "n1", "--retry", "5", check=1)
         self.assertIn("next attempt", out.stderr)
         out = self.ctl("links", "--all", check=0)
