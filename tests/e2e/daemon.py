@@ -11,6 +11,7 @@ Every wait is bounded; only processes started here are signalled, by pid.
 """
 import json
 import os
+import re
 import select
 import selectors
 import shutil
@@ -329,12 +330,21 @@ class Daemon:
             self.proc.wait(5)
             raise AssertionError("connmgrd did not exit within %.0fs of SIGTERM:\n%s" % (timeout, self.log_text()))
 
-    def stop_ok(self):
+    def stop_ok(self, out_of_descriptors=False):
         """Stops with SIGTERM and asserts a clean exit: status 0 and, in a
-        sanitizer build, no report in the log."""
+        sanitizer build, no report in the log.
+
+        out_of_descriptors: the daemon ran out of descriptors on purpose.
+        UBSan's vptr check then reports objects it cannot read ("invalid vptr",
+        "<memory cannot be printed>"): it probes memory through a pipe, which
+        EMFILE denies. Those reports, and only those, are set aside."""
         status = self.stop()
         assert status == 0, "connmgrd exited with %s:\n%s" % (status, self.log_text())
         log = self.log_text()
+        if out_of_descriptors:
+            log = re.sub(r"[^\n]*runtime error: member call on address 0x[0-9a-f]+ which does not point to "
+                         r"an object of type '[^']+'\n0x[0-9a-f]+: note: object has invalid vptr\n"
+                         r"<memory cannot be printed>\n", "", log)
         for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
             assert word not in log, "sanitizer report in connmgrd's log:\n" + log
 

@@ -335,7 +335,7 @@ class DescriptorExhaustionTest(unittest.TestCase):
                 self.assertIn("result", c.call("status", timeout=5))
                 self.assertIn("result", c.call("connect", {"node_id": "n0", "wait": True}))
             self.assertIsNone(d.proc.poll())
-            d.stop_ok()
+            d.stop_ok(out_of_descriptors=True)
         finally:
             d.cleanup()
             peer.stop()
