@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <ctime>
 #include <functional>
 #include <optional>
@@ -66,7 +67,8 @@ const char* kHelp =
     "                                [--wait] [--reconnect]   (DURATION: 5s, 500ms, 1m)\n"
     "  disconnect NODE\n"
     "  links [--all]                        established links (--all: also pending)\n"
-    "  watch [TYPE ...]                     print events as they happen (Ctrl-C ends)\n"
+    "  watch [--plain] [TYPE ...]           events as they happen; on a terminal a live view\n"
+    "                                       of the links over the latest events (Ctrl-C ends)\n"
     "  call METHOD [JSON-PARAMS]            any method, raw\n"
     "  help                                 this text\n"
     "\n"
@@ -128,6 +130,8 @@ class Connection {
   }
 
   bool timed_out() const { return timed_out_; }
+  // Whether a whole line is already buffered (receive() will not block).
+  bool has_line() const { return buf_.find('\n') != std::string::npos; }
 
   // One JSON line, or nullopt at EOF / timeout.
   std::optional<json> receive() {
@@ -140,6 +144,7 @@ class Connection {
       char chunk[65536];
       ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
       if (n < 0 && errno == EINTR) continue;
+      timed_out_ = false;
       if (n <= 0) {
         timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
         return std::nullopt;
@@ -240,11 +245,15 @@ void print_links(const json& links) {
   print_table({"NODE", "STATE", "PROTO", "REMOTE", "LOCAL", "SINCE", "ATTEMPTS", "RTT"}, rows);
 }
 
-void print_event(const json& e) {
+std::string event_line(const json& e) {
   std::string line = text(e["at"]) + "  " + paint(text(e["type"]), "1") + "  node=" + text(e["node_id"]);
   for (const char* k : {"endpoint_id", "protocol", "reason", "attempt", "delay_ms", "next_attempt_at"})
     if (e.contains(k)) line += std::string("  ") + k + "=" + text(e[k]);
-  printf("%s\n", line.c_str());
+  return line;
+}
+
+void print_event(const json& e) {
+  printf("%s\n", event_line(e).c_str());
   fflush(stdout);
 }
 
@@ -299,6 +308,43 @@ class AttemptProgress {
   std::optional<long long> endpoint_;
   long long max_attempts_;
 };
+
+// `watch` on a terminal: the links table, redrawn at every event and every
+// second, over the latest events. Ctrl-C ends it (exit 0 at the daemon's stop).
+int live_view(const Options& o, const json& subscribe_params) {
+  constexpr size_t kKeep = 12;
+  Connection events(o.socket, 1.0);  // receive() returns every second at most
+  events.send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "events.subscribe"}, {"params", subscribe_params}});
+  std::deque<std::string> recent;
+  for (;;) {
+    const json links = call(o, "connections.list", {{"include_pending", true}})["connections"];
+    size_t active = 0;
+    for (const auto& l : links) active += l.value("state", "") == "active";
+    char clock[16];
+    const time_t now = time(nullptr);
+    strftime(clock, sizeof clock, "%H:%M:%S", localtime(&now));
+    printf("\033[H\033[2J%s  %zu active, %zu pending  (%s, Ctrl-C ends)\n\n", paint("connmgrd", "1").c_str(), active,
+           links.size() - active, clock);
+    print_links(links);
+    printf("\n%s\n", paint("latest events", "1").c_str());
+    for (const auto& line : recent) printf("%s\n", line.c_str());
+    fflush(stdout);
+    // Until an event or a second passes; several events at once are drawn once.
+    auto msg = events.receive();
+    if (!msg && !events.timed_out()) return 0;  // the daemon stopped
+    while (msg) {
+      if (msg->value("method", "") == "event" && msg->contains("params")) {
+        recent.push_back(event_line((*msg)["params"]));
+        if (recent.size() > kKeep) recent.pop_front();
+      } else if (msg->contains("error")) {
+        fprintf(stderr, "connmgrctl: %s\n", describe_error((*msg)["error"]).c_str());
+        return kExitError;
+      }
+      if (!events.has_line()) break;
+      msg = events.receive();
+    }
+  }
+}
 
 // --- argument helpers ------------------------------------------------------------------
 
@@ -518,8 +564,10 @@ int run(Options& o) {
                 [](const json& r) { print_links(r["connections"]); });
   }
   if (cmd == "watch") {
+    const bool plain = take_flag(a, "--plain");
     json p = json::object();
     if (!a.empty()) p["types"] = a;
+    if (!plain && !o.json_output && isatty(STDOUT_FILENO)) return live_view(o, p);
     Connection c(o.socket, 0);
     c.send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "events.subscribe"}, {"params", p}});
     for (;;) {

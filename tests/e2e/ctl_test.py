@@ -3,6 +3,8 @@ import json
 import os
 import pty
 import re
+import select
+import signal
 import subprocess
 import unittest
 
@@ -237,6 +239,42 @@ class CtlTest(DaemonTest):
             watcher.wait(5)
             watcher.stdout.close()
             peer.stop()
+
+    def test_watch_on_a_terminal_is_a_live_view_of_links_and_events(self):
+        peer = Listener()
+        self.ctl("add-node", "n1", "--endpoint", "tcp://127.0.0.1:%d" % peer.port, check=0)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: connmgrctl on a terminal
+            os.execv(CONNMGRCTL, ["connmgrctl", "--socket", self.d.sock, "watch"])
+        out = b""
+
+        def screen_has(*words):
+            nonlocal out
+            while True:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if not r:
+                    break
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:
+                    break
+            last = re.sub(r"\x1b\[[0-9;]*m", "", out.decode(errors="replace").split("\x1b[2J")[-1])
+            return all(w in last for w in words)
+        try:
+            self.assertTrue(wait_for(lambda: screen_has("0 active", "NODE", "latest events"), timeout=5))
+            self.ctl("connect", "n1", "--wait", check=0)
+            # Redrawn at the event: the link in the table, the event below it.
+            self.assertTrue(wait_for(lambda: screen_has("1 active", "n1", "active", "connected  node=n1"),
+                                     timeout=5), out.decode(errors="replace")[-2000:])
+            self.ctl("disconnect", "n1", check=0)
+            self.assertTrue(wait_for(lambda: screen_has("0 active", "disconnected  node=n1"), timeout=5))
+        finally:
+            os.kill(pid, signal.SIGINT)
+            os.waitpid(pid, 0)
+            os.close(fd)
+            peer.stop()
+        # --plain keeps the stream on a terminal too (and the stream is what a pipe gets).
+        self.assertIn("--plain", self.ctl("--help", check=0).stdout)
 
     def test_the_daemons_default_socket_is_found_without_flags(self):
         env = dict(os.environ, CONNMGR_SOCKET=self.d.sock)
