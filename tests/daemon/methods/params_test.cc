@@ -85,3 +85,22 @@ TEST_CASE("empty strings are refused") {
   p.req_string("node_id");
   CHECK_FALSE(p.ok());
 }
+
+TEST_CASE("numbers far beyond int64 are refused, not converted (fuzz_methods regression)") {
+  // tests/fuzz/regressions/fuzz_methods/endpoint-id-9e58: the conversion of
+  // 9.2e58 to int64_t was made before the range check (undefined behaviour).
+  for (const char* text : {R"({"endpoint_id":92233720268888888888888888888888888888888888888888854775807})",
+                           R"({"endpoint_id":-1e300})", R"({"endpoint_id":9.3e18})",
+                           R"({"endpoint_id":18446744073709551615})"}) {
+    auto params = json::parse(text);
+    ParamReader p(params);
+    p.req_int("endpoint_id", 1, INT64_MAX);
+    CHECK_FALSE(p.finish());
+    CHECK(p.error().code == -32602);
+    CHECK(p.error().data["param"] == "endpoint_id");
+  }
+  auto ok = json::parse(R"({"endpoint_id":9.0e18})");
+  ParamReader p(ok);
+  CHECK(p.req_int("endpoint_id", 1, INT64_MAX) == 9000000000000000000);
+  CHECK(p.finish());
+}
