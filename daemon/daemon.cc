@@ -304,18 +304,9 @@ void Daemon::reload() {
     std::string keys;
     for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
     log_.warning("reload: these keys change only at restart and keep their running values: " + keys);
-    // Keep the running values of what cannot change live.
-    next.database = config_.database;
-    next.socket = config_.socket;
-    next.socket_mode = config_.socket_mode;
-    next.socket_group = config_.socket_group;
-    next.node_id = config_.node_id;
-    next.quic_alpn = config_.quic_alpn;
-    next.quic_ca_file = config_.quic_ca_file;
-    next.quic_idle_timeout = config_.quic_idle_timeout;
-    next.quic_keepalive = config_.quic_keepalive;
-    next.tcp_keepalive = config_.tcp_keepalive;
-    for (const auto& k : restart) next.effective[k] = config_.effective[k];
+    // Keep the running values of what cannot change live (the key table
+    // says which; config::merge_reload follows it).
+    next = config::merge_reload(config_, next);
   }
   config_ = std::move(next);
   admin_gid_ = admin;

@@ -52,7 +52,7 @@ struct Options {
 }
 
 const char* kHelp =
-    "Usage: connmgrctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "Usage: connmgrctl [--socket PATH] [--json] [--timeout DURATION] COMMAND [ARGS]\n"
     "\n"
     "Commands:\n"
     "  status                               the daemon's identity, counts and configuration\n"
@@ -75,21 +75,28 @@ const char* kHelp =
     "Options:\n"
     "  --socket PATH       the daemon's socket (see below)\n"
     "  --json              print the result as JSON (one line), for scripts\n"
-    "  --timeout SECONDS   how long to wait for an answer [60; connect --wait: no limit]\n"
+    "  --timeout DURATION  how long to wait for an answer [60s; connect --wait: no limit]\n"
     "\n"
     "Exit status: 0 success, 1 error answer (message on stderr), 2 usage error,\n"
     "3 the daemon cannot be reached or did not answer.\n"
     "\n"
     "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
     "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users (/tmp/connmgr-UID/connmgrd.sock\n"
-    "without XDG_RUNTIME_DIR), as connmgrd's own default. Colour only on a terminal, never\n"
+    "without XDG_RUNTIME_DIR), as connmgrd's own default; a user without a daemon of their\n"
+    "own gets /run/connmgr/connmgrd.sock when it exists. Colour only on a terminal, never\n"
     "with NO_COLOR set.\n";
 
 std::string default_socket() {
+  constexpr const char* kSystem = "/run/connmgr/connmgrd.sock";
   if (const char* s = getenv("CONNMGR_SOCKET"); s && *s) return s;
-  if (geteuid() == 0) return "/run/connmgr/connmgrd.sock";
-  if (const char* r = getenv("XDG_RUNTIME_DIR"); r && *r) return std::string(r) + "/connmgr/connmgrd.sock";
-  return "/tmp/connmgr-" + std::to_string(geteuid()) + "/connmgrd.sock";
+  if (geteuid() == 0) return kSystem;
+  std::string own;
+  if (const char* r = getenv("XDG_RUNTIME_DIR"); r && *r) own = std::string(r) + "/connmgr/connmgrd.sock";
+  else own = "/tmp/connmgr-" + std::to_string(geteuid()) + "/connmgrd.sock";
+  // A user's own daemon first; else the system's (an admin_group member
+  // talking to the service needs no flag).
+  if (access(own.c_str(), F_OK) != 0 && access(kSystem, F_OK) == 0) return kSystem;
+  return own;
 }
 
 // --- the connection -------------------------------------------------------------
@@ -517,7 +524,6 @@ int run(Options& o) {
     if (auto e = take_option(a, "--endpoint")) p["endpoint_id"] = number(*e, "--endpoint");
     if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
     if (auto t = take_option(a, "--timeout")) p["timeout_ms"] = duration_ms(*t, "--timeout");
-    if (auto t = take_option(a, "--timeout-ms")) p["timeout_ms"] = number(*t, "--timeout-ms");
     if (auto r = take_option(a, "--retry")) p["retry"] = {{"max_attempts", number(*r, "--retry")}};
     if (take_flag(a, "--wait")) {
       p["wait"] = true;
