@@ -40,6 +40,20 @@ def raise_own_nofile(n):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= n
 
 
+def hold_write_lock(db, seconds):
+    """Another process that takes the database's write lock (BEGIN EXCLUSIVE),
+    prints "locked", holds it `seconds`, then commits and exits 0."""
+    return subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3,sys,time\n"
+         "db=sqlite3.connect(sys.argv[1],isolation_level=None)\n"
+         "db.execute('BEGIN EXCLUSIVE')\n"
+         "print('locked',flush=True)\n"
+         "time.sleep(float(sys.argv[2]))\n"
+         "db.execute('COMMIT')\n", db, str(seconds)],
+        stdout=subprocess.PIPE, text=True)
+
+
 def node(i, port, protocol="tcp"):
     return {"id": "n%d" % i, "endpoints": [{"protocol": protocol, "address": "127.0.0.1", "port": port}]}
 
@@ -131,15 +145,7 @@ class LockedDatabaseTest(unittest.TestCase):
         peer = Listener()
         with Daemon("--log-level=warning") as d:
             d.result("nodes.add", node(0, peer.port))
-            holder = subprocess.Popen(
-                [sys.executable, "-c",
-                 "import sqlite3,sys,time\n"
-                 "db=sqlite3.connect(sys.argv[1],isolation_level=None)\n"
-                 "db.execute('BEGIN EXCLUSIVE')\n"
-                 "print('locked',flush=True)\n"
-                 "time.sleep(3)\n"
-                 "db.execute('COMMIT')\n", d.db],
-                stdout=subprocess.PIPE, text=True)
+            holder = hold_write_lock(d.db, 3)
             try:
                 self.assertEqual(holder.stdout.readline().strip(), "locked")
                 locked_at = time.monotonic()
@@ -189,15 +195,7 @@ class LockedDatabaseTest(unittest.TestCase):
         """Pass: with lock_timeout=500ms and a lock held 3 s, nodes.add answers
         -32020 reason locked, reads still answer, and the add works after."""
         with Daemon("--log-level=warning", "--lock-timeout=500ms") as d:
-            holder = subprocess.Popen(
-                [sys.executable, "-c",
-                 "import sqlite3,sys,time\n"
-                 "db=sqlite3.connect(sys.argv[1],isolation_level=None)\n"
-                 "db.execute('BEGIN EXCLUSIVE')\n"
-                 "print('locked',flush=True)\n"
-                 "time.sleep(3)\n"
-                 "db.execute('COMMIT')\n", d.db],
-                stdout=subprocess.PIPE, text=True)
+            holder = hold_write_lock(d.db, 3)
             try:
                 self.assertEqual(holder.stdout.readline().strip(), "locked")
                 a = d.call("nodes.add", node(0, 9))
