@@ -191,6 +191,28 @@ TEST_CASE_METHOD(Fixture, "the default ALPN reaches the project's peer and close
   CHECK(o->dropped.empty());
 }
 
+TEST_CASE_METHOD(Fixture, "a link held past its handshake keeps rtt, keepalives and CONNECTION_CLOSE") {
+  // Long enough for HANDSHAKE_DONE and several keepalives: the connector
+  // frees the TLS session once the handshake is confirmed.
+  PeerProcess peer(dir);
+  QuicOptions opts;
+  opts.idle_timeout = 600ms;
+  opts.keepalive = 150ms;
+  make(opts);
+  auto o = dial(peer, peer.pin);
+  REQUIRE(o->conn);
+  run_for(&loop, 1000ms);
+  CHECK(o->dropped.empty());
+  CHECK(o->conn->is_active());
+  REQUIRE(o->conn->rtt_ms().has_value());
+  CHECK(*o->conn->rtt_ms() > 0.0);
+  o->conn->close();
+  run_for(&loop, 100ms);
+  auto c = peer.count();
+  CHECK(c.client_closes == 1);
+  CHECK(c.open_quic == 0);
+}
+
 TEST_CASE_METHOD(Fixture, "a peer's CONNECTION_CLOSE ends the link with reason closed") {
   PeerProcess peer(dir);
   make();
