@@ -14,6 +14,7 @@
 #include "connmgr_version.h"
 #include "core/connection_manager.h"
 #include "methods/api.h"
+#include "net/failure_reason.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
 #include "rpc/dispatcher.h"
@@ -122,6 +123,7 @@ class Daemon {
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t status_timer_{}, drain_timer_{};
   std::string socket_path_;
+  uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
 
@@ -149,16 +151,24 @@ std::string Daemon::summary() const {
 }
 
 void Daemon::log_event(const Event& e) {
+  // A failure, or a link the peer or the network ended, is worth an
+  // operator's eye; a disconnect that was asked for (or the shutdown) is not.
+  const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
+  const bool bad = e.type == EventType::kConnectFailed ||
+                   (e.type == EventType::kDisconnected && !asked);
+  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled;
+  const auto level = quiet ? config::LogLevel::kDebug
+                     : bad ? config::LogLevel::kWarning
+                           : config::LogLevel::kInfo;
+  // Every link's every step passes here: build the fields only when kept.
+  if (!log_.enabled(level)) return;
   Fields f{{"event", std::string(event_type_name(e.type))}, {"node", e.node_id}};
   if (e.endpoint_id) f.emplace_back("endpoint", std::to_string(*e.endpoint_id));
   if (e.protocol) f.emplace_back("protocol", *e.protocol);
   if (e.reason) f.emplace_back("reason", *e.reason);
   if (e.attempt) f.emplace_back("attempt", std::to_string(*e.attempt));
   if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
-  const bool bad = e.type == EventType::kConnectFailed || e.type == EventType::kDisconnected;
-  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled;
-  log_.log(quiet ? config::LogLevel::kDebug : bad ? config::LogLevel::kWarning : config::LogLevel::kInfo,
-           std::string(event_type_name(e.type)), f);
+  log_.log(level, std::string(event_type_name(e.type)), f);
 }
 
 bool Daemon::start() {
@@ -229,6 +239,7 @@ bool Daemon::start() {
   ctx.started_at_ms = static_cast<uint64_t>(unix_now_ms());
   ctx.client_count = [this] { return server_ ? server_->client_count() : 0; };
   ctx.config_json = [this] { return config::to_json(config_); };
+  ctx.config_generation = [this] { return config_generation_; };
 
   if (auto fd = activated_socket()) {
     socket_path_ = "(systemd socket activation)";
@@ -309,6 +320,7 @@ void Daemon::reload() {
     next = config::merge_reload(config_, next);
   }
   config_ = std::move(next);
+  ++config_generation_;  // `status` serializes the configuration again
   admin_gid_ = admin;
   log_.set_level(config_.log_level);
   manager_->set_config(connection_config(config_));

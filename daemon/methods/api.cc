@@ -407,23 +407,33 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
       counts_valid_ = true;
     }
   }
-  json connectors = json::array();
-  for (const auto& name : ctx_.connectors->names()) connectors.push_back(name);
-  reply.result(json{
-      {"version", ctx_.version},
-      {"node_id", ctx_.store->local_node_id()},
-      {"uptime_s", (now - ctx_.started_at_ms) / 1000},
-      {"database", ctx_.store->path()},
-      {"socket", ctx_.socket_path},
-      {"connectors", std::move(connectors)},
-      {"counts",
-       {{"nodes", counts_.nodes},
-        {"endpoints", counts_.endpoints},
-        {"active", ctx_.manager->active_count()},
-        {"pending", ctx_.manager->pending_count()},
-        {"clients", ctx_.client_count ? ctx_.client_count() : 0}}},
-      {"config", ctx_.config_json ? ctx_.config_json() : json::object()},
-  });
+  // The connectors are all added before the daemon serves; the identity's
+  // node id may be set after start; the configuration changes on reload.
+  if (!status_.has_connectors()) status_.set_connectors(ctx_.connectors->names());
+  const std::string& node_id = ctx_.store->local_node_id();
+  if (!status_.identity_is(ctx_.version, ctx_.store->path(), ctx_.socket_path, node_id))
+    status_.set_identity(ctx_.version, ctx_.store->path(), ctx_.socket_path, node_id);
+  // Without a generation to go by, the configuration is asked for on every
+  // call, but serialized again only when it differs from the last one.
+  const uint64_t generation = ctx_.config_generation ? ctx_.config_generation() : 0;
+  if (!ctx_.config_generation || !config_cached_ || generation != config_generation_) {
+    json config = ctx_.config_json ? ctx_.config_json() : json::object();
+    if (!config_cached_ || config != config_) {
+      status_.set_config(config);
+      config_ = std::move(config);
+    }
+    config_generation_ = generation;
+    config_cached_ = true;
+  }
+  StatusText::Live live;
+  live.uptime_s = (now - ctx_.started_at_ms) / 1000;
+  live.nodes = counts_.nodes;
+  live.endpoints = counts_.endpoints;
+  live.active = ctx_.manager->active_count();
+  live.pending = ctx_.manager->pending_count();
+  live.clients = ctx_.client_count ? ctx_.client_count() : 0;
+  status_.write(live, status_scratch_);
+  reply.result_text(status_scratch_);
 }
 
 }  // namespace connmgr::methods

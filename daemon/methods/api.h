@@ -17,6 +17,7 @@
 
 #include "core/connection_manager.h"
 #include "core/events.h"
+#include "methods/status_text.h"
 #include "net/connector_factory.h"
 #include "rpc/method.h"
 #include "storage/store.h"
@@ -38,6 +39,10 @@ struct ApiContext {
   std::string socket_path;
   std::function<size_t()> client_count;
   std::function<rpc::json()> config_json;
+  // Changes whenever config_json's value may have (a reload). When set,
+  // `status` serializes the configuration once per generation; unset, it
+  // does so on every call.
+  std::function<uint64_t()> config_generation;
   uint64_t started_at_ms = 0;  // uv_now-independent: unix ms
 };
 
@@ -88,6 +93,12 @@ class Api {
   StoreCounts counts_;
   uint64_t counts_at_ms_ = 0;
   bool counts_valid_ = false;
+  // `status` as text: what does not change per call is kept serialized.
+  StatusText status_;
+  std::string status_scratch_;  // the last result written, kept for its capacity
+  rpc::json config_;  // the configuration status_ holds
+  uint64_t config_generation_ = 0;
+  bool config_cached_ = false;
 };
 
 }  // namespace connmgr::methods

@@ -30,6 +30,7 @@
 #include <string_view>
 
 #include "rpc/access.h"
+#include "rpc/envelope.h"
 #include "rpc/json_text.h"
 #include "rpc/method.h"
 
@@ -43,7 +44,7 @@ class Dispatcher {
   using PrivilegeCheck = std::function<bool(const PeerCredentials&)>;
   // Called exactly once per line: with the answer line (no '\n'), or with
   // nullopt when nothing is to be sent (notifications).
-  using Done = std::function<void(std::optional<std::string> answer)>;
+  using Done = Reply::Done;
 
   // The standard rule: root, policy.daemon_uid, or members of policy.admin_gid.
   explicit Dispatcher(AccessPolicy policy, size_t max_depth = kDefaultMaxDepth);
@@ -68,7 +69,7 @@ class Dispatcher {
   static std::string error_line(int code, const std::string& message);
 
  private:
-  void handle_one(const json& request, std::string_view raw_id,
+  void handle_one(const Envelope& request, std::string_view raw_id,
                   const std::shared_ptr<Session>& session, Done done);
 
   std::optional<AccessPolicy> policy_;  // unset: privileged_ decides

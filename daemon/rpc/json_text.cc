@@ -48,6 +48,19 @@ std::string answer_line(std::string_view id_text, bool is_error, const json& pay
   return out;
 }
 
+std::string result_line(std::string_view id_text, std::string_view result_text) {
+  constexpr std::string_view kHead = R"({"jsonrpc":"2.0","id":)";
+  constexpr std::string_view kResult = R"(,"result":)";
+  std::string out;
+  out.reserve(kHead.size() + id_text.size() + kResult.size() + result_text.size() + 1);
+  out += kHead;
+  out += id_text;
+  out += kResult;
+  out += result_text;
+  out += '}';
+  return out;
+}
+
 std::string error_answer(std::string_view id_text, int code, std::string_view message,
                          const json& data) {
   json e{{"code", code}, {"message", message}};

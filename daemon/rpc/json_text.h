@@ -28,6 +28,9 @@ void append_json(std::string& out, const json& value);
 // `id_text` is raw JSON ("null" when there is none).
 std::string answer_line(std::string_view id_text, bool is_error, const json& payload);
 
+// {"jsonrpc":"2.0","id":ID,"result":RESULT} with RESULT already serialized.
+std::string result_line(std::string_view id_text, std::string_view result_text);
+
 // An error answer; `data` null means no "data" member.
 std::string error_answer(std::string_view id_text, int code, std::string_view message,
                          const json& data = nullptr);

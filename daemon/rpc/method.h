@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -53,19 +55,30 @@ struct RpcError {
   json data;  // null: no "data" member
 };
 
-// One-shot answer of one call. Exactly one of result() / error() should be
-// called, once, on the loop thread, now or later; further calls are ignored.
-// Copies share the one answer (so a Reply can be captured by std::function).
-// Safe to call after the client has gone (the answer is dropped). When the
-// last copy is destroyed without an answer, -32603 is answered, so no request
-// is ever forgotten.
+// One-shot answer of one call. Exactly one of result() / result_text() /
+// error() should be called, once, on the loop thread, now or later; further
+// calls are ignored. Copies share the one answer (so a Reply can be captured
+// by std::function). Safe to call after the client has gone (the answer is
+// dropped). When the last copy is destroyed without an answer, -32603 is
+// answered, so no request is ever forgotten.
+//
+// The Reply writes the answer line itself (the id spliced in as raw text,
+// json_text.h), so that one allocation per call holds everything an answer
+// needs, however late it comes.
 class Reply {
  public:
-  using Sink = std::function<void(bool is_error, json payload)>;
+  // Called once with the answer line (no '\n'), or with nullopt when
+  // nothing is to be sent (the call was a notification).
+  using Done = std::function<void(std::optional<std::string> answer)>;
   Reply() = default;
-  explicit Reply(Sink sink);
+  // `id_text` is the request's id as raw JSON ("null" when it has none).
+  Reply(std::string id_text, bool is_notification, Done done);
 
-  void result(json value);
+  void result(const json& value);
+  // A result the method has already serialized: compact JSON text, valid
+  // and free of newlines (it is spliced into the answer line unchecked).
+  // For answers built mostly from cached text, such as `status`.
+  void result_text(std::string_view json_text);
   void error(RpcError error);
   bool answered() const;
 

@@ -1,3 +1,4 @@
+#include "rpc/json_text.h"
 #include "rpc/method.h"
 
 namespace connmgr::rpc {
@@ -6,30 +7,50 @@ namespace connmgr::rpc {
 // answers -32603, so that a method that forgets to answer cannot leave a
 // client waiting (and the server's count of answers owed stays exact).
 struct Reply::State {
-  Sink sink;
+  std::string id_text;
+  bool is_notification = false;
   bool done = false;
+  Done on_done;
+
+  // Marks the answer given and hands `line` on (a notification gets nullopt:
+  // it runs, but JSON-RPC sends nothing back for it).
+  void finish(std::optional<std::string> line) {
+    done = true;
+    auto d = std::move(on_done);
+    if (!d) return;
+    if (is_notification) return d(std::nullopt);
+    d(std::move(line));
+  }
+
   ~State() {
-    if (!done && sink)
-      sink(true, json{{"code", -32603}, {"message", "internal error: the method gave no answer"}});
+    if (!done)
+      finish(error_answer(id_text, kInternalError, "internal error: the method gave no answer"));
   }
 };
 
-Reply::Reply(Sink sink) : state_(std::make_shared<State>()) { state_->sink = std::move(sink); }
+Reply::Reply(std::string id_text, bool is_notification, Done done)
+    : state_(std::make_shared<State>()) {
+  state_->id_text = std::move(id_text);
+  state_->is_notification = is_notification;
+  state_->on_done = std::move(done);
+}
 
-void Reply::result(json value) {
+void Reply::result(const json& value) {
   if (!state_ || state_->done) return;
-  state_->done = true;
-  auto sink = std::move(state_->sink);
-  sink(false, std::move(value));
+  if (state_->is_notification) return state_->finish(std::nullopt);  // nothing to write
+  state_->finish(answer_line(state_->id_text, false, value));
+}
+
+void Reply::result_text(std::string_view json_text) {
+  if (!state_ || state_->done) return;
+  if (state_->is_notification) return state_->finish(std::nullopt);
+  state_->finish(result_line(state_->id_text, json_text));
 }
 
 void Reply::error(RpcError error) {
   if (!state_ || state_->done) return;
-  state_->done = true;
-  json e{{"code", error.code}, {"message", std::move(error.message)}};
-  if (!error.data.is_null()) e["data"] = std::move(error.data);
-  auto sink = std::move(state_->sink);
-  sink(true, std::move(e));
+  if (state_->is_notification) return state_->finish(std::nullopt);
+  state_->finish(error_answer(state_->id_text, error.code, error.message, error.data));
 }
 
 bool Reply::answered() const { return !state_ || state_->done; }

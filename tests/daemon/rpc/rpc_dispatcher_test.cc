@@ -55,6 +55,9 @@ struct Harness {
            }});
     d.add({"silent", false, [](const json&, const CallContext&, Reply) {}});
     d.add({"change", true, [](const json&, const CallContext&, Reply r) { r.result("changed"); }});
+    d.add({"text", false, [](const json&, const CallContext&, Reply r) {
+             r.result_text(R"({"b":[1,2],"a":"x"})");
+           }});
     d.add({"missing", false, [](const json&, const CallContext&, Reply r) {
              r.error(RpcError{-32001, "node not found", json{{"node_id", "n9"}}});
            }});
@@ -159,6 +162,36 @@ TEST_CASE("envelope errors are invalid requests") {
     CHECK(a.at("id").dump() == c.id);
     CHECK(a.at("jsonrpc") == "2.0");
   }
+}
+
+TEST_CASE("repeated members: the last one counts, as in the parsed document") {
+  Harness h;
+  CHECK(h.run(R"({"jsonrpc":"1.0","jsonrpc":"2.0","id":1,"id":2,"method":"x","method":"echo",)"
+              R"("params":{"a":1},"params":{"b":[2]}})") ==
+        R"({"jsonrpc":"2.0","id":2,"result":{"b":[2]}})");
+  CHECK(code_of(h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"echo","method":7})")) == -32600);
+  CHECK(h.run_json(R"({"jsonrpc":"2.0","id":[1],"id":3,"method":"echo"})")["id"] == 3);
+  CHECK(h.run_json(R"({"jsonrpc":"2.0","id":3,"id":[1],"method":"echo"})")["id"].is_null());
+}
+
+TEST_CASE("of several unknown members the first in byte order is named") {
+  Harness h;
+  const json a = h.run_json(R"({"jsonrpc":"2.0","id":1,"zeta":1,"method":"echo","beta":{"x":[1]},"Gamma":2})");
+  CHECK(code_of(a) == -32600);
+  CHECK(a["error"]["message"] == "invalid request: unknown member \"Gamma\"");
+}
+
+TEST_CASE("escaped member names are the members they spell") {
+  Harness h;
+  CHECK(h.run(R"({"j\u0073onrpc":"2.0","\u0069d":5,"\u006dethod":"ech\u006f","params":{"k":"\u00e9"}})") ==
+        "{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"k\":\"\xc3\xa9\"}}");
+}
+
+TEST_CASE("a result the method serialized itself is spliced in as is") {
+  Harness h;
+  CHECK(h.run(R"({"jsonrpc":"2.0","id":"t","method":"text"})") ==
+        R"({"jsonrpc":"2.0","id":"t","result":{"b":[1,2],"a":"x"}})");
+  CHECK(h.run(R"({"jsonrpc":"2.0","method":"text"})").empty());
 }
 
 TEST_CASE("an unknown method is -32601 naming it in data") {
