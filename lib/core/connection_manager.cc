@@ -56,7 +56,15 @@ struct ConnectionManager::Link {
   std::vector<int64_t> failed_endpoints;
   int64_t since = 0;
   std::optional<int64_t> next_attempt_at;
-  Endpoint endpoint;  // the one dialled last, or connected
+  // The endpoint dialled last, or connected: what connections.list and the
+  // events show of it. Not the whole Endpoint record: a held link carries
+  // only this (a manager may hold 50,000 of them).
+  struct Target {
+    int64_t id = 0;
+    std::string protocol;
+    std::string address;
+    int port = 0;
+  } endpoint;
 
   DialHandle dial;
   RetryTimer* timer = nullptr;
@@ -269,9 +277,20 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
   start_attempt(ref);
 }
 
+void ConnectionManager::set_state(Link& link, LinkState state) {
+  if (link.state == LinkState::kActive) --active_;
+  link.state = state;
+  if (state == LinkState::kActive) ++active_;
+}
+
+void ConnectionManager::erase_link(std::map<std::string, std::unique_ptr<Link>>::iterator it) {
+  if (it->second->state == LinkState::kActive) --active_;
+  links_.erase(it);
+}
+
 void ConnectionManager::start_attempt(Link& link) {
   link.generation = next_generation_++;
-  link.state = LinkState::kConnecting;
+  set_state(link, LinkState::kConnecting);
   link.next_attempt_at.reset();
 
   // Endpoint choice (API.md §4.2), ranked afresh before every attempt.
@@ -332,7 +351,7 @@ void ConnectionManager::start_attempt(Link& link) {
                           chosen.protocol));
     return;
   }
-  link.endpoint = chosen;
+  link.endpoint = Link::Target{chosen.id, chosen.protocol, chosen.address, chosen.port};
   link.attempts += 1;
 
   Event ev;
@@ -376,15 +395,20 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
   if (result.ok()) {
     store_.record_success(link.endpoint.id, now);
     link.connection = std::move(result).value();
-    link.failed_endpoints.clear();
-    link.state = LinkState::kActive;
+    std::vector<int64_t>().swap(link.failed_endpoints);
+    set_state(link, LinkState::kActive);
     link.since = now;
     link.generation = next_generation_++;
-    const uint64_t gen = link.generation;
-    link.connection->set_drop_callback([this, node_id, gen](const std::string& reason) {
+    // The connection is the link's: its drop callback can only fire while
+    // the link holds it, so a pointer to the link is safe, and two pointers
+    // fit in std::function without a heap block per held link.
+    Link* held = &link;
+    link.connection->set_drop_callback([this, held](const std::string& reason) {
       // The connection is inside its own I/O callback: handle the drop on a
       // later turn, where destroying it is safe.
-      post([this, node_id, gen, reason] { on_drop(node_id, gen, reason); });
+      post([this, node_id = held->node_id, gen = held->generation, reason] {
+        on_drop(node_id, gen, reason);
+      });
     });
     Event ev;
     ev.type = EventType::kConnected;
@@ -437,14 +461,15 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
     }
   }
   link.waiters = std::move(keep);
-  if (!retry_scheduled) links_.erase(it);
+  if (!retry_scheduled) erase_link(it);
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
   LinkInfo info = info_of(link);
   for (auto& w : link.waiters)
     post([done = std::move(w.done), info, reused] { done(ConnectOutcome{info, reused}, nullptr); });
-  link.waiters.clear();
+  // Swapped, not cleared: a held link keeps no capacity for waiters.
+  std::vector<Waiter>().swap(link.waiters);
 }
 
 void ConnectionManager::fail_link(Link& link, const Error& error) {
@@ -459,8 +484,7 @@ void ConnectionManager::fail_link(Link& link, const Error& error) {
     schedule_retry(link, link.attempts);
     return;
   }
-  const std::string node_id = link.node_id;  // `link` dies with the erase
-  links_.erase(node_id);
+  erase_link(links_.find(link.node_id));  // `link` dies here
 }
 
 void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
@@ -468,7 +492,7 @@ void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
   const auto delay = backoff_delay_jittered(link.retry, failed_attempts,
                                             std::uniform_real_distribution<double>(0, 1)(rng));
   link.generation = next_generation_++;
-  link.state = LinkState::kWaitingRetry;
+  set_state(link, LinkState::kWaitingRetry);
   link.next_attempt_at = unix_now_ms() + delay.count();
 
   auto* t = new RetryTimer;
@@ -527,7 +551,7 @@ void ConnectionManager::on_drop(const std::string& node_id, uint64_t generation,
   publish(ev);
   link.connection.reset();
   if (!link.reconnect || shut_down_) {
-    links_.erase(it);
+    erase_link(it);
     return;
   }
   // Supervised: re-establish on the backoff schedule, counting afresh.
@@ -543,6 +567,7 @@ void ConnectionManager::end_link(std::string node_id, const char* reason,
   auto it = links_.find(node_id);
   if (it == links_.end()) return;
   std::unique_ptr<Link> link = std::move(it->second);
+  if (link->state == LinkState::kActive) --active_;
   links_.erase(it);
 
   const bool was_connected = link->state == LinkState::kActive;
@@ -621,13 +646,9 @@ std::optional<LinkInfo> ConnectionManager::link_of(const std::string& node_id) c
   return info_of(*it->second);
 }
 
-size_t ConnectionManager::active_count() const {
-  size_t n = 0;
-  for (const auto& [id, link] : links_) n += link->state == LinkState::kActive;
-  return n;
-}
+size_t ConnectionManager::active_count() const { return active_; }
 
-size_t ConnectionManager::pending_count() const { return links_.size() - active_count(); }
+size_t ConnectionManager::pending_count() const { return links_.size() - active_; }
 
 bool ConnectionManager::has_link(const std::string& node_id) const {
   return links_.count(node_id) != 0;

@@ -153,6 +153,10 @@ class ConnectionManager {
   void end_link(std::string node_id, const char* reason, bool answer_cancelled,
                 DisconnectOutcome* outcome);
   void stop_timer(Link& link);
+  // Every change of a link's state and every removal goes through these,
+  // which keep active_ exact (`status` asks for it on every call).
+  void set_state(Link& link, LinkState state);
+  void erase_link(std::map<std::string, std::unique_ptr<Link>>::iterator it);
   void post(std::function<void()> fn);
   void publish(Event event);
   LinkInfo info_of(const Link& link) const;
@@ -163,6 +167,7 @@ class ConnectionManager {
   EventBus& events_;
   ConnectionConfig config_;
   std::map<std::string, std::unique_ptr<Link>> links_;
+  size_t active_ = 0;  // links in kActive
   uint64_t next_generation_ = 1;
   bool shut_down_ = false;
   std::unique_ptr<Deferred> deferred_;

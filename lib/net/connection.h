@@ -31,8 +31,9 @@ class Connection {
   // Remote: the address actually dialled (an IP literal) and port.
   virtual const std::string& remote_address() const = 0;
   virtual int remote_port() const = 0;
-  // Local "ip:port" as the kernel bound it.
-  virtual const std::string& local_address() const = 0;
+  // Local "ip:port" as the kernel bound it; "" once the link has ended.
+  // Asked of the kernel when wanted rather than kept: a held link stays small.
+  virtual std::string local_address() const = 0;
   virtual bool is_active() const = 0;
   // Smoothed round-trip time when the transport knows it.
   virtual std::optional<double> rtt_ms() const = 0;

@@ -30,16 +30,16 @@ namespace {
 
 class TcpConnection;
 
-// The libuv side of a link. It lives until uv_close's callback frees it, so
-// that the TcpConnection owning it may be destroyed at any time. `tcp` comes
-// first: a close callback gets the handle and recovers the link from it.
-struct TcpLink {
-  uv_tcp_t tcp{};
-  TcpConnection* owner = nullptr;  // nullptr once the connection let it go
-  uint64_t bytes_in = 0;
-};
+// The libuv side of a link: the bare handle, which lives until uv_close's
+// callback frees it, so that the TcpConnection owning it may be destroyed at
+// any time. Its `data` is the dial while dialling, then the owning
+// TcpConnection, then nullptr once the connection let it go. Nothing else
+// rides along: a held link costs its handle (248 bytes) and the connection.
+using TcpLink = uv_tcp_t;
 
 void free_link_on_close(uv_handle_t* h) { delete reinterpret_cast<TcpLink*>(h); }
+
+const std::string kTcp = "tcp";
 
 class TcpConnection final : public Connection {
  public:
@@ -47,19 +47,13 @@ class TcpConnection final : public Connection {
       : link_(link),
         node_id_(req.node_id),
         endpoint_id_(req.endpoint_id),
-        protocol_(req.protocol),
         remote_(std::move(remote_ip)),
         port_(req.port) {
-    link_->owner = this;
-    link_->tcp.data = link_;
-    sockaddr_storage ss{};
-    int len = sizeof ss;
-    if (uv_tcp_getsockname(&link_->tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0)
-      local_ = format_host_port(reinterpret_cast<const sockaddr*>(&ss));
+    link_->data = this;
     // Read all the time, so that a FIN or a RST is seen when it arrives and
     // not at the next write. connmgr holds links and does not speak on them:
-    // whatever the peer sends is counted and dropped.
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&link_->tcp), on_alloc, on_read);
+    // whatever the peer sends is dropped.
+    uv_read_start(reinterpret_cast<uv_stream_t*>(link_), on_alloc, on_read);
   }
 
   ~TcpConnection() override {
@@ -69,16 +63,21 @@ class TcpConnection final : public Connection {
 
   const std::string& node_id() const override { return node_id_; }
   int64_t endpoint_id() const override { return endpoint_id_; }
-  const std::string& protocol() const override { return protocol_; }
+  const std::string& protocol() const override { return kTcp; }
   const std::string& remote_address() const override { return remote_; }
   int remote_port() const override { return port_; }
-  const std::string& local_address() const override { return local_; }
+  std::string local_address() const override {
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (!link_ || uv_tcp_getsockname(link_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {};
+    return format_host_port(reinterpret_cast<const sockaddr*>(&ss));
+  }
   bool is_active() const override { return link_ != nullptr; }
 
   std::optional<double> rtt_ms() const override {
     if (!link_) return std::nullopt;
     uv_os_fd_t fd;
-    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(&link_->tcp), &fd) != 0) return std::nullopt;
+    if (uv_fileno(reinterpret_cast<const uv_handle_t*>(link_), &fd) != 0) return std::nullopt;
     tcp_info info{};
     socklen_t len = sizeof info;
     if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return std::nullopt;
@@ -88,8 +87,8 @@ class TcpConnection final : public Connection {
   void close() override {
     if (!link_) return;
     // uv_close on a TCP handle close(2)s the socket: the peer reads EOF.
-    link_->owner = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&link_->tcp), free_link_on_close);
+    link_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(link_), free_link_on_close);
     link_ = nullptr;
   }
 
@@ -101,12 +100,8 @@ class TcpConnection final : public Connection {
   }
 
   static void on_read(uv_stream_t* stream, ssize_t n, const uv_buf_t*) {
-    auto* link = static_cast<TcpLink*>(stream->data);
-    if (n > 0) {
-      link->bytes_in += static_cast<uint64_t>(n);
-    } else if (n < 0 && link->owner) {
-      link->owner->on_read_error(static_cast<int>(n));
-    }
+    auto* owner = static_cast<TcpConnection*>(stream->data);
+    if (n < 0 && owner) owner->on_read_error(static_cast<int>(n));
   }
 
   // UV_EOF: the peer closed ("closed"); UV_ECONNRESET: "reset"; else errno name.
@@ -119,10 +114,8 @@ class TcpConnection final : public Connection {
   TcpLink* link_;
   std::string node_id_;
   int64_t endpoint_id_;
-  std::string protocol_;
   std::string remote_;
   int port_;
-  std::string local_;
 };
 
 }  // namespace
@@ -194,17 +187,17 @@ class TcpDial {
       const sockaddr* addr = reinterpret_cast<const sockaddr*>(&addresses_[next_++]);
       current_ip_ = format_host(addr);
       tried_.push_back(current_ip_);
-      auto* link = new TcpLink;
-      int rc = uv_tcp_init(loop_, &link->tcp);
+      auto* link = new TcpLink{};
+      int rc = uv_tcp_init(loop_, link);
       if (rc != 0) {
         delete link;  // not initialised: nothing for uv_close to do
         last_error_ = rc;
         continue;
       }
-      link->tcp.data = this;
+      link->data = this;
       ++refs_;  // the handle, until its close callback or until a connection takes it
       connect_req_.data = this;
-      rc = uv_tcp_connect(&connect_req_, &link->tcp, addr, [](uv_connect_t* r, int status) {
+      rc = uv_tcp_connect(&connect_req_, link, addr, [](uv_connect_t* r, int status) {
         static_cast<TcpDial*>(r->data)->on_connect(status);
       });
       if (rc != 0) {
@@ -234,9 +227,9 @@ class TcpDial {
     --refs_;
     // Links carry small messages: no Nagle delay. Keepalive finds a peer
     // that vanished without a FIN or RST (power loss, a NAT forgetting us).
-    uv_tcp_nodelay(&link->tcp, 1);
+    uv_tcp_nodelay(link, 1);
     if (options_.keepalive.count() > 0)
-      uv_tcp_keepalive(&link->tcp, 1, static_cast<unsigned>(options_.keepalive.count()));
+      uv_tcp_keepalive(link, 1, static_cast<unsigned>(options_.keepalive.count()));
     auto conn = std::make_unique<TcpConnection>(link, req_, current_ip_);
     auto done = std::move(done_);
     finish();
@@ -295,7 +288,7 @@ class TcpDial {
 
   // Closes a handle that did not become a link; freed in its close callback.
   void close_attempt(TcpLink* link) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&link->tcp), [](uv_handle_t* h) {
+    uv_close(reinterpret_cast<uv_handle_t*>(link), [](uv_handle_t* h) {
       auto* dial = static_cast<TcpDial*>(h->data);
       free_link_on_close(h);
       --dial->refs_;

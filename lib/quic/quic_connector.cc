@@ -143,7 +143,7 @@ class QuicConnection final : public Connection {
   const std::string& protocol() const override { return protocol_; }
   const std::string& remote_address() const override { return session_ ? session_->remote() : empty_; }
   int remote_port() const override { return port_; }
-  const std::string& local_address() const override { return session_ ? session_->local() : empty_; }
+  std::string local_address() const override { return session_ ? session_->local() : std::string(); }
   bool is_active() const override { return session_ && session_->active(); }
   std::optional<double> rtt_ms() const override { return session_ ? session_->rtt_ms() : std::nullopt; }
   void close() override {

@@ -477,6 +477,34 @@ TEST_CASE_METHOD(Fixture, "a supervised link comes back after the peer drops it"
   CHECK(link->reconnect);
 }
 
+TEST_CASE_METHOD(Fixture, "the active and pending counts follow a link through drop, retry and disconnect") {
+  // `status` reads these counters on every call, so they are kept, not
+  // counted: every transition must move them.
+  TcpListener peer(&loop);
+  add_node("sup", {tcp(peer.port())});
+  add_node("plain", {tcp(peer.port())});
+  ConnectRequest r = to_node("sup");
+  r.reconnect = true;
+  r.retry = retry(3, 200, 200);
+  REQUIRE(connect(r)->result.ok());
+  REQUIRE(connect(to_node("plain"))->result.ok());
+  CHECK(manager->active_count() == 2);
+  CHECK(manager->pending_count() == 0);
+  REQUIRE(run_until(&loop, [&] { return peer.accepted() == 2; }));
+  peer.close_all();
+  // "plain" is gone, "sup" waits for its retry.
+  REQUIRE(run_until(&loop, [&] { return count(EventType::kRetryScheduled) == 1; }));
+  REQUIRE(run_until(&loop, [&] { return !manager->has_link("plain"); }));
+  CHECK(manager->active_count() == 0);
+  CHECK(manager->pending_count() == 1);
+  REQUIRE(run_until(&loop, [&] { return count(EventType::kConnected) == 3; }, 5s));
+  CHECK(manager->active_count() == 1);
+  CHECK(manager->pending_count() == 0);
+  manager->disconnect_node("sup");
+  CHECK(manager->active_count() == 0);
+  CHECK(manager->pending_count() == 0);
+}
+
 TEST_CASE_METHOD(Fixture, "a supervised link keeps retrying past max_attempts until disconnect") {
   TcpListener peer(&loop);
   const int port = peer.port();
