@@ -1,0 +1,606 @@
+#!/usr/bin/env python3
+"""connmgr's benchmark suite: every figure of docs/PERFORMANCE.md, each beside
+the reference it is judged against, measured in the same run.
+
+Run through scripts/bench (which installs redis and builds a release tree):
+    scripts/bench [--rounds N] [--only ROW,...] [--markdown FILE]
+Rows: status, tcp, quic, links, scale, latency.
+
+The machines are shared and noisy: every figure is the median of --rounds
+rounds, connmgr's and the reference's rounds interleaved, and judged by the
+ratio of the two medians, not by its absolute value. Everything runs on
+loopback; every process started here is ended here, by its pid; every wait
+is bounded.
+"""
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.normpath(os.path.join(HERE, "../.."))
+
+
+def parse_fields(line):
+    """'a=1 b=2.5' -> {'a': 1.0, 'b': 2.5}"""
+    out = {}
+    for part in line.split():
+        if "=" in part:
+            k, v = part.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def run_tool(args, timeout=900):
+    """Runs one of the bench programs; returns the fields of its last line."""
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in p.stdout.splitlines() if "=" in l]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError("%s failed (exit %d): %s %s" % (
+            " ".join(os.path.basename(a) for a in args[:3]), p.returncode, p.stdout[-500:], p.stderr[-1500:]))
+    return parse_fields(lines[-1])
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Rpc:
+    """A blocking JSON-RPC client on the daemon's socket (set-up and the few
+    single calls that are timed one at a time)."""
+
+    def __init__(self, path, timeout=60):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def call_raw(self, method, params=None):
+        req = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        self.next_id += 1
+        if params is not None:
+            req["params"] = params
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("the daemon closed the socket")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method, params=None):
+        answer = self.call_raw(method, params)
+        if "error" in answer:
+            raise RuntimeError("%s: %s" % (method, answer["error"]))
+        return answer["result"]
+
+    def timed(self, method, params=None):
+        t = time.perf_counter()
+        answer = self.call_raw(method, params)
+        return (time.perf_counter() - t) * 1000.0, answer
+
+    def close(self):
+        self.sock.close()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.tools = os.path.join(self.build, "tests/bench")
+        self.connmgrd = os.path.join(self.build, "daemon/connmgrd")
+        self.peer_bin = os.path.join(self.build, "tests/peer/connmgr-test-peer")
+        self.work = tempfile.mkdtemp(prefix="connmgr-bench.")
+        self.procs = []
+        self.rows = []
+        self.notes = []
+        self.cert, self.key, self.pin = self.make_cert()
+
+    # --- processes -----------------------------------------------------------
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig_timeout=10):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(sig_timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if p in self.procs:
+            self.procs.remove(p)
+        return p.returncode
+
+    def cleanup(self):
+        for p in list(self.procs):
+            if p.stdin:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+            self.stop(p)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def make_cert(self):
+        key = os.path.join(self.work, "peer.key")
+        cert = os.path.join(self.work, "peer.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
+                        "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        import base64
+        import hashlib
+        return cert, key, base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+    def start_peer(self):
+        """connmgr-test-peer: accepts TCP and QUIC (ALPN connmgr) and holds
+        every link. Returns (process, tcp_port, quic_port)."""
+        p = self.start([self.peer_bin, "--tcp", "0", "--quic", "0", "--cert", self.cert,
+                        "--key", self.key, "--alpn", "connmgr"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        f = parse_fields(line)
+        if "tcp" not in f:
+            raise RuntimeError("connmgr-test-peer did not start: %r" % line)
+        return p, int(f["tcp"]), int(f["quic"])
+
+    def stop_peer(self, p):
+        p.stdin.close()
+        self.stop(p)
+
+    def start_daemon(self, name, *flags, database=None, pin_cpu=None):
+        d = os.path.join(self.work, name)
+        os.makedirs(d, exist_ok=True)
+        sock = os.path.join(d, "s")
+        db = database or os.path.join(d, "connmgr.db")
+        log = open(os.path.join(d, "log"), "ab")
+        t0 = time.perf_counter()
+        pin = pinned(pin_cpu) if pin_cpu is not None else []
+        p = self.start(pin + [self.connmgrd, "--database=" + db, "--socket=" + sock,
+                        "--log-level=warning", *flags], stdout=log, stderr=log)
+        log.close()
+        deadline = time.time() + 60
+        while True:
+            try:
+                r = Rpc(sock)
+                r.call("status")
+                break
+            except (OSError, RuntimeError):
+                if p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("connmgrd did not start; see %s/log" % d)
+                time.sleep(0.001)
+        started_ms = (time.perf_counter() - t0) * 1000.0
+        return p, sock, r, started_ms, db
+
+    def stop_daemon(self, p, rpc=None):
+        if rpc:
+            rpc.close()
+        rc = self.stop(p, sig_timeout=30)
+        if rc != 0:
+            raise RuntimeError("connmgrd exited %s" % rc)
+
+    # --- rows ------------------------------------------------------------------
+
+    def row(self, figure, ours, ref, unit, target, higher_is_better=True, ref_name=""):
+        """One line of the table. target: (kind, value): ('ratio', x) judges
+        ours/ref >= x; ('max', x) judges ours <= x; ('min', x) ours >= x."""
+        ratio = ours / ref if ref else None
+        kind, value = target
+        if kind == "info":
+            met = None
+            target_text = "(info)"
+        elif kind == "ratio":
+            met = ratio is not None and ratio >= value
+            target_text = "≥ %.1f×" % value
+        elif kind == "max":
+            met = ours <= value
+            target_text = "≤ %s %s" % (fmt(value), unit)
+        else:
+            met = ours >= value
+            target_text = "≥ %s %s" % (fmt(value), unit)
+        self.rows.append({"figure": figure, "ours": ours, "ref": ref, "ref_name": ref_name,
+                          "unit": unit, "ratio": ratio, "target": target_text, "met": met})
+        print("  %-58s %12s %12s %8s  %-10s %s" % (
+            figure, fmt(ours), fmt(ref) if ref else "—", ("%.2f×" % ratio) if ratio else "—",
+            target_text, "" if met is None else "met" if met else "NOT MET"), flush=True)
+
+    def rounds(self):
+        return self.args.rounds
+
+    def bench_status(self):
+        print("status requests/s over the Unix socket (connmgr rpc_load vs redis-benchmark PING)",
+              flush=True)
+        # One request at a time is a ping-pong between two processes: its
+        # rate swings tenfold with whether the scheduler puts them on one
+        # core or two. Both servers run on CPU 0 and both loaders on CPU 1.
+        d, sock, rpc, _, _ = self.start_daemon("status", pin_cpu=0)
+        rsock = os.path.join(self.work, "redis.sock")
+        redis = self.start(pinned(0) + ["redis-server", "--port", "0", "--unixsocket", rsock, "--save", "",
+                            "--appendonly", "no", "--logfile", os.path.join(self.work, "redis.log")])
+        deadline = time.time() + 10
+        while not os.path.exists(rsock) and time.time() < deadline:
+            time.sleep(0.01)
+        seconds = self.args.seconds
+        cases = [("1 client", 1, 1), ("16 clients", 16, 1), ("16 clients × pipeline 16", 16, 16)]
+        for label, clients, pipeline in cases:
+            ours, ref, ours_loader_on_redis = [], [], []
+            for _ in range(self.rounds()):
+                f = run_tool(pinned(1) + [os.path.join(self.tools, "rpc_load"), "rate", sock, str(clients),
+                              str(pipeline), str(seconds)])
+                ours.append(f["rate"])
+                # redis-benchmark takes a count, not a time: aim at `seconds`.
+                n = int(max(20000, (ref[-1] if ref else 20000 * clients * pipeline) * seconds))
+                out = subprocess.run(pinned(1) + ["redis-benchmark", "-s", rsock, "-t", "ping", "-n", str(n),
+                                      "-c", str(clients), "-P", str(pipeline), "--csv"],
+                                     capture_output=True, text=True, timeout=300).stdout
+                ref.append(redis_rps(out, "PING_MBULK"))
+                if clients > 1:
+                    # The loader against Redis itself: shows whether the loader
+                    # or the server is the bound.
+                    g = run_tool(pinned(1) + [os.path.join(self.tools, "rpc_load"), "rate", rsock,
+                                  str(clients), str(pipeline), str(seconds), "PING\r"])
+                    ours_loader_on_redis.append(g["rate"])
+            target = 0.5 if pipeline > 1 else 1.0
+            self.row("status req/s, " + label, statistics.median(ours), statistics.median(ref),
+                     "req/s", ("ratio", target), ref_name="redis-benchmark PING")
+            if ours_loader_on_redis:
+                self.notes.append("%s: rpc_load against redis-server itself: %s req/s (redis-benchmark: %s)"
+                                  % (label, fmt(statistics.median(ours_loader_on_redis)),
+                                     fmt(statistics.median(ref))))
+        self.stop(redis)
+        self.stop_daemon(d, rpc)
+
+    def add_nodes_sql(self, db, nodes):
+        """Nodes written into the database as another program would (API.md §1):
+        nodes = [(id, [(protocol, address, port, pin), ...]), ...]."""
+        c = sqlite3.connect(db, timeout=30)
+        with c:
+            c.executemany("INSERT INTO nodes(id, name) VALUES (?, NULL)", ((n, ) for n, _ in nodes))
+            c.executemany("INSERT INTO endpoints(node_id, protocol, address, port, pin_sha256) "
+                          "VALUES (?, ?, ?, ?, ?)",
+                          ((n, proto, addr, port, pin) for n, eps in nodes for proto, addr, port, pin in eps))
+        c.close()
+
+    def fresh_db(self, name, nodes):
+        """A database made by the daemon (schema), then filled with `nodes`."""
+        d, _, rpc, _, db = self.start_daemon(name)
+        self.stop_daemon(d, rpc)
+        self.add_nodes_sql(db, nodes)
+        return db
+
+    def bench_cycles(self, protocol):
+        """Connect + disconnect cycles through the RPC against a plain loop
+        on the same listener(s). Cases: (listeners, in flight).
+
+        One listener is the reference as specified. A closed connection's
+        port stays in TIME_WAIT, reusable after a second, so one destination
+        caps any loop near 28,000 cycles/s in the steady state (the ephemeral
+        range): rounds run long enough to reach it. Four listeners lift that
+        cap and show the kernel's own rate, for information."""
+        label = protocol.upper()
+        print("%s connect + disconnect cycles/s through the RPC" % label, flush=True)
+        cases = [(1, 1), (1, 16), (4, 16)] if protocol == "tcp" else [(1, 1), (1, 16)]
+        peers = [self.start_peer() for _ in range(max(c[0] for c in cases))]
+        tcp_ports = [p[1] for p in peers]
+        quic_port = peers[0][2]
+        nodes = []
+        for listeners, slots in cases:
+            for i in range(slots):
+                name = "c%d_%d_%d" % (listeners, slots, i)
+                if protocol == "tcp":
+                    nodes.append((name, [("tcp", "127.0.0.1", tcp_ports[i % listeners], None)]))
+                else:
+                    nodes.append((name, [("quic", "127.0.0.1", quic_port, self.pin)]))
+        db = self.fresh_db(protocol + "-cycles", nodes)
+        d, sock, rpc, _, _ = self.start_daemon(protocol + "-cycles", database=db)
+        cycles = self.args.cycles if protocol == "tcp" else max(200, self.args.cycles // 20)
+        for listeners, slots in cases:
+            ours, ref = [], []
+            for _ in range(self.rounds()):
+                f = run_tool([os.path.join(self.tools, "rpc_load"), "cycle", sock, str(slots),
+                              str(cycles), "c%d_%d_" % (listeners, slots)])
+                if f["failures"]:
+                    raise RuntimeError("%d connects failed" % f["failures"])
+                ours.append(f["rate"])
+                if protocol == "tcp":
+                    g = run_tool([os.path.join(self.tools, "tcp_plain_cycle"), "127.0.0.1",
+                                  ",".join(map(str, tcp_ports[:listeners])), str(cycles), str(slots)])
+                else:
+                    g = run_tool([os.path.join(self.tools, "quic_plain_client"), "127.0.0.1",
+                                  str(quic_port), self.pin, "connmgr", str(cycles), str(slots)])
+                if g.get("failures"):
+                    raise RuntimeError("reference: %d failures" % g["failures"])
+                ref.append(g["rate"])
+            where = "" if listeners == 1 else ", %d listeners (no port-range cap)" % listeners
+            self.row("%s connect+disconnect cycles/s, %d in flight%s" % (label, slots, where),
+                     statistics.median(ours), statistics.median(ref), "cycles/s",
+                     ("ratio", 0.5 if protocol == "tcp" else 0.7) if listeners == 1 else ("info", 0),
+                     ref_name="plain connect()+close()" if protocol == "tcp"
+                     else "plain ngtcp2+GnuTLS client")
+        self.stop_daemon(d, rpc)
+        for p in peers:
+            self.stop_peer(p[0])
+
+    def bench_links(self, protocol, wanted):
+        label = protocol.upper()
+        # Each link is a descriptor in the daemon and one in the peer; both
+        # inherit this process's limit, and the daemon raises its soft limit
+        # to the hard one.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        count = min(wanted, hard - 400)
+        if count < wanted:
+            self.notes.append("%s links held: %d, not %d: RLIMIT_NOFILE's hard limit is %d here "
+                              "and cannot be raised (no CAP_SYS_RESOURCE); each link is a "
+                              "descriptor in the daemon and one in the peer." % (label, count, wanted, hard))
+        print("%s links held at once: %d" % (label, count), flush=True)
+        peer, tcp_port, quic_port = self.start_peer()
+        nodes = []
+        for i in range(count):
+            if protocol == "tcp":
+                nodes.append(("l%d" % i, [("tcp", "127.0.0.1", tcp_port, None)]))
+            else:
+                nodes.append(("l%d" % i, [("quic", "127.0.0.1", quic_port, self.pin)]))
+        warm = 200
+        for i in range(warm):
+            nodes.append(("w%d" % i, nodes[0][1]))
+        db = self.fresh_db(protocol + "-links", nodes)
+        d, sock, rpc, _, _ = self.start_daemon(protocol + "-links", database=db)
+        # Warm up: the allocator, the statement cache, the first links.
+        run_tool([os.path.join(self.tools, "rpc_load"), "connect-many", sock, str(warm), "w", "64"])
+        for i in range(warm):
+            rpc.call("disconnect", {"node_id": "w%d" % i})
+        time.sleep(0.3)
+        before = rss_kib(d.pid)
+        f = run_tool([os.path.join(self.tools, "rpc_load"), "connect-many", sock, str(count), "l",
+                      "256" if protocol == "tcp" else "64"], timeout=1800)
+        time.sleep(0.5)  # statistics flushed, events delivered
+        after = rss_kib(d.pid)
+        ms, answer = rpc.timed("connections.list")
+        listed = len(answer.get("result", {}).get("connections", []))
+        per_link = (after - before) * 1024.0 / count
+        self.row("%s links held: RSS growth per link (%d links)" % (label, count), per_link / 1024.0,
+                 None, "KiB", ("max", 1.0 if protocol == "tcp" else 48.0))
+        self.row("%s links held: connections.list of all %d, ms" % (label, count), ms, None, "ms",
+                 ("max", 1000.0))
+        if listed != count:
+            raise RuntimeError("connections.list gave %d links, not %d" % (listed, count))
+        self.notes.append("%s links: %d connected in %.1f s (%s/s); RSS %d → %d KiB; "
+                          "connections.list answered %d links in %.0f ms"
+                          % (label, count, f["seconds"], fmt(f["rate"]), before, after, listed, ms))
+        self.stop_daemon(d, rpc)
+        self.stop_peer(peer)
+
+    def scale_db(self):
+        """1M nodes and 2M endpoints, made once and kept in the build tree."""
+        path = os.path.join(self.build, "bench-data", "scale-1M.db")
+        if os.path.exists(path):
+            try:
+                c = sqlite3.connect(path)
+                n = c.execute("SELECT count(*) FROM nodes").fetchone()[0]
+                c.close()
+                if n == 1_000_000:
+                    return path
+            except sqlite3.Error:
+                pass
+            os.remove(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        print("  making the 1M-node database (once; kept in %s)" % path, flush=True)
+        d, _, rpc, _, _ = self.start_daemon("scale-make", database=path)
+        self.stop_daemon(d, rpc)
+        c = sqlite3.connect(path)
+        c.execute("PRAGMA synchronous=OFF")
+        with c:
+            c.executemany("INSERT INTO nodes(id, name) VALUES (?, ?)",
+                          (("n%07d" % i, "node %d" % i) for i in range(1_000_000)))
+            # Port 1 on loopback: nothing listens, a dial is refused at once.
+            c.executemany("INSERT INTO endpoints(node_id, protocol, address, port, success_count, "
+                          "failure_count) VALUES (?, ?, '127.0.0.1', ?, ?, ?)",
+                          (("n%07d" % (i // 2), "tcp" if i % 2 == 0 else "quic", 1 + i % 2, i % 7, i % 5)
+                           for i in range(2_000_000)))
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+        return path
+
+    def bench_scale(self):
+        print("database scale: 1M nodes, 2M endpoints", flush=True)
+        path = self.scale_db()
+        starts = []
+        for _ in range(self.rounds()):
+            # The page cache is warm, as on a host that runs the daemon.
+            d, sock, rpc, ms, _ = self.start_daemon("scale", database=path)
+            starts.append(ms)
+            self.stop_daemon(d, rpc)
+        self.row("1M nodes: start until status answers, ms", statistics.median(starts), None, "ms",
+                 ("max", 200.0))
+        d, sock, rpc, _, _ = self.start_daemon("scale", database=path)
+        rng = random.Random(7)
+        ids = ["n%07d" % rng.randrange(1_000_000) for _ in range(300)]
+        get = [rpc.timed("nodes.get", {"node_id": i})[0] for i in ids]
+        rank = [rpc.timed("endpoints.list", {"node_id": i})[0] for i in ids]
+        conn = []
+        for i in ids[:100]:
+            ms, answer = rpc.timed("connect", {"node_id": i, "protocol": "tcp"})
+            if answer.get("error", {}).get("code") != -32010:
+                raise RuntimeError("connect to a refused port answered %r" % answer)
+            conn.append(ms)
+        page = [rpc.timed("nodes.list", {"limit": 1000, "after": i})[0] for i in ids[:50]]
+        page_ep = [rpc.timed("nodes.list", {"limit": 1000, "after": i, "with_endpoints": True})[0]
+                   for i in ids[:20]]
+        self.row("1M nodes: nodes.get, p50 ms (round trip)", statistics.median(get), None, "ms",
+                 ("max", 1.0))
+        self.row("1M nodes: endpoint choice (endpoints.list), p50 ms", statistics.median(rank), None,
+                 "ms", ("max", 1.0))
+        self.row("1M nodes: node connect, refused at once, p50 ms", statistics.median(conn), None,
+                 "ms", ("max", 1.0))
+        self.row("1M nodes: nodes.list page of 1000, p50 ms", statistics.median(page), None, "ms",
+                 ("max", 10.0))
+        self.row("1M nodes: nodes.list page of 1000 with endpoints, p50 ms",
+                 statistics.median(page_ep), None, "ms", ("max", 10.0))
+        self.notes.append("1M nodes, p99 of 300: nodes.get %.2f ms, endpoints.list %.2f ms; "
+                          "connect p99 of 100 %.2f ms"
+                          % (p99(get), p99(rank), p99(conn)))
+        self.stop_daemon(d, rpc)
+
+    def bench_latency(self):
+        print("loop responsiveness: status p99 while busy", flush=True)
+        count = 10000
+        peer, tcp_port, _ = self.start_peer()
+        nodes = [("r%d" % i, [("tcp", "127.0.0.1", tcp_port, None)]) for i in range(count)]
+        db = self.fresh_db("latency", nodes)
+        probe = os.path.join(self.tools, "rpc_load")
+        idle, busy, locked = [], [], []
+        for _ in range(self.rounds()):
+            d, sock, rpc, _, _ = self.start_daemon("latency", database=db)
+            idle.append(run_tool([probe, "probe", sock, "2", "1"])["p99_us"] / 1000.0)
+            # 10,000 connects at once, on 8 sockets, while the probe asks.
+            p = subprocess.Popen([probe, "probe", sock, "3", "1"], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.2)
+            f = run_tool([probe, "connect-many", sock, str(count), "r", str(count)])
+            out, _ = p.communicate(timeout=60)
+            busy.append(parse_fields(out.strip().splitlines()[-1])["p99_us"] / 1000.0)
+            if f["connected"] != count:
+                raise RuntimeError("only %d of %d connects succeeded" % (f["connected"], count))
+            # Another process holds the write lock for 3 s while links are
+            # dropped and made again (each records statistics).
+            holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, db, "3"],
+                                      stdout=subprocess.PIPE, text=True)
+            holder.stdout.readline()  # "locked"
+            p = subprocess.Popen([probe, "probe", sock, "3", "1"], stdout=subprocess.PIPE, text=True)
+            for i in range(0, 2000):
+                rpc.call("disconnect", {"node_id": "r%d" % i})
+            run_tool([probe, "connect-many", sock, "2000", "r", "2000"])
+            out, _ = p.communicate(timeout=60)
+            locked.append(parse_fields(out.strip().splitlines()[-1])["p99_us"] / 1000.0)
+            holder.wait(30)
+            self.stop_daemon(d, rpc)
+        self.row("status p99 ms, idle (reference)", statistics.median(idle), None, "ms", ("max", 5.0))
+        self.row("status p99 ms, while 10,000 connects run", statistics.median(busy),
+                 statistics.median(idle), "ms", ("max", 5.0), ref_name="idle p99")
+        self.row("status p99 ms, while another process holds the write lock 3 s",
+                 statistics.median(locked), statistics.median(idle), "ms", ("max", 5.0),
+                 ref_name="idle p99")
+        self.stop_peer(peer)
+
+    # --- report ----------------------------------------------------------------
+
+    def markdown(self):
+        lines = ["| figure | connmgr | reference | ratio | target | |", "|---|---:|---:|---:|---|---|"]
+        for r in self.rows:
+            ref = "—" if not r["ref"] else "%s (%s)" % (fmt(r["ref"]), r["ref_name"])
+            lines.append("| %s | %s %s | %s | %s | %s | %s |" % (
+                r["figure"], fmt(r["ours"]), r["unit"], ref,
+                ("%.2f×" % r["ratio"]) if r["ratio"] else "—", r["target"],
+                "" if r["met"] is None else "met" if r["met"] else "**not met**"))
+        return "\n".join(lines) + "\n\n" + "\n".join("- " + n for n in self.notes) + "\n"
+
+
+LOCK_HOLDER = r"""
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+c.execute("BEGIN IMMEDIATE")
+c.execute("UPDATE nodes SET name = name WHERE id = (SELECT min(id) FROM nodes)")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+c.execute("COMMIT")
+"""
+
+
+def pinned(cpu):
+    """taskset's prefix that runs a command on one CPU (none on a 1-CPU machine)."""
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 else []
+
+
+def redis_rps(csv_text, test):
+    for line in csv_text.splitlines():
+        cols = [c.strip('"') for c in line.split(",")]
+        if cols and cols[0] == test:
+            return float(cols[1])
+    raise RuntimeError("redis-benchmark gave no %s figure: %s" % (test, csv_text[-300:]))
+
+
+def p99(values):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(0.99 * len(v)))]
+
+
+def fmt(x):
+    if x is None:
+        return "—"
+    if abs(x) >= 1000:
+        return "{:,.0f}".format(x)
+    if abs(x) >= 10:
+        return "%.1f" % x
+    return "%.3g" % x
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(TOP, "build-bench"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0, help="length of one rate round")
+    ap.add_argument("--cycles", type=int, default=60000,
+                    help="TCP cycles per round (QUIC: a twentieth)")
+    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    b = Bench(args)
+    started = time.time()
+    print("connmgr benchmarks: %s, %d cores, %d rounds per figure (medians)\n" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(), args.rounds))
+    print("  %-58s %12s %12s %8s  %-10s" % ("figure", "connmgr", "reference", "ratio", "target"))
+    try:
+        if "status" in only:
+            b.bench_status()
+        if "tcp" in only:
+            b.bench_cycles("tcp")
+        if "quic" in only:
+            b.bench_cycles("quic")
+        if "links" in only:
+            b.bench_links("tcp", 50000)
+            b.bench_links("quic", 5000)
+        if "scale" in only:
+            b.bench_scale()
+        if "latency" in only:
+            b.bench_latency()
+    finally:
+        b.cleanup()
+    print()
+    for n in b.notes:
+        print("note: " + n)
+    judged = [r for r in b.rows if r["met"] is not None]
+    print("\n%d of %d figures meet their targets (%.0f s)" % (
+        sum(r["met"] for r in judged), len(judged), time.time() - started))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(b.markdown())
+
+
+if __name__ == "__main__":
+    main()
