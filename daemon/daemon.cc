@@ -100,6 +100,7 @@ class Daemon {
   void begin_shutdown();
   std::string summary() const;
   void log_event(const Event& e);
+  void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
   void close_handle(uv_handle_t* h) {
@@ -119,10 +120,13 @@ class Daemon {
   std::unique_ptr<rpc::Dispatcher> dispatcher_;
   std::unique_ptr<server::SocketServer> server_;
   std::optional<gid_t> admin_gid_;
+  rpc::AccessPolicy policy_;  // this process's euid and admin_gid_
   Watchdog watchdog_;
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t status_timer_{}, drain_timer_{};
   std::string socket_path_;
+  std::optional<EventBus::SubscriptionId> log_subscription_;
+  EventTypeMask log_types_ = 0;
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -134,8 +138,9 @@ void Daemon::raise_descriptor_limit() {
 }
 
 bool Daemon::privileged(const rpc::PeerCredentials& c) {
-  // admin_group may change on reload, so the policy is built per call.
-  if (rpc::may_change_state(c, rpc::process_access_policy(admin_gid_))) return true;
+  // policy_ is built at start and again when a reload changes admin_group:
+  // geteuid() per state-changing call was a syscall per connect.
+  if (rpc::may_change_state(c, policy_)) return true;
   // Refusals are worth an operator's eye (the caller's answer says more).
   log_.warning("state-changing call refused", {{"uid", std::to_string(c.uid)},
                                                 {"gid", std::to_string(c.gid)},
@@ -171,6 +176,34 @@ void Daemon::log_event(const Event& e) {
   log_.log(level, std::string(event_type_name(e.type)), f);
 }
 
+// The event types log_event writes a line for at `level` (it decides on each
+// event again): with the bus told, a publisher can skip building the events
+// nobody logs or watches.
+EventTypeMask logged_event_types(config::LogLevel level) {
+  switch (level) {
+    case config::LogLevel::kDebug:
+      return kAllEventTypes;
+    case config::LogLevel::kInfo:
+      return kAllEventTypes & ~event_type_bit(EventType::kConnecting) &
+             ~event_type_bit(EventType::kRetryScheduled);
+    case config::LogLevel::kWarning:
+      return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected);
+    case config::LogLevel::kError:
+      return 0;
+  }
+  return kAllEventTypes;
+}
+
+void Daemon::subscribe_log_events() {
+  const EventTypeMask types = logged_event_types(config_.log_level);
+  if (log_subscription_ && types == log_types_) return;  // a reload that kept the level
+  if (log_subscription_) events_.unsubscribe(*log_subscription_);
+  log_subscription_.reset();
+  log_types_ = types;
+  if (types != 0)
+    log_subscription_ = events_.subscribe([this](const Event& e) { log_event(e); }, types);
+}
+
 bool Daemon::start() {
   log_.set_level(config_.log_level);
   raise_descriptor_limit();
@@ -181,6 +214,7 @@ bool Daemon::start() {
       return false;
     }
   }
+  policy_ = rpc::process_access_policy(admin_gid_);
   std::optional<gid_t> socket_gid;
   if (config_.socket_group) {
     socket_gid = group_id(config_.socket_group);
@@ -222,7 +256,7 @@ bool Daemon::start() {
 
   manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
                                                   connection_config(config_));
-  events_.subscribe([this](const Event& e) { log_event(e); });
+  subscribe_log_events();
 
   dispatcher_ = std::make_unique<rpc::Dispatcher>(
       [this](const rpc::PeerCredentials& c) { return privileged(c); });
@@ -322,7 +356,9 @@ void Daemon::reload() {
   config_ = std::move(next);
   ++config_generation_;  // `status` serializes the configuration again
   admin_gid_ = admin;
+  policy_ = rpc::process_access_policy(admin_gid_);
   log_.set_level(config_.log_level);
+  subscribe_log_events();
   manager_->set_config(connection_config(config_));
   server_->set_limits(server_limits(config_));
   log_.info("configuration reloaded");

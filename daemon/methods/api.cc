@@ -130,25 +130,25 @@ void Api::nodes_list(const Params& params, const Ctx&, Reply reply) {
 
   auto page = ctx_.manager->get_all_nodes(static_cast<int>(limit), after);
   if (!page) return reply.error(to_rpc_error(page.error()));
-  json nodes = json::array();
-  std::map<std::string, json> endpoints_by_node;
+  std::vector<Endpoint> eps;
   if (with_endpoints && !page->nodes.empty()) {
     std::vector<std::string> ids;
     ids.reserve(page->nodes.size());
     for (const auto& n : page->nodes) ids.push_back(n.id);
-    auto eps = ctx_.store->endpoints_of_nodes(ids);
-    if (!eps) return reply.error(to_rpc_error(eps.error()));
-    for (const auto& e : *eps) {
-      auto& list = endpoints_by_node[e.node_id];
-      if (list.is_null()) list = json::array();
-      list.push_back(to_json(e));
-    }
+    auto r = ctx_.store->endpoints_of_nodes(ids);
+    if (!r) return reply.error(to_rpc_error(r.error()));
+    eps = std::move(r).value();
   }
+  json nodes = json::array();
+  // endpoints_of_nodes groups them by node, in the page's order.
+  size_t next_ep = 0;
   for (const auto& n : page->nodes) {
     json j = to_json(n, connected(n.id));
     if (with_endpoints) {
-      auto it = endpoints_by_node.find(n.id);
-      j["endpoints"] = it == endpoints_by_node.end() ? json::array() : std::move(it->second);
+      json list = json::array();
+      for (; next_ep < eps.size() && eps[next_ep].node_id == n.id; ++next_ep)
+        list.push_back(to_json(eps[next_ep]));
+      j["endpoints"] = std::move(list);
     }
     nodes.push_back(std::move(j));
   }
@@ -160,15 +160,15 @@ void Api::nodes_get(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);
   const auto node_id = p.req_string("node_id", kMaxIdBytes);
   if (!p.finish()) return reply.error(p.error());
-  auto node = ctx_.manager->get_node_by_id(node_id);
-  if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
-  auto eps = ctx_.manager->get_endpoints_for_node(node_id, std::nullopt);
-  if (!eps) return reply.error(to_rpc_error(eps.error(), details_for(eps.error(), node_id, {})));
-  json j = to_json(*node, connected(node_id));
+  // The node and its endpoints in one read (one read transaction).
+  auto found = ctx_.store->node_with_endpoints(node_id, std::nullopt);
+  if (!found)
+    return reply.error(to_rpc_error(found.error(), details_for(found.error(), node_id, {})));
+  json j = to_json(found->node, connected(node_id));
   json list = json::array();
-  for (const auto& e : *eps) list.push_back(to_json(e));
+  for (const auto& e : found->endpoints) list.push_back(to_json(e));
   j["endpoints"] = std::move(list);
-  reply.result(std::move(j));
+  reply.result(j);
 }
 
 void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
@@ -314,7 +314,7 @@ void Api::connect(const Params& params, const Ctx&, Reply reply) {
     if (r.ok()) {
       json j = to_json(r->link);
       j["reused"] = r->reused;
-      return reply.result(std::move(j));
+      return reply.result(j);
     }
     if (failure) return reply.error(connect_failed_error(r.error(), *failure));
     reply.error(to_rpc_error(r.error(), details_for(r.error(), node_id, endpoint_id)));
@@ -355,7 +355,7 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
                "node_added, node_removed)");
         break;
       }
-      mask |= 1u << static_cast<unsigned>(*type);
+      mask |= event_type_bit(*type);
     }
   } else {
     mask = ~0u;
@@ -367,10 +367,12 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
   const bool first = subscriptions_.count(sid) == 0;
   unsubscribe(sid);
   std::weak_ptr<rpc::Session> weak = ctx.session;
-  subscriptions_[sid] = ctx_.events->subscribe([weak, mask](const Event& e) {
-    if (!(mask & (1u << static_cast<unsigned>(e.type)))) return;
-    if (auto s = weak.lock()) s->notify(event_notification(e));
-  });
+  // The bus filters by type (and so knows when no one wants an event).
+  subscriptions_[sid] = ctx_.events->subscribe(
+      [weak](const Event& e) {
+        if (auto s = weak.lock()) s->notify(event_notification(e));
+      },
+      mask);
   if (first) {
     ctx.session->on_close([this, alive = alive_, sid] {
       if (*alive) unsubscribe(sid);

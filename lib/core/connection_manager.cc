@@ -207,19 +207,24 @@ void ConnectionManager::connect(const ConnectRequest& request, ConnectDone done)
     resolved.node_id = ep->node_id;
     resolved.protocol.reset();
   } else {
-    auto node = store_.get_node(*request.node_id);
-    if (!node) {
-      answer_error(node.error());
-      return;
-    }
     if (request.protocol && !connectors_.find(*request.protocol)) {
       answer_error(Error(ErrorCode::kUnsupportedProtocol,
                          "unsupported protocol '" + *request.protocol + "': no connector for it",
                          *request.protocol));
       return;
     }
+    // The node and its ranked endpoints in one read: the first attempt
+    // uses them rather than reading again (each read transaction takes two
+    // fcntl locks of the WAL index).
+    auto found = store_.node_with_endpoints(*request.node_id, request.protocol);
+    if (!found) {
+      answer_error(found.error());
+      return;
+    }
+    join_or_start(resolved, std::move(done), &found->endpoints);
+    return;
   }
-  join_or_start(resolved, std::move(done));
+  join_or_start(resolved, std::move(done), nullptr);
 }
 
 void ConnectionManager::configure(Link& link, const ConnectRequest& request) {
@@ -241,7 +246,8 @@ void ConnectionManager::configure(Link& link, const ConnectRequest& request) {
   link.since = unix_now_ms();
 }
 
-void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone done) {
+void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone done,
+                                      const std::vector<Endpoint>* ranked) {
   const std::string& node_id = *request.node_id;
   auto it = links_.find(node_id);
   if (it != links_.end()) {
@@ -264,7 +270,7 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
         stop_timer(link);
         configure(link, request);
         link.waiters.push_back(Waiter{std::move(done), request.wait});
-        start_attempt(link);
+        start_attempt(link, ranked);
         return;
     }
   }
@@ -274,7 +280,7 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
   link->waiters.push_back(Waiter{std::move(done), request.wait});
   Link& ref = *link;
   links_.emplace(node_id, std::move(link));
-  start_attempt(ref);
+  start_attempt(ref, ranked);
 }
 
 void ConnectionManager::set_state(Link& link, LinkState state) {
@@ -288,7 +294,7 @@ void ConnectionManager::erase_link(std::map<std::string, std::unique_ptr<Link>>:
   links_.erase(it);
 }
 
-void ConnectionManager::start_attempt(Link& link) {
+void ConnectionManager::start_attempt(Link& link, const std::vector<Endpoint>* ranked) {
   link.generation = next_generation_++;
   set_state(link, LinkState::kConnecting);
   link.next_attempt_at.reset();
@@ -303,10 +309,17 @@ void ConnectionManager::start_attempt(Link& link) {
     }
     chosen = std::move(ep.value());
   } else {
-    auto eps = store_.endpoints_of(link.node_id, link.protocol);
+    // `ranked`: what connect() just read for this node (and link.protocol).
+    std::vector<Endpoint> fetched;
+    const std::vector<Endpoint>* eps = ranked;
     if (!eps) {
-      fail_link(link, eps.error());
-      return;
+      auto r = store_.endpoints_of(link.node_id, link.protocol);
+      if (!r) {
+        fail_link(link, r.error());
+        return;
+      }
+      fetched = std::move(r).value();
+      eps = &fetched;
     }
     // The store ranks by the record (API.md §4.2). Refinement: an endpoint
     // that already failed in this series gives way to one not yet tried,
@@ -417,7 +430,7 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
     ev.protocol = link.endpoint.protocol;
     ev.attempt = link.attempts;
     publish(ev);
-    answer_success(link, false);
+    answer_success(link, false);  // last: `link` may be gone after it
     return;
   }
 
@@ -465,11 +478,15 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
-  LinkInfo info = info_of(link);
-  for (auto& w : link.waiters)
-    post([done = std::move(w.done), info, reused] { done(ConnectOutcome{info, reused}, nullptr); });
-  // Swapped, not cleared: a held link keeps no capacity for waiters.
-  std::vector<Waiter>().swap(link.waiters);
+  // Called from the dial's own libuv callback, never from inside connect(),
+  // so the callers are answered at once rather than a loop turn later. The
+  // waiters leave the link first (swapped out: a held link keeps no
+  // capacity for them): a caller may disconnect the node, which frees the
+  // link, from inside its callback.
+  const LinkInfo info = info_of(link);
+  std::vector<Waiter> waiters;
+  waiters.swap(link.waiters);
+  for (auto& w : waiters) w.done(ConnectOutcome{info, reused}, nullptr);
 }
 
 void ConnectionManager::fail_link(Link& link, const Error& error) {

@@ -140,9 +140,12 @@ class ConnectionManager {
     bool wait = false;
   };
 
-  void join_or_start(const ConnectRequest& request, ConnectDone done);
+  // `ranked`: the node's endpoints as connect() read them, for a first
+  // attempt started here (nullptr: start_attempt reads them itself).
+  void join_or_start(const ConnectRequest& request, ConnectDone done,
+                     const std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
-  void start_attempt(Link& link);
+  void start_attempt(Link& link, const std::vector<Endpoint>* ranked = nullptr);
   void on_dial_done(const std::string& node_id, uint64_t generation,
                     Result<std::unique_ptr<Connection>> result);
   void on_drop(const std::string& node_id, uint64_t generation, const std::string& reason);

@@ -45,38 +45,47 @@ const std::vector<EventType>& all_event_types() {
   return all;
 }
 
-EventBus::SubscriptionId EventBus::subscribe(Subscriber subscriber) {
+EventBus::SubscriptionId EventBus::subscribe(Subscriber subscriber, EventTypeMask types) {
   const SubscriptionId id = next_id_++;
-  entries_.push_back(Entry{id, std::move(subscriber), true});
+  entries_.push_back(std::make_unique<Entry>(Entry{id, std::move(subscriber), types, true}));
+  wanted_ |= types;
   return id;
 }
 
 void EventBus::unsubscribe(SubscriptionId id) {
-  for (auto& e : entries_)
-    if (e.id == id) e.live = false;
+  wanted_ = 0;
+  for (auto& e : entries_) {
+    if (e->id == id) e->live = false;
+    if (e->live) wanted_ |= e->types;
+  }
   // Entries are erased only outside publish(), so that a subscriber may
   // unsubscribe from inside its own callback without invalidating the loop.
-  if (publishing_ == 0)
-    std::erase_if(entries_, [](const Entry& e) { return !e.live; });
+  if (publishing_ == 0) erase_dead();
+}
+
+void EventBus::erase_dead() {
+  std::erase_if(entries_, [](const std::unique_ptr<Entry>& e) { return !e->live; });
 }
 
 void EventBus::publish(const Event& event) {
+  const EventTypeMask bit = event_type_bit(event.type);
+  if (!(wanted_ & bit)) return;
   ++publishing_;
   // Index loop: subscribe() from a callback may grow the vector; subscribers
-  // added during this publish do not see this event.
+  // added during this publish do not see this event. An Entry is not freed
+  // while publishing_ is non-zero, so the callback may unsubscribe itself.
   const size_t n = entries_.size();
   for (size_t i = 0; i < n; ++i) {
-    if (!entries_[i].live) continue;
-    auto fn = entries_[i].fn;  // the callback may unsubscribe itself
-    fn(event);
+    Entry& e = *entries_[i];
+    if (!e.live || !(e.types & bit)) continue;
+    e.fn(event);
   }
-  if (--publishing_ == 0)
-    std::erase_if(entries_, [](const Entry& e) { return !e.live; });
+  if (--publishing_ == 0) erase_dead();
 }
 
 size_t EventBus::subscriber_count() const {
   return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
-                                           [](const Entry& e) { return e.live; }));
+                                           [](const std::unique_ptr<Entry>& e) { return e->live; }));
 }
 
 }  // namespace connmgr

@@ -5,10 +5,14 @@
 // sees events in the order they happened. A subscriber may subscribe or
 // unsubscribe (itself or others) from inside a callback; an unsubscribed
 // subscriber gets no further events, not even the one being published.
+// A subscriber may name the types it wants; wants() tells a publisher
+// whether anyone would receive an event of a type, so that an event nobody
+// wants need not be built at all.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,6 +35,13 @@ std::string_view event_type_name(EventType type);
 std::optional<EventType> event_type_from_name(std::string_view name);
 const std::vector<EventType>& all_event_types();
 
+// A set of event types as a bit mask (bit n: EventType n).
+using EventTypeMask = uint32_t;
+inline constexpr EventTypeMask kAllEventTypes = ~EventTypeMask{0};
+constexpr EventTypeMask event_type_bit(EventType type) {
+  return EventTypeMask{1} << static_cast<unsigned>(type);
+}
+
 struct Event {
   EventType type = EventType::kConnecting;
   int64_t at = 0;  // unix ms
@@ -48,18 +59,27 @@ class EventBus {
   using Subscriber = std::function<void(const Event&)>;
   using SubscriptionId = uint64_t;
 
-  SubscriptionId subscribe(Subscriber subscriber);
+  // The subscriber gets the events whose type is in `types`.
+  SubscriptionId subscribe(Subscriber subscriber, EventTypeMask types = kAllEventTypes);
   void unsubscribe(SubscriptionId id);
   void publish(const Event& event);
   size_t subscriber_count() const;
+  // Whether a subscriber would receive an event of `type` now. Cheap: a
+  // publisher may ask before building the event.
+  bool wants(EventType type) const { return (wanted_ & event_type_bit(type)) != 0; }
 
  private:
   struct Entry {
     SubscriptionId id;
     Subscriber fn;
+    EventTypeMask types;
     bool live;
   };
-  std::vector<Entry> entries_;
+  void erase_dead();
+  // Entries stay where they are while the vector grows (a callback may
+  // subscribe), so a callback runs in place, without a copy of it.
+  std::vector<std::unique_ptr<Entry>> entries_;
+  EventTypeMask wanted_ = 0;  // the union of the live entries' types
   SubscriptionId next_id_ = 1;
   int publishing_ = 0;
 };

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 
@@ -80,21 +82,46 @@ constexpr const char* kEndpointCols =
     "id, node_id, protocol, address, port, server_name, alpn, pin_sha256, success_count, "
     "failure_count, last_success_at, last_failure_at, last_error";
 
-Endpoint read_endpoint(sqlite3_stmt* st) {
+// kEndpointCols with every column qualified by `alias` ("e.id, e.node_id, ...").
+std::string qualified_endpoint_cols(const char* alias) {
+  std::string out;
+  std::string_view cols = kEndpointCols;
+  while (!cols.empty()) {
+    const size_t comma = cols.find(',');
+    std::string_view col = cols.substr(0, comma);
+    while (!col.empty() && col.front() == ' ') col.remove_prefix(1);
+    if (!out.empty()) out += ", ";
+    out += alias;
+    out += '.';
+    out += col;
+    if (comma == std::string_view::npos) break;
+    cols.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+// A range scan over the page's node ids gives up (and the remaining ids are
+// read one query each) once it has stepped over this many rows of nodes not
+// asked for, so that ids scattered across a large table cost no more than
+// the per-node queries would.
+constexpr size_t kMaxForeignRows = 256;
+
+// kEndpointCols starting at column `c`.
+Endpoint read_endpoint(sqlite3_stmt* st, int c = 0) {
   Endpoint e;
-  e.id = sqlite3_column_int64(st, 0);
-  e.node_id = opt_text(st, 1).value_or("");
-  e.protocol = opt_text(st, 2).value_or("");
-  e.address = opt_text(st, 3).value_or("");
-  e.port = sqlite3_column_int(st, 4);
-  e.server_name = opt_text(st, 5);
-  e.alpn = opt_text(st, 6);
-  e.pin_sha256 = opt_text(st, 7);
-  e.success_count = sqlite3_column_int64(st, 8);
-  e.failure_count = sqlite3_column_int64(st, 9);
-  e.last_success_at = opt_int(st, 10);
-  e.last_failure_at = opt_int(st, 11);
-  e.last_error = opt_text(st, 12);
+  e.id = sqlite3_column_int64(st, c + 0);
+  e.node_id = opt_text(st, c + 1).value_or("");
+  e.protocol = opt_text(st, c + 2).value_or("");
+  e.address = opt_text(st, c + 3).value_or("");
+  e.port = sqlite3_column_int(st, c + 4);
+  e.server_name = opt_text(st, c + 5);
+  e.alpn = opt_text(st, c + 6);
+  e.pin_sha256 = opt_text(st, c + 7);
+  e.success_count = sqlite3_column_int64(st, c + 8);
+  e.failure_count = sqlite3_column_int64(st, c + 9);
+  e.last_success_at = opt_int(st, c + 10);
+  e.last_failure_at = opt_int(st, c + 11);
+  e.last_error = opt_text(st, c + 12);
   return e;
 }
 
@@ -154,6 +181,8 @@ class SqliteStore final : public Store {
   Result<std::vector<Endpoint>> endpoints_of_nodes(const std::vector<std::string>& ids) override;
   Result<std::vector<Endpoint>> endpoints_of(const std::string& node_id,
                                              const std::optional<std::string>& protocol) override;
+  Result<NodeWithEndpoints> node_with_endpoints(const std::string& node_id,
+                                                const std::optional<std::string>& protocol) override;
   Result<Endpoint> get_endpoint(int64_t endpoint_id) override;
   Result<StoreCounts> counts() override;
   Result<NodeWithEndpoints> add_node(const NodeSpec& spec) override;
@@ -209,7 +238,8 @@ class SqliteStore final : public Store {
 
   Stmt list_first_, list_after_, get_node_, endpoints_of_, endpoints_of_proto_, get_endpoint_,
       data_version_, count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
-      delete_endpoint_, node_exists_, update_stats_;
+      delete_endpoint_, node_exists_, update_stats_, node_endpoints_, node_endpoints_proto_,
+      endpoints_in_range_;
 };
 
 Status SqliteStore::exec(const char* sql, const char* what) {
@@ -328,6 +358,18 @@ Status SqliteStore::prepare_all() {
       {&node_exists_, "SELECT 1 FROM nodes WHERE id = ?1"},
       {&endpoints_of_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1"},
       {&endpoints_of_proto_, "SELECT " + ep + " FROM endpoints WHERE node_id = ?1 AND protocol = ?2"},
+      // The node's existence and its endpoints in one statement, hence one
+      // read transaction (each costs two fcntl locks of the WAL index): no
+      // row means no node, one row of NULLs a node without endpoints.
+      // Columns: the node's (as get_node_), then the endpoint's.
+      {&node_endpoints_, "SELECT n.id, n.name, n.created_at, " + qualified_endpoint_cols("e") +
+                             " FROM nodes n LEFT JOIN endpoints e ON e.node_id = n.id WHERE n.id = ?1"},
+      {&node_endpoints_proto_,
+       "SELECT n.id, n.name, n.created_at, " + qualified_endpoint_cols("e") +
+           " FROM nodes n LEFT JOIN endpoints e ON e.node_id = n.id AND e.protocol = ?2 WHERE n.id = ?1"},
+      // A page of nodes is a range of ids: one scan of the node_id index.
+      {&endpoints_in_range_,
+       "SELECT " + ep + " FROM endpoints WHERE node_id BETWEEN ?1 AND ?2 ORDER BY node_id"},
       {&get_endpoint_, "SELECT " + ep + " FROM endpoints WHERE id = ?1"},
       {&data_version_, "PRAGMA data_version"},
       {&count_nodes_, "SELECT count(*) FROM nodes"},
@@ -465,26 +507,93 @@ Result<std::vector<Endpoint>> SqliteStore::query_endpoints(const std::string& no
   return out;
 }
 
+Result<NodeWithEndpoints> SqliteStore::node_with_endpoints(
+    const std::string& node_id, const std::optional<std::string>& protocol) {
+  if (!db_) return closed_error();
+  constexpr int kFirstEndpointCol = 3;
+  NodeWithEndpoints out;
+  Use q(protocol ? node_endpoints_proto_ : node_endpoints_);
+  q.bind(1, node_id);
+  if (protocol) q.bind(2, *protocol);
+  bool node_found = false;
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    if (!node_found) out.node = read_node(*q);
+    node_found = true;
+    // A LEFT JOIN's row of NULLs: the node has no (such) endpoint.
+    if (sqlite3_column_type(*q, kFirstEndpointCol) == SQLITE_NULL) continue;
+    out.endpoints.push_back(read_endpoint(*q, kFirstEndpointCol));
+    overlay(out.endpoints.back());
+  }
+  if (rc != SQLITE_DONE) return err(rc, "list endpoints");
+  if (!node_found) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  std::sort(out.endpoints.begin(), out.endpoints.end(), ranks_before);
+  return out;
+}
+
 Result<std::vector<Endpoint>> SqliteStore::endpoints_of(const std::string& node_id,
                                                         const std::optional<std::string>& protocol) {
-  if (!db_) return closed_error();
-  {
-    Use q(node_exists_);
-    q.bind(1, node_id);
-    int rc = q.step();
-    if (rc == SQLITE_DONE) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
-    if (rc != SQLITE_ROW) return err(rc, "find node");
-  }
-  return query_endpoints(node_id, protocol);
+  auto r = node_with_endpoints(node_id, protocol);
+  if (!r) return r.error();
+  return std::move(r->endpoints);
 }
 
 Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<std::string>& ids) {
   if (!db_) return closed_error();
   std::vector<Endpoint> out;
+  if (ids.empty()) return out;
+  // The distinct ids in index order; groups[i] collects sorted[i]'s endpoints.
+  std::vector<std::string_view> sorted(ids.begin(), ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<std::vector<Endpoint>> groups(sorted.size());
+
+  // One scan of [first, last], rows in node_id order, merged with the sorted
+  // ids. Rows of nodes not asked for (ids not contiguous, or a node another
+  // process added since the page was read) are stepped over.
+  size_t k = 0;  // sorted[0, k) are complete: every row of theirs has passed
+  {
+    Use q(endpoints_in_range_);
+    q.bind(1, std::string(sorted.front()));
+    q.bind(2, std::string(sorted.back()));
+    size_t foreign = 0;
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(*q, 1));
+      const std::string_view node(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(*q, 1)));
+      while (k < sorted.size() && sorted[k] < node) ++k;
+      if (k == sorted.size()) break;
+      if (sorted[k] != node) {
+        // sorted[k] > node: no row of sorted[k] has been seen yet, so the
+        // ids from k on can still be read one by one.
+        if (++foreign > kMaxForeignRows) break;
+        continue;
+      }
+      groups[k].push_back(read_endpoint(*q));
+      overlay(groups[k].back());
+    }
+    if (rc == SQLITE_DONE) k = sorted.size();
+    else if (rc != SQLITE_ROW) return err(rc, "list endpoints");
+  }
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (i >= k) {
+      auto eps = query_endpoints(std::string(sorted[i]), std::nullopt);
+      if (!eps) return eps.error();
+      groups[i] = std::move(eps).value();
+    } else {
+      std::sort(groups[i].begin(), groups[i].end(), ranks_before);
+    }
+  }
+  // In the order asked for, each node's endpoints ranked (a group is moved
+  // out unless its id was asked for more than once).
+  const bool distinct = sorted.size() == ids.size();
   for (const auto& id : ids) {
-    auto eps = query_endpoints(id, std::nullopt);
-    if (!eps) return eps.error();
-    for (auto& e : *eps) out.push_back(std::move(e));
+    const size_t i = static_cast<size_t>(
+        std::lower_bound(sorted.begin(), sorted.end(), std::string_view(id)) - sorted.begin());
+    if (distinct)
+      std::move(groups[i].begin(), groups[i].end(), std::back_inserter(out));
+    else
+      out.insert(out.end(), groups[i].begin(), groups[i].end());
   }
   return out;
 }
@@ -733,7 +842,7 @@ Status SqliteStore::close() {
     for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
                      &get_endpoint_, &data_version_, &count_nodes_, &count_endpoints_, &insert_node_,
                      &insert_endpoint_, &delete_node_, &delete_endpoint_, &node_exists_,
-                     &update_stats_})
+                     &update_stats_, &node_endpoints_, &node_endpoints_proto_, &endpoints_in_range_})
       st->finalize();
     sqlite3_close_v2(db_);
     db_ = nullptr;

