@@ -63,6 +63,7 @@ ConnectionConfig connection_config(const config::DaemonConfig& c) {
   cc.max_retry_interval = c.max_retry_interval;
   cc.max_retry_count = c.max_retry_count;
   cc.retry_jitter = c.retry_jitter;
+  cc.max_concurrent_dials = static_cast<int>(c.max_concurrent_dials);
   return cc;
 }
 

@@ -65,6 +65,8 @@ const Key kKeys[] = {
      "retries after the first attempt (retry.max_attempts = this + 1)"},
     {"retry_jitter", Kind::kFraction, &DaemonConfig::retry_jitter, "0", true, 0, 0,
      "fraction of each retry delay drawn at random and taken off, 0 to 1"},
+    {"max_concurrent_dials", Kind::kCount, &DaemonConfig::max_concurrent_dials, "32", true, 1, 100000,
+     "dials under way at once; further connects wait for a free slot, in order"},
     {"max_clients", Kind::kCount, &DaemonConfig::max_clients, "1024", true, 1, 1000000,
      "RPC clients at once; the next is told so and closed"},
     {"max_request_bytes", Kind::kCount, &DaemonConfig::max_request_bytes, "1048576", true, 256, 1024 * kMiB,

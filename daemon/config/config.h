@@ -48,6 +48,7 @@ struct DaemonConfig {
   int max_retry_count = 5;
   double retry_jitter = 0.0;
   size_t max_clients = 1024;
+  size_t max_concurrent_dials = 32;
   size_t max_request_bytes = 1048576;
   size_t max_output_bytes = 16 * 1024 * 1024;
   std::chrono::milliseconds partial_request_timeout{60000};

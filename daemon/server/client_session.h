@@ -2,7 +2,10 @@
 // lines, the answers it is owed and its output queue.
 //
 // Input: '\n' ends a request ("\r\n" too), blank lines are skipped, a last
-// line ended by EOF is served. Requests are dispatched in the order read;
+// line ended by EOF is served. A session dispatches at most a few requests
+// per loop turn; with more pipelined, reading pauses and the rest follow on
+// the next turns, so that one busy client cannot hold the others (or the
+// dials' completions) back. Requests are dispatched in the order read;
 // answers are written in the order they become ready. Output is corked while
 // a chunk of input is being dispatched, so that the answers to pipelined
 // requests leave in one write.
@@ -71,6 +74,11 @@ class ClientSession final : public rpc::Session,
   // Cuts whole lines from `data` (the read chunk, or in_); returns how many
   // bytes were consumed, or npos once the session stops reading.
   size_t take_lines(std::string_view data, size_t scan_from);
+  // Lines left for a later turn (backlog_): reading paused, resume() on the
+  // next turn dispatches the next few.
+  void pause_for_backlog();
+  void resume();
+  static void alloc_chunk(uv_handle_t*, size_t, uv_buf_t* buf);
   void dispatch(std::string_view line);
   void on_answer(std::optional<std::string> answer);
   void queue_line(std::string_view line);
@@ -87,16 +95,19 @@ class ClientSession final : public rpc::Session,
   rpc::PeerCredentials creds_;
   uv_pipe_t pipe_{};
   uv_timer_t partial_timer_{};  // cuts a client that stalls mid-line
+  uv_idle_t resume_idle_{};     // the next turn's share of a backlog
   uv_write_t write_req_{};
   int open_handles_ = 0;
   std::shared_ptr<ClientSession> self_;
 
-  std::string in_;          // the start of a line not yet ended
+  std::string in_;          // the start of a line not yet ended, after any
+                            // whole lines left for a later turn (backlog_)
   size_t scanned_ = 0;      // in_[0, scanned_) holds no '\n'
   std::string out_;         // lines waiting for the next write
   std::string in_flight_;   // what the current uv_write is sending
   bool writing_ = false;
   bool corked_ = false;     // dispatching a read chunk: hold writes
+  bool backlog_ = false;    // take_lines stopped with whole lines left
   size_t owed_ = 0;         // requests read but not yet answered
   bool eof_ = false;        // the client shut its writing side
   bool finishing_ = false;  // close once the output is flushed

@@ -14,6 +14,11 @@ struct ConnectionConfig {
   // Fraction (0..1) of each delay drawn at random and subtracted; 0 keeps
   // API.md's formula exact.
   double retry_jitter = 0.0;
+  // Dials under way at once; more wait for a free slot, in the order asked.
+  // Every dial that completes is work on the loop (its answer, its events):
+  // 10,000 connects let loose at once held the loop for ~100 ms, and every
+  // other client's answer with it. Also bounds descriptors and ports in use.
+  int max_concurrent_dials = 32;
 };
 
 }  // namespace connmgr

@@ -67,6 +67,7 @@ struct ConnectionManager::Link {
   } endpoint;
 
   DialHandle dial;
+  bool dialing = false;  // holds one of the manager's dial slots
   RetryTimer* timer = nullptr;
   std::unique_ptr<Connection> connection;
   std::vector<Waiter> waiters;
@@ -357,8 +358,7 @@ void ConnectionManager::start_attempt(Link& link, const std::vector<Endpoint>* r
     }
     chosen = *best;
   }
-  Connector* connector = connectors_.find(chosen.protocol);
-  if (!connector) {
+  if (!connectors_.find(chosen.protocol)) {
     fail_link(link, Error(ErrorCode::kUnsupportedProtocol,
                           "unsupported protocol '" + chosen.protocol + "': no connector for it",
                           chosen.protocol));
@@ -385,11 +385,65 @@ void ConnectionManager::start_attempt(Link& link, const std::vector<Endpoint>* r
   req.alpn = chosen.alpn;
   req.pin_sha256 = chosen.pin_sha256;
   req.timeout = link.timeout;
+  if (dialing_ < dial_slots() && dial_queue_.empty()) {
+    begin_dial(link, req);
+    return;
+  }
+  // No slot free: the attempt waits its turn (state connecting); its dial
+  // timeout counts from when the dial begins.
+  dial_queue_.push_back(QueuedDial{link.generation, std::move(req)});
+}
+
+size_t ConnectionManager::dial_slots() const {
+  return static_cast<size_t>(std::max(1, config_.max_concurrent_dials));
+}
+
+void ConnectionManager::begin_dial(Link& link, const DialRequest& req) {
+  Connector* connector = connectors_.find(req.protocol);
+  link.dialing = true;
+  ++dialing_;
   const uint64_t generation = link.generation;
   link.dial = connector->connect(
       req, [this, node_id = link.node_id, generation](Result<std::unique_ptr<Connection>> r) {
         on_dial_done(node_id, generation, std::move(r));
       });
+}
+
+void ConnectionManager::end_dial(Link& link) {
+  if (!link.dialing) return;
+  link.dialing = false;
+  --dialing_;
+  if (!shut_down_) start_waiting_dials();
+}
+
+void ConnectionManager::start_waiting_dials() {
+  // Oldest first; entries whose link has moved on (ended, or a new attempt
+  // since) are passed over.
+  while (dialing_ < dial_slots() && !dial_queue_.empty()) {
+    QueuedDial next = std::move(dial_queue_.front());
+    dial_queue_.pop_front();
+    auto it = links_.find(next.request.node_id);
+    if (it == links_.end()) continue;
+    Link& waiting = *it->second;
+    if (waiting.generation != next.generation || waiting.state != LinkState::kConnecting ||
+        waiting.dialing)
+      continue;
+    begin_dial(waiting, next.request);
+  }
+}
+
+void ConnectionManager::set_config(const ConnectionConfig& config) {
+  config_ = config;
+  start_waiting_dials();  // max_concurrent_dials may have grown
+}
+
+size_t ConnectionManager::dials_waiting() const {
+  size_t n = 0;
+  for (const auto& q : dial_queue_) {
+    auto it = links_.find(q.request.node_id);
+    n += it != links_.end() && it->second->generation == q.generation && !it->second->dialing;
+  }
+  return n;
 }
 
 void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t generation,
@@ -403,6 +457,7 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
   }
   Link& link = *it->second;
   link.dial = DialHandle();
+  end_dial(link);  // the slot goes to the next attempt waiting, if any
   const int64_t now = unix_now_ms();
 
   if (result.ok()) {
@@ -593,6 +648,7 @@ void ConnectionManager::end_link(std::string node_id, const char* reason,
     outcome->cancelled_attempts = !was_connected;
   }
   link->dial.cancel();
+  end_dial(*link);
   stop_timer(*link);
   if (link->connection) {
     link->connection->set_drop_callback(nullptr);
@@ -625,6 +681,7 @@ void ConnectionManager::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
   while (!links_.empty()) end_link(links_.begin()->first, reason::kShutdown, true, nullptr);
+  dial_queue_.clear();
 }
 
 // --- listing -----------------------------------------------------------------

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -123,8 +124,12 @@ class ConnectionManager {
   size_t pending_count() const;
   bool has_link(const std::string& node_id) const;
 
-  // Replaces the configuration (SIGHUP); affects attempts started afterwards.
-  void set_config(const ConnectionConfig& config) { config_ = config; }
+  // Replaces the configuration (SIGHUP); affects attempts started afterwards
+  // (and lets waiting dials start when max_concurrent_dials grew).
+  void set_config(const ConnectionConfig& config);
+  // Dials under way, and attempts waiting for a dial slot.
+  size_t dials_under_way() const { return dialing_; }
+  size_t dials_waiting() const;
   const ConnectionConfig& config() const { return config_; }
 
   // Closes every link (event reason "shutdown"), cancels every attempt and
@@ -146,6 +151,12 @@ class ConnectionManager {
                      const std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
   void start_attempt(Link& link, const std::vector<Endpoint>* ranked = nullptr);
+  // A dial holds one of max_concurrent_dials slots from begin_dial() until
+  // end_dial(), which starts the attempts queued meanwhile.
+  void begin_dial(Link& link, const DialRequest& request);
+  void end_dial(Link& link);
+  void start_waiting_dials();
+  size_t dial_slots() const;
   void on_dial_done(const std::string& node_id, uint64_t generation,
                     Result<std::unique_ptr<Connection>> result);
   void on_drop(const std::string& node_id, uint64_t generation, const std::string& reason);
@@ -171,6 +182,14 @@ class ConnectionManager {
   ConnectionConfig config_;
   std::map<std::string, std::unique_ptr<Link>> links_;
   size_t active_ = 0;  // links in kActive
+  size_t dialing_ = 0;  // links whose dial is under way
+  // Attempts waiting for a dial slot, with the link's generation then (an
+  // entry whose link moved on since is passed over).
+  struct QueuedDial {
+    uint64_t generation = 0;
+    DialRequest request;
+  };
+  std::deque<QueuedDial> dial_queue_;
   uint64_t next_generation_ = 1;
   bool shut_down_ = false;
   std::unique_ptr<Deferred> deferred_;

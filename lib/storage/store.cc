@@ -219,7 +219,9 @@ class SqliteStore final : public Store {
   Result<std::vector<Endpoint>> query_endpoints(const std::string& node_id,
                                                 const std::optional<std::string>& protocol);
   void overlay(Endpoint& e) const;
-  void arm_timer();
+  void arm_timer(uint64_t delay_ms);
+  // Writes up to max_rows queued statistics in one transaction, lowest ids first.
+  Status flush_rows(size_t max_rows);
   Result<Endpoint> insert_endpoint(const std::string& node_id, const EndpointSpec& spec);
 
   uv_loop_t* loop_;
@@ -756,23 +758,33 @@ Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
 
 // --- statistics ---------------------------------------------------------------
 
-void SqliteStore::arm_timer() {
+// Rows written by one timer-driven flush. A burst of thousands of connects
+// queues thousands of rows, ~7 us each: written in one transaction they held
+// the loop for ~20 ms. Flushed in slices of this many, a millisecond apart,
+// each holds it ~2 ms; close() and flush() still write everything at once.
+constexpr size_t kRowsPerFlush = 256;
+
+void SqliteStore::arm_timer(uint64_t delay_ms) {
   if (!timer_ || uv_is_active(reinterpret_cast<uv_handle_t*>(timer_))) return;
   uv_timer_start(
       timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<SqliteStore*>(t->data);
-        self->flush();  // on a lock the queue stays, and flush() re-arms
-        if (!self->pending_.empty()) self->arm_timer();
+        // On a lock the queue stays and waits a whole interval; after a
+        // slice the rest follows a millisecond later (libuv runs a timer
+        // re-armed at 0 ms again in the same pass, before any I/O).
+        const bool written = self->flush_rows(kRowsPerFlush).ok();
+        if (!self->pending_.empty())
+          self->arm_timer(written ? 1 : static_cast<uint64_t>(self->options_.flush_interval.count()));
       },
-      static_cast<uint64_t>(options_.flush_interval.count()), 0);
+      delay_ms, 0);
 }
 
 void SqliteStore::record_success(int64_t endpoint_id, int64_t at) {
   StatDelta& d = pending_[endpoint_id];
   d.successes += 1;
   d.last_success_at = std::max(d.last_success_at.value_or(INT64_MIN), at);
-  arm_timer();
+  arm_timer(static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
 void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at) {
@@ -782,10 +794,12 @@ void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason,
     d.last_failure_at = at;
     d.last_error = reason;
   }
-  arm_timer();
+  arm_timer(static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
-Status SqliteStore::flush() {
+Status SqliteStore::flush() { return flush_rows(SIZE_MAX); }
+
+Status SqliteStore::flush_rows(size_t max_rows) {
   if (pending_.empty() || !db_) return ok_status();
   if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
   // In rowid order: neighbouring endpoints share B-tree pages, so each page
@@ -794,6 +808,7 @@ Status SqliteStore::flush() {
   ids.reserve(pending_.size());
   for (const auto& entry : pending_) ids.push_back(entry.first);
   std::sort(ids.begin(), ids.end());
+  if (ids.size() > max_rows) ids.resize(max_rows);
   for (int64_t id : ids) {
     const StatDelta& d = pending_.at(id);
     Use q(update_stats_);
@@ -814,7 +829,7 @@ Status SqliteStore::flush() {
     rollback();
     return s;
   }
-  pending_.clear();
+  for (int64_t id : ids) pending_.erase(id);
   return ok_status();
 }
 

@@ -53,7 +53,7 @@ const char* const kApiKeys[] = {
     "node_id",            "connection_timeout", "base_retry_interval", "max_retry_interval", "max_retry_count",
     "max_clients",        "max_request_bytes", "log_level",          "quic_alpn",          "quic_ca_file",
     "quic_idle_timeout",  "quic_keepalive",  "tcp_keepalive",       "max_output_bytes",   "partial_request_timeout",
-    "retry_jitter"};
+    "retry_jitter",       "max_concurrent_dials"};
 
 }  // namespace
 

@@ -651,3 +651,61 @@ TEST_CASE_METHOD(Fixture, "connections list shows active links and, on request, 
     }
   }
 }
+
+TEST_CASE_METHOD(Fixture, "connects beyond max_concurrent_dials wait for a slot, in order") {
+  // Two slots; six nodes behind a port that never answers (each dial runs
+  // out its 300 ms), and one reachable node asked for last.
+  ConnectionConfig cfg = manager->config();
+  cfg.max_concurrent_dials = 2;
+  manager->set_config(cfg);
+  connmgr::test::BlackholedTcpPort hole;
+  TcpListener peer(&loop);
+  std::vector<std::shared_ptr<Answer>> waiting;
+  for (int i = 0; i < 6; ++i) {
+    add_node("h" + std::to_string(i), {tcp(hole.port())});
+    ConnectRequest r = to_node("h" + std::to_string(i));
+    r.timeout = 300ms;
+    waiting.push_back(start(r));
+  }
+  add_node("up", {tcp(peer.port())});
+  auto up = start(to_node("up"));
+  CHECK(manager->dials_under_way() == 2);
+  CHECK(manager->dials_waiting() == 5);
+  // Every link is "connecting", queued or not.
+  CHECK(manager->pending_count() == 7);
+  const uint64_t t0 = uv_hrtime();
+  REQUIRE(run_until(&loop, [&] { return up->done; }, 5s));
+  const double took_ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
+  REQUIRE(up->result.ok());
+  // Three pairs of 300 ms timeouts went first: the queue keeps its order.
+  CHECK(took_ms >= 850);
+  for (const auto& w : waiting) {
+    REQUIRE(w->done);
+    CHECK(w->result.error().reason() == "timeout");
+  }
+  CHECK(manager->dials_under_way() == 0);
+  CHECK(manager->dials_waiting() == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a queued connect that is disconnected frees nothing twice and starts no dial") {
+  ConnectionConfig cfg = manager->config();
+  cfg.max_concurrent_dials = 1;
+  manager->set_config(cfg);
+  TcpListener peer(&loop);
+  add_node("a", {tcp(peer.port())});
+  add_node("b", {tcp(peer.port())});
+  add_node("c", {tcp(peer.port())});
+  auto a = start(to_node("a"));
+  auto b = start(to_node("b"));
+  auto c = start(to_node("c"));
+  CHECK(manager->dials_waiting() == 2);
+  auto out = manager->disconnect_node("b");
+  CHECK(out.cancelled_attempts);
+  REQUIRE(run_until(&loop, [&] { return a->done && b->done && c->done; }, 5s));
+  CHECK(a->result.ok());
+  CHECK(b->result.error().code() == ErrorCode::kCancelled);
+  CHECK(c->result.ok());
+  CHECK(peer.accepted() == 2);
+  CHECK(manager->dials_under_way() == 0);
+  CHECK(manager->active_count() == 2);
+}

@@ -29,6 +29,24 @@ TEST_CASE_METHOD(Fixture, "statistics are queued, then written together by the t
   CHECK(o.scalar("PRAGMA data_version") == before + 1);
 }
 
+TEST_CASE_METHOD(Fixture, "a burst of statistics is written in slices, one per loop turn, and all of it lands") {
+  open();
+  std::vector<EndpointSpec> specs;
+  for (int port = 1; port <= 700; ++port) specs.push_back(ep("tcp", port));
+  add("n1", specs);
+  auto eps = *store->endpoints_of("n1", std::nullopt);
+  REQUIRE(eps.size() == 700);
+  Other o(db_path());
+  for (const auto& e : eps) store->record_success(e.id, 1000);
+  CHECK(store->pending_stats() == 700);
+  // The first slice: 256 rows, not all 700 in one transaction holding the loop.
+  REQUIRE(run_until(&loop, [&] { return store->pending_stats() < 700; }, 2s));
+  CHECK(store->pending_stats() % 256 == 700 % 256);
+  CHECK(o.scalar("SELECT sum(success_count) FROM endpoints") == 700 - static_cast<int64_t>(store->pending_stats()));
+  REQUIRE(run_until(&loop, [&] { return store->pending_stats() == 0; }, 2s));
+  CHECK(o.scalar("SELECT sum(success_count) FROM endpoints") == 700);
+}
+
 TEST_CASE_METHOD(Fixture, "reads include statistics not yet flushed") {
   open();
   add("n1", {ep("tcp", 1), ep("tcp", 2)});
