@@ -415,15 +415,11 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   const std::string& node_id = ctx_.store->local_node_id();
   if (!status_.identity_is(ctx_.version, ctx_.store->path(), ctx_.socket_path, node_id))
     status_.set_identity(ctx_.version, ctx_.store->path(), ctx_.socket_path, node_id);
-  // Without a generation to go by, the configuration is asked for on every
-  // call, but serialized again only when it differs from the last one.
+  // The configuration is serialized once per generation (a reload bumps it;
+  // a context without the hook never reloads).
   const uint64_t generation = ctx_.config_generation ? ctx_.config_generation() : 0;
-  if (!ctx_.config_generation || !config_cached_ || generation != config_generation_) {
-    json config = ctx_.config_json ? ctx_.config_json() : json::object();
-    if (!config_cached_ || config != config_) {
-      status_.set_config(config);
-      config_ = std::move(config);
-    }
+  if (!config_cached_ || generation != config_generation_) {
+    status_.set_config(ctx_.config_json ? ctx_.config_json() : json::object());
     config_generation_ = generation;
     config_cached_ = true;
   }

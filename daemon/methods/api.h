@@ -39,9 +39,8 @@ struct ApiContext {
   std::string socket_path;
   std::function<size_t()> client_count;
   std::function<rpc::json()> config_json;
-  // Changes whenever config_json's value may have (a reload). When set,
-  // `status` serializes the configuration once per generation; unset, it
-  // does so on every call.
+  // Changes whenever config_json's value may have (a reload): `status`
+  // serializes the configuration once per generation. Unset: never changes.
   std::function<uint64_t()> config_generation;
   uint64_t started_at_ms = 0;  // uv_now-independent: unix ms
 };
@@ -96,7 +95,6 @@ class Api {
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;
   std::string status_scratch_;  // the last result written, kept for its capacity
-  rpc::json config_;  // the configuration status_ holds
   uint64_t config_generation_ = 0;
   bool config_cached_ = false;
 };

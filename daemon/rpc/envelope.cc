@@ -120,10 +120,18 @@ class EnvelopeSax {
     }
     if (!at_member()) return true;
     Envelope& e = out_.requests.back();
+    note_member_type(e, t);
+    if (member_ == Member::kId) e.id_value = t == Type::kBool ? json() : make();
+    if (member_ == Member::kParams) e.params_value = make();
+    return true;
+  }
+
+  // The type of the member whose value begins now (the envelope's checks
+  // need only that for jsonrpc and method).
+  void note_member_type(Envelope& e, Type t) const {
     switch (member_) {
       case Member::kId:
         e.id = t;
-        e.id_value = t == Type::kBool ? json() : make();
         break;
       case Member::kJsonrpc:
         e.jsonrpc = t;
@@ -133,12 +141,10 @@ class EnvelopeSax {
         break;
       case Member::kParams:
         e.params = t;
-        e.params_value = make();
         break;
       case Member::kUnknown:
         break;
     }
-    return true;
   }
 
   bool start(Type t, std::size_t n) {
@@ -166,26 +172,14 @@ class EnvelopeSax {
     }
     if (!member) return skip();
     Envelope& e = out_.requests.back();
-    switch (member_) {
-      case Member::kParams:
-        e.params = t;
-        e.params_value = json();
-        dom_.emplace(e.params_value, false);
-        mode_ = Mode::kCapture;
-        return t == Type::kObject ? dom_->start_object(n) : dom_->start_array(n);
-      case Member::kId:
-        e.id = t;
-        e.id_value = json();
-        break;
-      case Member::kJsonrpc:
-        e.jsonrpc = t;
-        break;
-      case Member::kMethod:
-        e.method = t;
-        break;
-      case Member::kUnknown:
-        break;
+    note_member_type(e, t);
+    if (member_ == Member::kParams) {
+      e.params_value = json();
+      dom_.emplace(e.params_value, false);
+      mode_ = Mode::kCapture;
+      return t == Type::kObject ? dom_->start_object(n) : dom_->start_array(n);
     }
+    if (member_ == Member::kId) e.id_value = json();
     return skip();
   }
 
