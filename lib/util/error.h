@@ -1,7 +1,8 @@
-// The project's one error type: a code that maps to API.md §3 and a message a
-// user can act on, plus an optional short stable `reason` (API.md's reason
-// strings for connect failures; "locked", "read_only", "corrupt", ... for
-// storage). Returned across lib/'s API, never thrown.
+// The project's one error type: a code (one of the JSON-RPC error codes that
+// docs/api.md lists) and a message a user can act on, plus an optional short
+// stable `reason` (the failure reasons of net/failure_reason.h for connect
+// failures; "locked", "read_only", "corrupt", ... for storage). Returned
+// across lib/'s API, never thrown.
 //
 // Thread rules: plain values, no shared state.
 #pragma once
@@ -14,12 +15,19 @@
 
 namespace connmgr {
 
-// Numbers are the JSON-RPC error codes of API.md §3, so that the daemon maps
-// an Error to an answer without a table of its own.
+// The JSON-RPC 2.0 error codes the daemon answers with (docs/api.md,
+// "Errors"), spelled here and nowhere else: -32768..-32000 are JSON-RPC's own
+// (-32099..-32000 for the server's), so that the daemon maps an Error to an
+// answer without a table of its own.
 enum class ErrorCode : int {
   kOk = 0,
+  // JSON-RPC 2.0's standard codes.
+  kParseError = -32700,
+  kInvalidRequest = -32600,
+  kMethodNotFound = -32601,
   kInvalidParams = -32602,
   kInternal = -32603,
+  // connmgr's server codes.
   kNodeNotFound = -32001,
   kEndpointNotFound = -32002,
   kNoUsableEndpoint = -32003,
@@ -31,11 +39,51 @@ enum class ErrorCode : int {
   kAlreadyExists = -32040,
 };
 
+// The range of server-defined codes, whose answers carry `data`.
+inline constexpr int kServerErrorFirst = -32099;
+inline constexpr int kServerErrorLast = -32000;
+
 class Error {
  public:
   Error() = default;
   Error(ErrorCode code, std::string message, std::string reason = {})
       : code_(code), message_(std::move(message)), reason_(std::move(reason)) {}
+
+  // Named constructors, one per kind of failure (as LevelDB's Status::NotFound):
+  // callers say what went wrong, the code and the wording live here.
+  static Error node_not_found(const std::string& node_id) {
+    return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  }
+  static Error endpoint_not_found(long long endpoint_id) {
+    return Error(ErrorCode::kEndpointNotFound, "endpoint " + std::to_string(endpoint_id) + " not found");
+  }
+  static Error no_usable_endpoint(std::string message) {
+    return Error(ErrorCode::kNoUsableEndpoint, std::move(message));
+  }
+  static Error unsupported_protocol(const std::string& protocol) {
+    return Error(ErrorCode::kUnsupportedProtocol, "unsupported protocol '" + protocol + "': no connector for it");
+  }
+  // `reason`: one of the failure reasons of net/failure_reason.h.
+  static Error connect_failed(std::string message, std::string reason) {
+    return Error(ErrorCode::kConnectFailed, std::move(message), std::move(reason));
+  }
+  static Error cancelled(std::string message, std::string reason = {}) {
+    return Error(ErrorCode::kCancelled, std::move(message), std::move(reason));
+  }
+  // `reason`: "locked", "read_only", "corrupt", ... (storage/store.h).
+  static Error storage(std::string message, std::string reason = {}) {
+    return Error(ErrorCode::kStorage, std::move(message), std::move(reason));
+  }
+  static Error already_exists(std::string message) {
+    return Error(ErrorCode::kAlreadyExists, std::move(message));
+  }
+  static Error invalid_params(std::string message) {
+    return Error(ErrorCode::kInvalidParams, std::move(message));
+  }
+  static Error permission_denied(std::string message) {
+    return Error(ErrorCode::kPermissionDenied, std::move(message));
+  }
+  static Error internal(std::string message) { return Error(ErrorCode::kInternal, std::move(message)); }
 
   ErrorCode code() const { return code_; }
   int rpc_code() const { return static_cast<int>(code_); }
