@@ -1,4 +1,4 @@
-// An endpoint of a node as stored in the `endpoints` table (API.md §1): where
+// An endpoint of a node as stored in the `endpoints` table (schema.cc): where
 // and how to dial it, and its record of successes and failures.
 #pragma once
 

@@ -1,4 +1,4 @@
-// A node of the network as stored in the `nodes` table (API.md §1).
+// A node of the network as stored in the `nodes` table (schema.cc).
 #pragma once
 
 #include <cstdint>

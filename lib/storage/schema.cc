@@ -6,7 +6,9 @@ namespace connmgr::schema {
 
 namespace {
 
-// API.md §1, word for word: the contract other programs write against.
+// The tables, word for word: other programs read and write them with plain
+// SQL (docs/operations.md, "The database"), so they are a contract; changes
+// only add (migrations).
 constexpr const char* kApiTables = R"sql(
 CREATE TABLE IF NOT EXISTS nodes (
   id          TEXT PRIMARY KEY,
@@ -112,7 +114,7 @@ Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::stri
       message = "database error on " + path;
       break;
   }
-  return Error(ErrorCode::kStorage, message + " [" + what + ": " + detail + "]", reason);
+  return Error::storage(message + " [" + what + ": " + detail + "]", reason);
 }
 
 Status check_tables(sqlite3* db, const std::string& path) {
@@ -125,13 +127,10 @@ Status check_tables(sqlite3* db, const std::string& path) {
   auto endpoints = columns_of(db, "endpoints");
   for (const char* c : kNodeCols)
     if (!nodes.count(c))
-      return Error(ErrorCode::kStorage,
-                   "table nodes lacks column " + std::string(c) + " (API.md §1): " + path, "schema");
+      return Error::storage("table nodes lacks column " + std::string(c) + ": " + path, "schema");
   for (const char* c : kEndpointCols)
     if (!endpoints.count(c))
-      return Error(ErrorCode::kStorage,
-                   "table endpoints lacks column " + std::string(c) + " (API.md §1): " + path,
-                   "schema");
+      return Error::storage("table endpoints lacks column " + std::string(c) + ": " + path, "schema");
   return ok_status();
 }
 
@@ -146,7 +145,7 @@ Status migrate(sqlite3* db, const std::string& path) {
   const int version = user_version(db);
   if (version > kCurrentVersion) {
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    return Error(ErrorCode::kStorage,
+    return Error::storage(
                  "database schema version " + std::to_string(version) +
                      " is newer than this connmgrd understands (" +
                      std::to_string(kCurrentVersion) + "): " + path,

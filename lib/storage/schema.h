@@ -1,8 +1,9 @@
-// The database schema (API.md §1) and its migrations, applied at open.
+// The database schema (the tables of schema.cc, which other programs use
+// too) and its migrations, applied at open.
 //
-// Version 0 is "no schema yet, or exactly API.md's tables made by hand"
-// (e.g. with the sqlite3 shell); each migration moves one version up, only
-// ever adding tables and indexes, and is safe to run on a database that
+// Version 0 is "no schema yet, or exactly the documented tables made by
+// hand" (e.g. with the sqlite3 shell); each migration moves one version up,
+// only ever adding tables and indexes, and is safe to run on a database that
 // already has them (CREATE ... IF NOT EXISTS).
 #pragma once
 
@@ -19,10 +20,10 @@ inline constexpr int kCurrentVersion = 1;
 
 // Brings the database to kCurrentVersion inside one IMMEDIATE transaction.
 // A database of a newer version is refused (kStorage, reason "schema"), as is
-// one whose tables lack API.md's columns. `path` is for messages.
+// one whose tables lack a documented column. `path` is for messages.
 Status migrate(sqlite3* db, const std::string& path);
 
-// Checks that API.md's tables and columns exist (for a read-only database
+// Checks that the documented tables and columns exist (for a read-only database
 // that cannot be migrated).
 Status check_tables(sqlite3* db, const std::string& path);
 

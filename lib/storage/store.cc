@@ -13,6 +13,7 @@
 
 #include "storage/schema.h"
 #include "util/clock.h"
+#include "util/uv_handle.h"
 
 namespace connmgr {
 
@@ -133,7 +134,8 @@ Node read_node(sqlite3_stmt* st) {
   return n;
 }
 
-// API.md §4.2: highest success_count, then lowest failure_count, then most
+// The selection order (docs/guide.md, "Statistics and how an endpoint is
+// chosen"): highest success_count, then lowest failure_count, then most
 // recent success (never-succeeded last), then lowest id.
 bool ranks_before(const Endpoint& a, const Endpoint& b) {
   if (a.success_count != b.success_count) return a.success_count > b.success_count;
@@ -200,14 +202,13 @@ class SqliteStore final : public Store {
 
  private:
   Error closed_error() const {
-    return Error(ErrorCode::kInternal, "database used after close(): " + options_.path);
+    return Error::internal("database used after close(): " + options_.path);
   }
   Error err(int rc, const std::string& what) const {
     Error e = schema::sqlite_error(rc, db_, options_.path, what);
     if (snapshot_ && e.reason() == "read_only")
-      return Error(e.code(), e.message() + " (opened read-only: " + options_.path +
-                                 "-shm cannot be created)",
-                   e.reason());
+      return Error::storage(e.message() + " (opened read-only: " + options_.path + "-shm cannot be created)",
+                            e.reason());
     return e;
   }
   Status open_connection(const std::string& name, int flags);
@@ -220,6 +221,7 @@ class SqliteStore final : public Store {
                                                 const std::optional<std::string>& protocol);
   void overlay(Endpoint& e) const;
   void arm_timer(uint64_t delay_ms);
+  void on_flush_timer();
   // Writes up to max_rows queued statistics in one transaction, lowest ids first.
   Status flush_rows(size_t max_rows);
   Result<Endpoint> insert_endpoint(const std::string& node_id, const EndpointSpec& spec);
@@ -230,7 +232,9 @@ class SqliteStore final : public Store {
   bool closed_ = false;
   bool snapshot_ = false;  // opened immutable: see open()
   std::string local_node_id_;
-  uv_timer_t* timer_ = nullptr;  // freed in its close callback
+  // Flushes queued statistics; closed with the Store, its callback never
+  // runs after that (a Store destroyed with a flush pending is fine).
+  Timer flush_timer_;
   std::unordered_map<int64_t, StatDelta> pending_;
   // count(*) scans a whole index (~30 ms at 2M endpoints), too long for every
   // `status`; the counts are kept until PRAGMA data_version says another
@@ -332,19 +336,17 @@ Status SqliteStore::open() {
   if (!read_only) {
     if (Status m = schema::migrate(db_, options_.path); !m.ok()) return m;
   } else if (Status c = schema::check_tables(db_, options_.path); !c.ok()) {
-    // A read-only file that never got API.md's tables cannot be used.
-    return Error(ErrorCode::kStorage,
-                 "database is read-only and lacks connmgr's tables: " + options_.path + " [" +
-                     c.message() + "]",
-                 "read_only");
+    // A read-only file that never got connmgr's tables cannot be used.
+    return Error::storage("database is read-only and lacks connmgr's tables: " + options_.path +
+                              " [" + c.message() + "]",
+                          "read_only");
   }
   if (Status p = prepare_all(); !p.ok()) return p;
   if (Status l = load_local_node_id(); !l.ok()) return l;
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
 
-  timer_ = new uv_timer_t;
-  uv_timer_init(loop_, timer_);
-  timer_->data = this;
+  if (int rc = flush_timer_.init(loop_); rc != 0)
+    return Error::storage(std::string("cannot start the statistics timer: ") + uv_strerror(rc), "io");
   return ok_status();
 }
 
@@ -474,7 +476,7 @@ Result<Node> SqliteStore::get_node(const std::string& node_id) {
   int rc = q.step();
   if (rc == SQLITE_ROW) return read_node(*q);
   if (rc == SQLITE_DONE)
-    return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+    return Error::node_not_found(node_id);
   return err(rc, "get node");
 }
 
@@ -528,7 +530,7 @@ Result<NodeWithEndpoints> SqliteStore::node_with_endpoints(
     overlay(out.endpoints.back());
   }
   if (rc != SQLITE_DONE) return err(rc, "list endpoints");
-  if (!node_found) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  if (!node_found) return Error::node_not_found(node_id);
   std::sort(out.endpoints.begin(), out.endpoints.end(), ranks_before);
   return out;
 }
@@ -611,7 +613,7 @@ Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {
     return e;
   }
   if (rc == SQLITE_DONE)
-    return Error(ErrorCode::kEndpointNotFound, "endpoint " + std::to_string(endpoint_id) + " not found");
+    return Error::endpoint_not_found(endpoint_id);
   return err(rc, "get endpoint");
 }
 
@@ -658,14 +660,14 @@ Result<Endpoint> SqliteStore::insert_endpoint(const std::string& node_id, const 
   q.bind(7, spec.pin_sha256);
   int rc = q.step();
   if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
-    return Error(ErrorCode::kAlreadyExists,
+    return Error::already_exists(
                  "node '" + node_id + "' already has endpoint " + spec.protocol + " " + spec.address +
                      " port " + std::to_string(spec.port));
   if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-    return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+    return Error::node_not_found(node_id);
   if ((rc & 0xff) == SQLITE_CONSTRAINT)
-    return Error(ErrorCode::kInvalidParams, "endpoint refused by the database: " +
-                                                std::string(sqlite3_errmsg(db_)));
+    return Error::invalid_params("endpoint refused by the database: " +
+                                 std::string(sqlite3_errmsg(db_)));
   if (rc != SQLITE_DONE) return err(rc, "add endpoint");
   Endpoint e;
   e.id = sqlite3_last_insert_rowid(db_);
@@ -696,7 +698,7 @@ Result<NodeWithEndpoints> SqliteStore::add_node(const NodeSpec& spec) {
     if (rc != SQLITE_DONE) {
       // The error first: ROLLBACK resets sqlite3_errmsg.
       Error e = rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE
-                    ? Error(ErrorCode::kAlreadyExists, "node '" + spec.id + "' already exists")
+                    ? Error::already_exists("node '" + spec.id + "' already exists")
                     : err(rc, "add node");
       rollback();
       return e;
@@ -725,7 +727,7 @@ Status SqliteStore::remove_node(const std::string& node_id) {
   q.bind(1, node_id);
   int rc = q.step();
   if (rc != SQLITE_DONE) return err(rc, "remove node");
-  if (sqlite3_changes(db_) == 0) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+  if (sqlite3_changes(db_) == 0) return Error::node_not_found(node_id);
   return ok_status();
 }
 
@@ -736,7 +738,7 @@ Result<Endpoint> SqliteStore::add_endpoint(const std::string& node_id, const End
     Use q(node_exists_);
     q.bind(1, node_id);
     int rc = q.step();
-    if (rc == SQLITE_DONE) return Error(ErrorCode::kNodeNotFound, "node '" + node_id + "' not found");
+    if (rc == SQLITE_DONE) return Error::node_not_found(node_id);
     if (rc != SQLITE_ROW) return err(rc, "find node");
   }
   counts_cache_.reset();
@@ -751,7 +753,7 @@ Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
   int rc = q.step();
   if (rc != SQLITE_DONE) return err(rc, "remove endpoint");
   if (sqlite3_changes(db_) == 0)
-    return Error(ErrorCode::kEndpointNotFound, "endpoint " + std::to_string(endpoint_id) + " not found");
+    return Error::endpoint_not_found(endpoint_id);
   pending_.erase(endpoint_id);
   return ok_status();
 }
@@ -765,19 +767,16 @@ Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
 constexpr size_t kRowsPerFlush = 256;
 
 void SqliteStore::arm_timer(uint64_t delay_ms) {
-  if (!timer_ || uv_is_active(reinterpret_cast<uv_handle_t*>(timer_))) return;
-  uv_timer_start(
-      timer_,
-      [](uv_timer_t* t) {
-        auto* self = static_cast<SqliteStore*>(t->data);
-        // On a lock the queue stays and waits a whole interval; after a
-        // slice the rest follows a millisecond later (libuv runs a timer
-        // re-armed at 0 ms again in the same pass, before any I/O).
-        const bool written = self->flush_rows(kRowsPerFlush).ok();
-        if (!self->pending_.empty())
-          self->arm_timer(written ? 1 : static_cast<uint64_t>(self->options_.flush_interval.count()));
-      },
-      delay_ms, 0);
+  if (!flush_timer_.initialized() || flush_timer_.active()) return;
+  flush_timer_.start(delay_ms, [this] { on_flush_timer(); });
+}
+
+void SqliteStore::on_flush_timer() {
+  // On a lock the queue stays and waits a whole interval; after a slice the
+  // rest follows a millisecond later (libuv runs a timer re-armed at 0 ms
+  // again in the same pass, before any I/O).
+  const bool written = flush_rows(kRowsPerFlush).ok();
+  if (!pending_.empty()) arm_timer(written ? 1 : static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
 void SqliteStore::record_success(int64_t endpoint_id, int64_t at) {
@@ -847,12 +846,7 @@ Status SqliteStore::close() {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  if (timer_) {
-    uv_timer_stop(timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    timer_ = nullptr;
-  }
+  flush_timer_.close();
   if (db_) {
     for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
                      &get_endpoint_, &data_version_, &count_nodes_, &count_endpoints_, &insert_node_,

@@ -1,8 +1,8 @@
-// Store: the SQLite database of nodes and endpoints (API.md §1), the seed's
-// `nodestorage`.
+// Store: the SQLite database of nodes and endpoints, whose tables other
+// programs may read and write too (docs/operations.md, "The database").
 //
 // Ownership and threads: one Store per process, used from the libuv loop's
-// thread only. The Store owns its sqlite3 connection and one uv_timer_t that
+// thread only. The Store owns its sqlite3 connection and one timer that
 // flushes queued statistics; close() (or the destructor) flushes what it can
 // and closes the timer. Other processes may read and write the same file at
 // the same time: every query reads the database, never a cached copy.
@@ -61,8 +61,9 @@ class Store {
   // statistics timer and must outlive the Store. May wait up to
   // open_lock_limit for another process's lock (start-up only). Errors:
   // kStorage with reason "locked", "corrupt" ("not a database: PATH"), "io",
-  // "full", "cantopen", "read_only" (a read-only file without API.md's
-  // tables), "schema" (a newer user_version, or API.md's columns missing);
+  // "full", "cantopen", "read_only" (a read-only file without connmgr's
+  // tables), "schema" (a newer user_version, or a table lacks one of the
+  // documented columns);
   // a file that is not a database is never written to.
   static Result<std::unique_ptr<Store>> open(uv_loop_t* loop, StoreOptions options);
 
@@ -131,8 +132,9 @@ class Store {
 
   // Flushes (retrying a locked flush up to close_lock_limit, without running
   // the loop: this is for shutdown), stops the timer and closes SQLite. The
-  // timer handle is released through the loop: run the loop once more after
-  // close() before closing the loop. Idempotent.
+  // timer's memory is released through the loop: run the loop once more
+  // after close() before closing the loop. Idempotent. The destructor does
+  // the same; a pending flush timer never calls back after it.
   virtual Status close() = 0;
 
  protected:

@@ -1,6 +1,7 @@
 #include "storage/write_retry.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace connmgr {
 
@@ -14,95 +15,98 @@ constexpr uint64_t kMaxDelayMs = 100;
 
 }  // namespace
 
-// One write being retried. Holds a shared_ptr to itself (self_) from start()
-// until finish(); handles hold weak_ptrs. The uv_timer_t is a separate heap
-// object freed in its close callback, so it may outlive the WriteRetry.
-class WriteRetry : public std::enable_shared_from_this<WriteRetry> {
- public:
-  WriteRetry(uv_loop_t* loop, std::chrono::milliseconds limit, std::function<Status()> write,
-             std::function<void(Status)> done)
-      : limit_ms_(static_cast<uint64_t>(std::max<int64_t>(limit.count(), 0))),
-        write_(std::move(write)),
-        done_(std::move(done)) {
-    timer_ = new uv_timer_t;
-    uv_timer_init(loop, timer_);
-    timer_->data = this;
-    // uv_now is the loop's cached time; refresh it so that a limit counts
-    // from this call, not from the start of the current loop turn.
-    uv_update_time(loop);
-    started_ms_ = uv_now(loop);
-  }
-
-  void start() {
-    self_ = shared_from_this();
-    arm(0);
-  }
-
-  void cancel() { finish(); }
-
- private:
-  void arm(uint64_t delay_ms) {
-    uv_timer_start(
-        timer_, [](uv_timer_t* t) { static_cast<WriteRetry*>(t->data)->on_timer(); }, delay_ms, 0);
-  }
-
-  void on_timer() {
-    // `write` may cancel this retry (and so drop self_): keep it alive.
-    auto keep = shared_from_this();
-    Status st = write_();
-    ++attempts_;
-    if (!timer_) return;  // cancelled from inside write
-    uv_update_time(timer_->loop);
-    const uint64_t waited = uv_now(timer_->loop) - started_ms_;
-    const bool locked = !st.ok() && st.reason() == "locked";
-    if (locked && waited < limit_ms_) {
-      delay_ms_ = delay_ms_ == 0 ? kFirstDelayMs : std::min(delay_ms_ * 2, kMaxDelayMs);
-      // The last attempt lands at the limit, not up to 100 ms after it.
-      arm(std::min(delay_ms_, limit_ms_ - waited));
-      return;
-    }
-    if (locked) {
-      st = Error(ErrorCode::kStorage,
-                 "database locked for more than " + std::to_string(limit_ms_) +
-                     " ms by another process (" + std::to_string(attempts_) +
-                     " attempts): " + st.message(),
-                 "locked");
-    }
-    auto done = std::move(done_);
-    finish();
-    if (done) done(st);
-  }
-
-  void finish() {
-    if (!timer_) return;
-    done_ = nullptr;
-    uv_timer_stop(timer_);
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    timer_ = nullptr;
-    self_.reset();  // may free this; callers hold `keep` where they use it after
-  }
-
-  uint64_t limit_ms_;
-  std::function<Status()> write_;
-  std::function<void(Status)> done_;
-  uv_timer_t* timer_ = nullptr;
-  uint64_t started_ms_ = 0;
-  uint64_t delay_ms_ = 0;
-  int attempts_ = 0;
-  std::shared_ptr<WriteRetry> self_;
-};
-
-void WriteRetryHandle::cancel() {
-  if (auto r = retry_.lock()) r->cancel();
+WriteRetry::WriteRetry(uv_loop_t* loop, std::chrono::milliseconds limit, std::function<Status()> write,
+                       std::function<void(Status)> done, std::function<void()> on_end)
+    : loop_(loop),
+      limit_ms_(static_cast<uint64_t>(std::max<int64_t>(limit.count(), 0))),
+      write_(std::move(write)),
+      done_(std::move(done)),
+      on_end_(std::move(on_end)) {
+  // uv_now is the loop's cached time; refresh it so that a limit counts
+  // from this call, not from the start of the current loop turn.
+  uv_update_time(loop_);
+  started_ms_ = uv_now(loop_);
+  timer_.init(loop_);  // uv_timer_init cannot fail
+  timer_.start(0, [this] { on_timer(); });
 }
 
-WriteRetryHandle retry_when_locked(uv_loop_t* loop, std::chrono::milliseconds limit,
-                                   std::function<Status()> write,
-                                   std::function<void(Status)> done) {
-  auto retry = std::make_shared<WriteRetry>(loop, limit, std::move(write), std::move(done));
-  retry->start();
-  return WriteRetryHandle(retry);
+void WriteRetry::cancel() {
+  if (ended_) return;
+  cancelled_ = true;
+  done_ = nullptr;
+  timer_.stop();
+  // Inside write_: on_timer ends the retry once write_ has returned (ending
+  // it here could destroy the retry, and write_ with it, while it runs).
+  if (!writing_) end();
+}
+
+void WriteRetry::on_timer() {
+  writing_ = true;
+  Status st = write_();
+  writing_ = false;
+  ++attempts_;
+  if (cancelled_) {  // from inside write_
+    end();
+    return;
+  }
+  uv_update_time(loop_);
+  const uint64_t waited = uv_now(loop_) - started_ms_;
+  const bool locked = !st.ok() && st.reason() == "locked";
+  if (locked && waited < limit_ms_) {
+    delay_ms_ = delay_ms_ == 0 ? kFirstDelayMs : std::min(delay_ms_ * 2, kMaxDelayMs);
+    // The last attempt lands at the limit, not up to 100 ms after it.
+    timer_.start(std::min(delay_ms_, limit_ms_ - waited), [this] { on_timer(); });
+    return;
+  }
+  if (locked) st = locked_too_long(st);
+  auto done = std::move(done_);
+  end();  // may destroy this
+  if (done) done(st);
+}
+
+Status WriteRetry::locked_too_long(const Status& last) const {
+  return Error::storage("database locked for more than " + std::to_string(limit_ms_) +
+                            " ms by another process (" + std::to_string(attempts_) +
+                            " attempts): " + last.message(),
+                        "locked");
+}
+
+void WriteRetry::end() {
+  if (ended_) return;
+  ended_ = true;
+  done_ = nullptr;
+  timer_.close();
+  if (auto on_end = std::move(on_end_)) on_end();  // last: may destroy this
+}
+
+WriteRetries::Id WriteRetries::start(uv_loop_t* loop, std::chrono::milliseconds limit,
+                                     std::function<Status()> write, std::function<void(Status)> done) {
+  const Id id = next_id_++;
+  auto retry = std::make_unique<WriteRetry>(loop, limit, std::move(write), std::move(done),
+                                            [this, id] { remove(id); });
+  retries_.push_back(Entry{id, std::move(retry)});
+  return id;
+}
+
+void WriteRetries::cancel(Id id) {
+  for (auto& entry : retries_) {
+    if (entry.id == id) {
+      entry.retry->cancel();  // leaves the set through on_end, unless inside its write
+      return;
+    }
+  }
+}
+
+void WriteRetries::remove(Id id) {
+  retries_.remove_if([id](const Entry& entry) { return entry.id == id; });
+}
+
+void retry_when_locked(uv_loop_t* loop, std::chrono::milliseconds limit, std::function<Status()> write,
+                       std::function<void(Status)> done) {
+  // One set per thread, and so per loop in practice; its retries end
+  // before their loop does (their timers keep the loop running).
+  thread_local WriteRetries retries;
+  retries.start(loop, limit, std::move(write), std::move(done));
 }
 
 }  // namespace connmgr

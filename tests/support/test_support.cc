@@ -12,9 +12,19 @@
 
 namespace connmgr::test {
 
-TempDir::TempDir() {
+TempDir::TempDir() : TempDir(test_root()) {}
+
+std::string TempDir::test_root() {
   const char* base = getenv("CONNMGR_TEST_TMP");
-  std::string root = base && *base ? base : "/tmp";
+  return base && *base ? base : "/tmp";
+}
+
+std::string TempDir::system_root() {
+  const char* base = getenv("TMPDIR");
+  return base && *base ? base : "/tmp";
+}
+
+TempDir::TempDir(const std::string& root) {
   std::filesystem::create_directories(root);
   std::string tmpl = root + "/connmgr-test-XXXXXX";
   if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");

@@ -17,8 +17,18 @@ namespace connmgr::test {
 // mkdtemp under $CONNMGR_TEST_TMP or /tmp; removed (recursively) on destruction.
 class TempDir {
  public:
+  // Under $CONNMGR_TEST_TMP (the build directory's tmp), else /tmp.
   TempDir();
+  // Under `root`, created if missing.
+  explicit TempDir(const std::string& root);
   ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  // The system's temporary directory ($TMPDIR, else /tmp): for files that
+  // another user must reach, which the build directory may not allow (a
+  // clone under /root, mode 0700).
+  static std::string system_root();
+  static std::string test_root();  // $CONNMGR_TEST_TMP, else /tmp
   const std::string& path() const { return path_; }
   std::string file(const std::string& name) const { return path_ + "/" + name; }
 

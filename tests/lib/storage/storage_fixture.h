@@ -28,7 +28,8 @@ using namespace std::chrono_literals;
 using connmgr::test::run_until;
 using connmgr::test::TempDir;
 
-// API.md §1, as a user would paste it into the sqlite3 shell.
+// The documented tables (lib/storage/schema.cc), as a user would paste them
+// into the sqlite3 shell.
 constexpr const char* kApiSchema = R"sql(
 CREATE TABLE nodes (
   id          TEXT PRIMARY KEY,
@@ -86,7 +87,16 @@ class Other {
 
 class Fixture {
  public:
-  Fixture() { uv_loop_init(&loop); }
+  Fixture() : Fixture(false) {}
+  // `system_tmp`: the files go under the system's temporary directory, not
+  // the build directory, so that a child acting as another user (nobody)
+  // reaches them wherever the clone is (under /root, mode 0700, it could
+  // not). The directory is made traversable (0711) for that user.
+  explicit Fixture(bool system_tmp)
+      : dir(system_tmp ? TempDir::system_root() : TempDir::test_root()) {
+    if (system_tmp) chmod(dir.path().c_str(), 0711);
+    uv_loop_init(&loop);
+  }
   ~Fixture() {
     if (store) store->close();
     store.reset();
@@ -140,6 +150,12 @@ class Fixture {
   uv_loop_t loop{};
   TempDir dir;
   std::unique_ptr<Store> store;
+};
+
+// For tests whose child acts as nobody: see Fixture(bool).
+class NobodyFixture : public Fixture {
+ public:
+  NobodyFixture() : Fixture(true) {}
 };
 
 inline int run_shell(const std::string& db, const std::string& sql) {

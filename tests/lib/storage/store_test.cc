@@ -21,7 +21,7 @@ TEST_CASE_METHOD(Fixture, "a missing database is created with the schema, in WAL
   CHECK(o.scalar("SELECT count(*) FROM sqlite_schema WHERE type='index' AND name='endpoints_node_id'") == 1);
 }
 
-TEST_CASE_METHOD(Fixture, "a database made by the sqlite3 shell from API.md's schema is adopted as it is") {
+TEST_CASE_METHOD(Fixture, "a database made by the sqlite3 shell from the documented schema is adopted as it is") {
   REQUIRE(run_shell(db_path(), std::string(kApiSchema) +
                                    "INSERT INTO nodes (id, name) VALUES ('shell-node', 'from the shell');"
                                    "INSERT INTO endpoints (node_id, protocol, address, port, success_count) "
@@ -122,7 +122,7 @@ TEST_CASE_METHOD(Fixture, "a database from a newer connmgr is refused, not rewri
   CHECK(o.scalar("PRAGMA user_version") == 99);
 }
 
-TEST_CASE_METHOD(Fixture, "tables lacking API.md's columns are refused with the column named") {
+TEST_CASE_METHOD(Fixture, "tables lacking a documented column are refused with the column named") {
   REQUIRE(run_shell(db_path(), "CREATE TABLE nodes (id TEXT PRIMARY KEY);"
                                "CREATE TABLE endpoints (id INTEGER PRIMARY KEY);") == 0);
   auto s = open_store();
@@ -214,8 +214,10 @@ int open_as_nobody_and_check(const std::string& path) {
 
 }  // namespace
 
-// Root ignores file modes, so these run the Store as nobody in a child.
-TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory nobody may write, is still read") {
+// Root ignores file modes, so these run the Store as nobody in a child, on
+// files under the system temporary directory (NobodyFixture), which nobody
+// can reach wherever the clone is.
+TEST_CASE_METHOD(NobodyFixture, "a file nobody may write, in a directory nobody may write, is still read") {
   if (geteuid() != 0) {
     WARN("needs root to switch to nobody; skipped");
     return;
@@ -233,7 +235,7 @@ TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory nobody may wr
   CHECK(file_bytes(db_path()) == before);
 }
 
-TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory anyone may write, is still read") {
+TEST_CASE_METHOD(NobodyFixture, "a file nobody may write, in a directory anyone may write, is still read") {
   if (geteuid() != 0) {
     WARN("needs root to switch to nobody; skipped");
     return;
@@ -249,7 +251,7 @@ TEST_CASE_METHOD(Fixture, "a file nobody may write, in a directory anyone may wr
   CHECK(o.scalar("SELECT count(*) FROM nodes") == 1);
 }
 
-TEST_CASE_METHOD(Fixture, "a writable file in a directory nobody may write is still read") {
+TEST_CASE_METHOD(NobodyFixture, "a writable file in a directory nobody may write is still read") {
   if (geteuid() != 0) {
     WARN("needs root to switch to nobody; skipped");
     return;

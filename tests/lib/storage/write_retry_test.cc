@@ -1,5 +1,5 @@
-// retry_when_locked against a real foreign write lock (a second connection
-// holding BEGIN EXCLUSIVE).
+// WriteRetry, WriteRetries and retry_when_locked against a real foreign write
+// lock (a second connection holding BEGIN EXCLUSIVE).
 #include "storage_fixture.h"
 
 using namespace connmgr;
@@ -7,6 +7,7 @@ using namespace connmgr::storage_test;
 
 // --- write retries ------------------------------------------------------------
 
+// retry_when_locked: the same, its retry owned by a set of the thread's.
 TEST_CASE_METHOD(Fixture, "a write that meets a lock is retried until the lock is gone") {
   open();
   Other locker(db_path());
@@ -35,10 +36,11 @@ TEST_CASE_METHOD(Fixture, "a write that meets a lock is retried until the lock i
 
 TEST_CASE_METHOD(Fixture, "a write gives up after its limit with reason locked") {
   open();
+  WriteRetries retries;
   Other locker(db_path());
   REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
   std::optional<Status> result;
-  retry_when_locked(
+  retries.start(
       &loop, 200ms,
       [&] {
         NodeSpec spec;
@@ -60,20 +62,61 @@ TEST_CASE_METHOD(Fixture, "a cancelled write retry never answers") {
   Other locker(db_path());
   REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
   bool answered = false;
-  auto h = retry_when_locked(
-      &loop, 5s, [&] { return store->remove_node("x"); }, [&](Status) { answered = true; });
+  WriteRetry retry(&loop, 5s, [&] { return store->remove_node("x"); }, [&](Status) { answered = true; });
   connmgr::test::run_for(&loop, 30ms);
-  h.cancel();
+  retry.cancel();
+  CHECK(retry.ended());
   locker.exec("COMMIT");
   connmgr::test::run_for(&loop, 100ms);
   CHECK_FALSE(answered);
 }
 
+TEST_CASE_METHOD(Fixture, "a write retry destroyed with a retry pending never writes or answers again") {
+  open();
+  Other locker(db_path());
+  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  int tries = 0;
+  bool answered = false;
+  auto retry = std::make_unique<WriteRetry>(
+      &loop, 5s, [&] { ++tries; return store->remove_node("x"); }, [&](Status) { answered = true; });
+  connmgr::test::run_for(&loop, 30ms);
+  REQUIRE(tries >= 1);
+  const int before = tries;
+  retry.reset();  // its timer is armed for the next attempt
+  locker.exec("COMMIT");
+  connmgr::test::run_for(&loop, 100ms);
+  CHECK(tries == before);
+  CHECK_FALSE(answered);
+}
+
+TEST_CASE_METHOD(Fixture, "a set of write retries forgets those that answered and cancels the rest") {
+  open();
+  Other locker(db_path());
+  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  int answers = 0;
+  auto retries = std::make_unique<WriteRetries>();
+  // A write that is not locked (a missing node is read, not written) answers at once.
+  retries->start(&loop, 5s, [&] { return Status(); }, [&](Status) { ++answers; });
+  const auto held = retries->start(&loop, 5s, [&] { return store->remove_node("x"); }, [&](Status) { ++answers; });
+  retries->start(&loop, 5s, [&] { return store->remove_node("y"); }, [&](Status) { ++answers; });
+  CHECK(retries->running() == 3);
+  connmgr::test::run_for(&loop, 30ms);
+  CHECK(answers == 1);
+  CHECK(retries->running() == 2);
+  retries->cancel(held);
+  CHECK(retries->running() == 1);
+  retries.reset();  // cancels the last one
+  locker.exec("COMMIT");
+  connmgr::test::run_for(&loop, 100ms);
+  CHECK(answers == 1);
+}
+
 TEST_CASE_METHOD(Fixture, "a write without a lock runs once, on the next loop turn") {
   open();
+  WriteRetries retries;
   int tries = 0;
   std::optional<Status> result;
-  retry_when_locked(
+  retries.start(
       &loop, 1s,
       [&] {
         ++tries;
@@ -93,9 +136,10 @@ TEST_CASE_METHOD(Fixture, "a write without a lock runs once, on the next loop tu
 
 TEST_CASE_METHOD(Fixture, "errors other than a lock are answered at once, not retried") {
   open();
+  WriteRetries retries;
   int tries = 0;
   std::optional<Status> result;
-  retry_when_locked(
+  retries.start(
       &loop, 2s, [&] { ++tries; return store->remove_node("ghost"); }, [&](Status s) { result = s; });
   REQUIRE(run_until(&loop, [&] { return result.has_value(); }, 2s));
   CHECK(tries == 1);
@@ -104,13 +148,14 @@ TEST_CASE_METHOD(Fixture, "errors other than a lock are answered at once, not re
 
 TEST_CASE_METHOD(Fixture, "retries back off and give up close to their limit") {
   open();
+  WriteRetries retries;
   Other locker(db_path());
   REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
   int tries = 0;
   std::optional<Status> result;
   const uint64_t t0 = uv_hrtime();
   double answered_ms = 0;
-  retry_when_locked(
+  retries.start(
       &loop, 300ms,
       [&] {
         ++tries;
@@ -139,17 +184,41 @@ TEST_CASE_METHOD(Fixture, "a write may cancel its own retry") {
   REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
   int tries = 0;
   bool answered = false;
-  WriteRetryHandle handle;
-  handle = retry_when_locked(
+  std::unique_ptr<WriteRetry> retry;
+  retry = std::make_unique<WriteRetry>(
       &loop, 5s,
       [&] {
         ++tries;
-        handle.cancel();
+        retry->cancel();
         return store->remove_node("x");
       },
       [&](Status) { answered = true; });
   connmgr::test::run_for(&loop, 100ms);
   CHECK(tries == 1);
+  CHECK(retry->ended());
+  CHECK_FALSE(answered);
+  locker.exec("ROLLBACK");
+}
+
+TEST_CASE_METHOD(Fixture, "a write may cancel its own retry in a set, which then forgets it") {
+  open();
+  Other locker(db_path());
+  REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
+  int tries = 0;
+  bool answered = false;
+  WriteRetries retries;
+  WriteRetries::Id id = 0;
+  id = retries.start(
+      &loop, 5s,
+      [&] {
+        ++tries;
+        retries.cancel(id);
+        return store->remove_node("x");
+      },
+      [&](Status) { answered = true; });
+  connmgr::test::run_for(&loop, 100ms);
+  CHECK(tries == 1);
+  CHECK(retries.running() == 0);
   CHECK_FALSE(answered);
   locker.exec("ROLLBACK");
 }
