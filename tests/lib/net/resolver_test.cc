@@ -1,4 +1,4 @@
-// resolve(): names and literals to socket addresses on the test's loop.
+// Resolution: names and literals to socket addresses on the test's loop.
 #include "net/resolver.h"
 
 #include <arpa/inet.h>
@@ -27,14 +27,17 @@ class Fixture {
  public:
   Fixture() { uv_loop_init(&loop); }
   ~Fixture() {
+    kept.clear();
     connmgr::test::drain_loop(&loop);
     uv_loop_close(&loop);
   }
 
-  std::shared_ptr<Answer> start(const std::string& host, int port, DialHandle* handle = nullptr,
+  // The resolution is `into`, else one the fixture keeps.
+  std::shared_ptr<Answer> start(const std::string& host, int port, Resolution* into = nullptr,
                                 std::chrono::milliseconds timeout = 0ms) {
     auto a = std::make_shared<Answer>();
-    DialHandle h = resolve(&loop, host, port, timeout, [a](Result<std::vector<sockaddr_storage>> r) {
+    if (!into) into = kept.emplace_back(std::make_unique<Resolution>()).get();
+    into->start(&loop, host, port, timeout, [a](Result<std::vector<sockaddr_storage>> r) {
       a->calls++;
       if (!r.ok()) {
         a->error = r.error();
@@ -42,7 +45,6 @@ class Fixture {
       }
       for (const auto& ss : *r) a->addresses.push_back(format_host_port(reinterpret_cast<const sockaddr*>(&ss)));
     });
-    if (handle) *handle = std::move(h);
     return a;
   }
 
@@ -56,13 +58,14 @@ class Fixture {
   }
 
   uv_loop_t loop{};
+  std::vector<std::unique_ptr<Resolution>> kept;
 };
 
 }  // namespace
 
 TEST_CASE_METHOD(Fixture, "an IPv4 literal is answered on the next loop turn, with its port") {
   auto a = start("192.0.2.7", 8443);
-  CHECK(a->calls == 0);  // never inside resolve()
+  CHECK(a->calls == 0);  // never inside start()
   REQUIRE(run_until(&loop, [&] { return a->calls == 1; }));
   CHECK(a->addresses == std::vector<std::string>{"192.0.2.7:8443"});
 }
@@ -97,21 +100,57 @@ TEST_CASE_METHOD(Fixture, "an empty host is a dns error, answered later") {
 }
 
 TEST_CASE_METHOD(Fixture, "a cancelled resolution never answers") {
-  DialHandle literal, name;
+  Resolution literal, name;
   auto a = start("127.0.0.1", 80, &literal);
   auto b = start("localhost", 80, &name);
   literal.cancel();
   name.cancel();
   name.cancel();  // idempotent
+  CHECK_FALSE(name.pending());
   run_for(&loop, 200ms);
   CHECK(a->calls == 0);
   CHECK(b->calls == 0);
 }
 
-TEST_CASE_METHOD(Fixture, "cancelling inside the callback or after it is harmless") {
-  DialHandle h;
+TEST_CASE_METHOD(Fixture, "a resolution destroyed mid-resolution never answers and leaks nothing") {
+  // The pool is kept busy so that the getaddrinfo is surely still queued
+  // (cancelled) or running (its answer discarded) when the owner goes.
+  connmgr::test::ThreadPoolBlocker blocker(&loop, 200ms);
+  auto literal = std::make_unique<Resolution>();
+  auto name = std::make_unique<Resolution>();
+  auto timed = std::make_unique<Resolution>();
+  auto a = start("::1", 80, literal.get());
+  auto b = start("localhost", 80, name.get());
+  auto c = start("localhost", 80, timed.get(), 50ms);
+  literal.reset();
+  name.reset();
+  run_for(&loop, 10ms);
+  timed.reset();  // its timeout timer armed
+  REQUIRE(blocker.wait_done());
+  run_for(&loop, 100ms);
+  CHECK(a->calls == 0);
+  CHECK(b->calls == 0);
+  CHECK(c->calls == 0);
+  // Under ASan/LSan a callback into a freed Resolution, or a request never
+  // freed, fails the test.
+}
+
+TEST_CASE_METHOD(Fixture, "a resolution may be destroyed from its own callback") {
+  auto owned = std::make_unique<Resolution>();
   int calls = 0;
-  h = resolve(&loop, "localhost", 80, 0ms, [&](Result<std::vector<sockaddr_storage>>) {
+  owned->start(&loop, "localhost", 80, 1000ms, [&](Result<std::vector<sockaddr_storage>>) {
+    ++calls;
+    owned.reset();
+  });
+  REQUIRE(run_until(&loop, [&] { return calls == 1; }));
+  run_for(&loop, 10ms);
+  CHECK(calls == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "cancelling inside the callback or after it is harmless") {
+  Resolution h;
+  int calls = 0;
+  h.start(&loop, "localhost", 80, 0ms, [&](Result<std::vector<sockaddr_storage>>) {
     ++calls;
     h.cancel();
   });

@@ -221,6 +221,19 @@ TEST_CASE_METHOD(Fixture, "a cancelled dial never calls back") {
   CHECK_FALSE(o2->done);
 }
 
+TEST_CASE_METHOD(Fixture, "a dial cancelled with its connect pending leaves nothing behind") {
+  connmgr::test::BlackholedTcpPort hole;
+  DialHandle h;
+  auto o = start(request("127.0.0.1", hole.port(), 2s), &h);
+  run_for(&loop, 20ms);  // resolved (a literal): the connect is pending
+  REQUIRE(uv_loop_alive(&loop) != 0);
+  h.cancel();  // the socket closes; libuv calls the connect back with UV_ECANCELED
+  run_for(&loop, 20ms);
+  CHECK_FALSE(o->done);
+  // Timer, socket and connect request are gone (LSan checks the memory).
+  CHECK(uv_loop_alive(&loop) == 0);
+}
+
 TEST_CASE_METHOD(Fixture, "cancelling after completion is harmless") {
   TcpListener peer(&loop);
   DialHandle h;
