@@ -8,10 +8,13 @@
 #include <sys/random.h>
 
 #include <cstring>
+#include <unordered_map>
+#include <utility>
 
 #include "net/failure_reason.h"
 #include "net/socket_address.h"
 #include "quic/peer_identity.h"
+#include "util/uv_handle.h"
 
 namespace connmgr {
 
@@ -35,6 +38,19 @@ void fill_random(uint8_t* dest, size_t len) {
 
 }  // namespace
 
+namespace {
+class QuicSession;
+}  // namespace
+
+// The dials under way, which own their sessions until the handshake ends:
+// a session leaves the set (destroyed on failure, handed to its
+// QuicConnection on success), and destroying the connector destroys the
+// rest. Handles reach it through a weak_ptr (a no-op once it is gone).
+struct QuicDials {
+  std::unordered_map<uint64_t, std::unique_ptr<QuicSession>> under_way;
+  uint64_t next_id = 1;
+};
+
 // What every dial shares: the credentials and the parsed priority string.
 // GnuTLS reference-counts both, and a parsed priority costs ~8 KiB, which
 // one per held link would pay for nothing.
@@ -43,7 +59,9 @@ struct QuicConnector::Impl {
   QuicOptions options;
   gnutls_certificate_credentials_t credentials = nullptr;
   gnutls_priority_t priority = nullptr;
+  std::shared_ptr<QuicDials> dials = std::make_shared<QuicDials>();
   ~Impl() {
+    dials->under_way.clear();  // their TLS sessions use the credentials
     if (priority) gnutls_priority_deinit(priority);
     if (credentials) gnutls_certificate_free_credentials(credentials);
   }
@@ -54,22 +72,30 @@ namespace {
 class QuicConnection;
 
 // One QUIC connection from dial to close: the UDP socket, the ngtcp2 and
-// GnuTLS state, the expiry timer and the dial's deadline. It frees itself
-// once closed and its three libuv handles have called back. The owner is the
-// dial until the handshake completes, then a QuicConnection.
+// GnuTLS state, the expiry timer and the dial's deadline. Owned by the
+// connector's QuicDials until the handshake completes, then by its
+// QuicConnection; destroying it at any time closes everything.
+//
+// Ending it (fail(), drop()) is always the last thing a method does, and a
+// method that may end it returns false then: its owner may destroy it from
+// the callback that reports the end, so nothing may touch it afterwards.
+// ngtcp2's and GnuTLS's callbacks only note facts (flags); the decisions
+// are taken after ngtcp2 returns.
 class QuicSession {
  public:
-  QuicSession(QuicConnector::Impl& connector, const DialRequest& req, ConnectCallback done)
-      : connector_(connector), req_(req), done_(std::move(done)), alive_(std::make_shared<bool>(true)) {
+  QuicSession(QuicConnector::Impl& connector, const DialRequest& req, ConnectCallback done, uint64_t id)
+      : connector_(connector), req_(req), done_(std::move(done)), id_(id) {
     conn_ref_.get_conn = [](ngtcp2_crypto_conn_ref* ref) {
       return static_cast<QuicSession*>(ref->user_data)->conn_;
     };
     conn_ref_.user_data = this;
   }
+  ~QuicSession() { release_quic(); }
+  QuicSession(const QuicSession&) = delete;
+  QuicSession& operator=(const QuicSession&) = delete;
 
-  DialHandle start();
+  void start();
   void close_by_owner();  // QuicConnection::close()
-  void detach_owner() { owner_ = nullptr; }
   std::optional<double> rtt_ms() const;
   bool active() const { return state_ == State::kEstablished; }
   const std::string& local() const { return local_; }
@@ -78,38 +104,48 @@ class QuicSession {
  private:
   enum class State { kResolving, kHandshake, kEstablished, kClosed };
 
-  void on_resolved(int status, addrinfo* res);
+  // Dial steps, one per event.
+  void start_deadline();
+  void start_lookup();
+  void on_deadline();
+  void on_resolved(int status, const addrinfo* res);
   void open_socket(const sockaddr* addr);
+  bool bind_and_connect(const sockaddr* addr);
   bool init_tls();
   bool init_quic();
+  void start_reading();
+  // Connection steps.
   void on_read(ssize_t n, const uv_buf_t* buf);
+  void on_read_error(int error);
+  void on_packet_error(int rv);
   void on_expiry();
-  void write_packets();
+  bool write_packets();
+  void send(const uint8_t* data, size_t len);
   void arm_timer();
-  void handshake_completed() { handshake_done_ = true; }
+  bool after_io();
+  void establish();
   void release_tls();
-  void after_io();
+  void release_quic();
+  std::string tls_failure_reason(int rv, std::string* message);
+  // Endings.
   void fail(const std::string& reason, const std::string& message);
   void drop(const std::string& reason);
-  void teardown();
-  void on_handle_closed();
-  std::string tls_failure_reason(int rv, std::string* message);
+  void stop_io();
 
   static int verify_cb(gnutls_session_t s);
+  static ngtcp2_callbacks callbacks();
 
   QuicConnector::Impl& connector_;
   DialRequest req_;
   ConnectCallback done_;
-  std::shared_ptr<bool> alive_;
+  uint64_t id_;  // in connector_.dials while dialling
   QuicConnection* owner_ = nullptr;
   State state_ = State::kResolving;
 
-  uv_udp_t udp_{};
-  uv_timer_t expiry_{};
-  uv_timer_t deadline_{};
-  uv_getaddrinfo_t gai_{};
-  bool resolving_ = false;
-  int handles_ = 0;
+  UvHandle<uv_udp_t> udp_;
+  Timer expiry_;
+  Timer deadline_;
+  AddrInfoRequest lookup_;
 
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
@@ -126,13 +162,17 @@ class QuicSession {
   bool handshake_done_ = false;
   bool handshake_confirmed_ = false;
   bool stateless_reset_ = false;
+
+  friend class QuicConnection;
 };
 
 class QuicConnection final : public Connection {
  public:
-  QuicConnection(QuicSession* session, const DialRequest& req)
-      : session_(session), node_id_(req.node_id), endpoint_id_(req.endpoint_id),
-        protocol_(req.protocol), port_(req.port) {}
+  QuicConnection(std::unique_ptr<QuicSession> session, const DialRequest& req)
+      : session_(std::move(session)), node_id_(req.node_id), endpoint_id_(req.endpoint_id),
+        protocol_(req.protocol), port_(req.port) {
+    session_->owner_ = this;
+  }
   ~QuicConnection() override {
     forget_drop_callback();
     close();
@@ -141,27 +181,30 @@ class QuicConnection final : public Connection {
   const std::string& node_id() const override { return node_id_; }
   int64_t endpoint_id() const override { return endpoint_id_; }
   const std::string& protocol() const override { return protocol_; }
-  const std::string& remote_address() const override { return session_ ? session_->remote() : empty_; }
+  const std::string& remote_address() const override { return live() ? session_->remote() : empty_; }
   int remote_port() const override { return port_; }
-  std::string local_address() const override { return session_ ? session_->local() : std::string(); }
-  bool is_active() const override { return session_ && session_->active(); }
-  std::optional<double> rtt_ms() const override { return session_ ? session_->rtt_ms() : std::nullopt; }
+  std::string local_address() const override { return live() ? session_->local() : std::string(); }
+  bool is_active() const override { return live() && session_->active(); }
+  std::optional<double> rtt_ms() const override { return live() ? session_->rtt_ms() : std::nullopt; }
   void close() override {
     if (!session_) return;
-    QuicSession* s = session_;
-    session_ = nullptr;
-    s->detach_owner();
-    s->close_by_owner();
+    session_->owner_ = nullptr;
+    if (!dropped_) session_->close_by_owner();
+    session_.reset();
   }
 
-  // From the session: the link ended on its own.
+  // From the session: the link ended on its own. The session stays (closed)
+  // until this connection goes: it is still on the stack here.
   void on_drop(const std::string& reason) {
-    session_ = nullptr;
+    dropped_ = true;
     notify_drop(reason);  // last: the owner may destroy this
   }
 
  private:
-  QuicSession* session_;
+  bool live() const { return session_ && !dropped_; }
+
+  std::unique_ptr<QuicSession> session_;
+  bool dropped_ = false;
   std::string node_id_;
   int64_t endpoint_id_;
   std::string protocol_;
@@ -169,100 +212,82 @@ class QuicConnection final : public Connection {
   std::string empty_;
 };
 
-DialHandle QuicSession::start() {
-  uv_update_time(connector_.loop);  // the deadline counts from now (see TcpDial)
-  uv_timer_init(connector_.loop, &expiry_);
-  uv_timer_init(connector_.loop, &deadline_);
-  expiry_.data = deadline_.data = this;
-  handles_ = 2;
-  const auto timeout = static_cast<uint64_t>(std::max<int64_t>(1, req_.timeout.count()));
-  uv_timer_start(&deadline_, [](uv_timer_t* t) {
-    auto* s = static_cast<QuicSession*>(t->data);
-    if (s->state_ == State::kResolving || s->state_ == State::kHandshake)
-      s->fail(reason::kTimeout, "QUIC handshake with " + s->req_.address + " port " +
-                                    std::to_string(s->req_.port) + " timed out after " +
-                                    std::to_string(s->req_.timeout.count()) + " ms");
-  }, timeout, 0);
+// --- dialling -------------------------------------------------------------------
 
+void QuicSession::start() {
+  expiry_.init(connector_.loop);
+  deadline_.init(connector_.loop);
+  start_deadline();
   expected_name_ = req_.server_name.value_or(req_.address);
   sockaddr_storage ss{};
   if (parse_ip_literal(req_.address, req_.port, &ss)) {
     // Opened on the next turn so that `done` never runs inside connect().
     remote_addr_ = ss;
-    uv_timer_start(&expiry_, [](uv_timer_t* t) {
-      auto* s = static_cast<QuicSession*>(t->data);
-      s->open_socket(reinterpret_cast<sockaddr*>(&s->remote_addr_));
-    }, 0, 0);
+    expiry_.start(0, [this] { open_socket(reinterpret_cast<sockaddr*>(&remote_addr_)); });
   } else {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_DGRAM;
-    gai_.data = this;
-    resolving_ = true;
-    ++handles_;  // the request counts like a handle until its callback
-    int rc = uv_getaddrinfo(connector_.loop, &gai_, [](uv_getaddrinfo_t* r, int status, addrinfo* res) {
-      static_cast<QuicSession*>(r->data)->on_resolved(status, res);
-    }, req_.address.c_str(), std::to_string(req_.port).c_str(), &hints);
-    if (rc != 0) {
-      resolving_ = false;
-      --handles_;
-      uv_timer_start(&expiry_, [](uv_timer_t* t) {
-        auto* s = static_cast<QuicSession*>(t->data);
-        s->fail(reason::kDns, "cannot resolve " + s->req_.address);
-      }, 0, 0);
-    }
+    start_lookup();
   }
-  std::weak_ptr<bool> alive = alive_;
-  return DialHandle([this, alive] {
-    if (auto a = alive.lock(); a && *a && state_ != State::kEstablished && state_ != State::kClosed) {
-      done_ = nullptr;
-      teardown();
-    }
-  });
 }
 
-void QuicSession::on_resolved(int status, addrinfo* res) {
-  resolving_ = false;
-  if (state_ == State::kResolving) {
-    if (status != 0 || !res) {
-      fail(reason::kDns, "cannot resolve " + req_.address + ": " + uv_strerror(status));
-    } else {
-      memcpy(&remote_addr_, res->ai_addr, res->ai_addrlen);
-      open_socket(reinterpret_cast<sockaddr*>(&remote_addr_));
-    }
+void QuicSession::start_deadline() {
+  uv_update_time(connector_.loop);  // the deadline counts from now (see TcpDial)
+  const auto timeout = static_cast<uint64_t>(std::max<int64_t>(1, req_.timeout.count()));
+  deadline_.start(timeout, [this] { on_deadline(); });
+}
+
+void QuicSession::on_deadline() {
+  if (state_ != State::kResolving && state_ != State::kHandshake) return;
+  fail(reason::kTimeout, "QUIC handshake with " + req_.address + " port " + std::to_string(req_.port) +
+                             " timed out after " + std::to_string(req_.timeout.count()) + " ms");
+}
+
+void QuicSession::start_lookup() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  const int rc = lookup_.start(connector_.loop, req_.address.c_str(), std::to_string(req_.port).c_str(), &hints,
+                               [this](int status, addrinfo* res) { on_resolved(status, res); });
+  if (rc != 0) {
+    // Answered on the next turn, never inside connect().
+    expiry_.start(0, [this, rc] {
+      fail(reason::kDns, "cannot resolve " + req_.address + ": " + uv_strerror(rc));
+    });
   }
-  if (res) uv_freeaddrinfo(res);
-  on_handle_closed();  // the request is done
+}
+
+void QuicSession::on_resolved(int status, const addrinfo* res) {
+  if (state_ != State::kResolving) return;
+  if (status != 0 || !res)
+    return fail(reason::kDns, "cannot resolve " + req_.address + ": " + uv_strerror(status));
+  memcpy(&remote_addr_, res->ai_addr, res->ai_addrlen);
+  open_socket(reinterpret_cast<sockaddr*>(&remote_addr_));
 }
 
 void QuicSession::open_socket(const sockaddr* addr) {
   if (state_ != State::kResolving) return;
   state_ = State::kHandshake;
   remote_ = format_host(addr);
-  uv_udp_init(connector_.loop, &udp_);
-  udp_.data = this;
-  ++handles_;
+  if (!bind_and_connect(addr) || !init_tls() || !init_quic()) return;
+  start_reading();
+  if (!write_packets()) return;
+  arm_timer();
+}
+
+bool QuicSession::bind_and_connect(const sockaddr* addr) {
+  int rc = udp_.init(connector_.loop, this, uv_udp_init);
   sockaddr_storage any{};
   parse_ip_literal(addr->sa_family == AF_INET6 ? "::" : "0.0.0.0", 0, &any);
-  int rc = uv_udp_bind(&udp_, reinterpret_cast<sockaddr*>(&any), 0);
+  if (rc == 0) rc = uv_udp_bind(udp_.get(), reinterpret_cast<sockaddr*>(&any), 0);
   // A connected UDP socket hears ICMP port-unreachable as ECONNREFUSED.
-  if (rc == 0) rc = uv_udp_connect(&udp_, addr);
+  if (rc == 0) rc = uv_udp_connect(udp_.get(), addr);
   if (rc != 0) {
     fail(reason::from_uv(rc), "cannot open a UDP socket to " + remote_ + ": " + uv_strerror(rc));
-    return;
+    return false;
   }
   int len = sizeof local_addr_;
-  uv_udp_getsockname(&udp_, reinterpret_cast<sockaddr*>(&local_addr_), &len);
+  uv_udp_getsockname(udp_.get(), reinterpret_cast<sockaddr*>(&local_addr_), &len);
   local_ = format_host_port(reinterpret_cast<sockaddr*>(&local_addr_));
-  if (!init_tls() || !init_quic()) return;
-  uv_udp_recv_start(&udp_, [](uv_handle_t*, size_t, uv_buf_t* buf) {
-    static char scratch[65536];
-    *buf = uv_buf_init(scratch, sizeof scratch);
-  }, [](uv_udp_t* u, ssize_t n, const uv_buf_t* buf, const sockaddr*, unsigned) {
-    static_cast<QuicSession*>(u->data)->on_read(n, buf);
-  });
-  write_packets();
-  arm_timer();
+  return true;
 }
 
 int QuicSession::verify_cb(gnutls_session_t s) {
@@ -282,19 +307,24 @@ int QuicSession::verify_cb(gnutls_session_t s) {
 }
 
 bool QuicSession::init_tls() {
+  // Names the call that failed, with GnuTLS's words.
+  auto failed = [this](const char* call, const std::string& why) {
+    fail(reason::kTls, std::string("cannot set up TLS: ") + call + ": " + why);
+    return false;
+  };
   // No tickets: connmgr never resumes, and a session freed after the
   // handshake (release_tls) could not keep one. GnuTLS then offers no
-  // psk_key_exchange_modes, and RFC 8446 §4.2.9 asks servers to send no
-  // ticket; one sent anyway is dropped (see recv_crypto_data).
+  // psk_key_exchange_modes, and RFC 8446 (section 4.2.9) asks servers to
+  // send no ticket; one sent anyway is dropped (see recv_crypto_data).
   int rc = gnutls_init(&tls_, GNUTLS_CLIENT | GNUTLS_ENABLE_EARLY_DATA | GNUTLS_NO_END_OF_EARLY_DATA |
                                   GNUTLS_NO_TICKETS);
-  if (rc == 0) rc = gnutls_priority_set(tls_, connector_.priority);
-  if (rc == 0) rc = ngtcp2_crypto_gnutls_configure_client_session(tls_) == 0 ? 0 : GNUTLS_E_INTERNAL_ERROR;
-  if (rc == 0) rc = gnutls_credentials_set(tls_, GNUTLS_CRD_CERTIFICATE, connector_.credentials);
-  if (rc != 0) {
-    fail(reason::kTls, std::string("cannot set up TLS: ") + gnutls_strerror(rc));
-    return false;
-  }
+  if (rc != 0) return failed("gnutls_init", gnutls_strerror(rc));
+  if ((rc = gnutls_priority_set(tls_, connector_.priority)) != 0)
+    return failed("gnutls_priority_set", gnutls_strerror(rc));
+  if (ngtcp2_crypto_gnutls_configure_client_session(tls_) != 0)
+    return failed("ngtcp2_crypto_gnutls_configure_client_session", "failed");
+  if ((rc = gnutls_credentials_set(tls_, GNUTLS_CRD_CERTIFICATE, connector_.credentials)) != 0)
+    return failed("gnutls_credentials_set", gnutls_strerror(rc));
   // Not the connection itself: ngtcp2's helpers find it through this ref.
   gnutls_session_set_ptr(tls_, &conn_ref_);
   gnutls_session_set_verify_function(tls_, &QuicSession::verify_cb);
@@ -304,17 +334,20 @@ bool QuicSession::init_tls() {
   const std::string alpn = req_.alpn.value_or(connector_.options.default_alpn);
   gnutls_datum_t proto{reinterpret_cast<unsigned char*>(const_cast<char*>(alpn.data())),
                        static_cast<unsigned>(alpn.size())};
-  gnutls_alpn_set_protocols(tls_, &proto, 1, GNUTLS_ALPN_MANDATORY);
+  if ((rc = gnutls_alpn_set_protocols(tls_, &proto, 1, GNUTLS_ALPN_MANDATORY)) != 0)
+    return failed("gnutls_alpn_set_protocols", gnutls_strerror(rc));
   return true;
 }
 
-bool QuicSession::init_quic() {
+// ngtcp2's callbacks: its crypto helpers, plus a few that only note what
+// happened for the session to act on once ngtcp2 returns.
+ngtcp2_callbacks QuicSession::callbacks() {
   ngtcp2_callbacks cb{};
   cb.client_initial = ngtcp2_crypto_client_initial_cb;
   // Once the handshake is confirmed the TLS session is gone (release_tls);
   // the only CRYPTO data QUIC allows after that is a NewSessionTicket
-  // (RFC 9001 §4.1.3: no KeyUpdate, no post-handshake authentication),
-  // which connmgr would not use.
+  // (RFC 9001, section 4.1.3: no KeyUpdate, no post-handshake
+  // authentication), which connmgr would not use.
   cb.recv_crypto_data = [](ngtcp2_conn* conn, ngtcp2_crypto_level level, uint64_t offset, const uint8_t* data,
                            size_t len, void* self) {
     if (!static_cast<QuicSession*>(self)->tls_) return 0;
@@ -337,7 +370,7 @@ bool QuicSession::init_quic() {
     return 0;
   };
   cb.handshake_completed = [](ngtcp2_conn*, void* self) {
-    static_cast<QuicSession*>(self)->handshake_completed();
+    static_cast<QuicSession*>(self)->handshake_done_ = true;
     return 0;
   };
   cb.handshake_confirmed = [](ngtcp2_conn*, void* self) {
@@ -348,21 +381,23 @@ bool QuicSession::init_quic() {
     static_cast<QuicSession*>(self)->stateless_reset_ = true;
     return 0;
   };
+  return cb;
+}
 
-  ngtcp2_cid dcid, scid;
-  dcid.datalen = 18;
-  fill_random(dcid.data, dcid.datalen);
-  scid.datalen = 17;
-  fill_random(scid.data, scid.datalen);
+namespace {
 
+ngtcp2_settings client_settings(std::chrono::milliseconds handshake_timeout) {
   ngtcp2_settings settings;
   ngtcp2_settings_default(&settings);
   settings.initial_ts = now_ns();
   // The default (333 ms) is for the open Internet; the first retransmit on a
   // LAN or loopback should not wait that long.
   settings.initial_rtt = 100 * NGTCP2_MILLISECONDS;
-  settings.handshake_timeout = static_cast<ngtcp2_duration>(req_.timeout.count()) * NGTCP2_MILLISECONDS;
+  settings.handshake_timeout = static_cast<ngtcp2_duration>(handshake_timeout.count()) * NGTCP2_MILLISECONDS;
+  return settings;
+}
 
+ngtcp2_transport_params client_params(std::chrono::milliseconds idle_timeout) {
   ngtcp2_transport_params params;
   ngtcp2_transport_params_default(&params);
   // connmgr opens no streams; a peer (e.g. HTTP/3) may open a few of its own.
@@ -372,15 +407,31 @@ bool QuicSession::init_quic() {
   params.initial_max_data = 256 * 1024;
   params.initial_max_streams_bidi = 0;
   params.initial_max_streams_uni = 3;
-  params.max_idle_timeout = static_cast<ngtcp2_duration>(connector_.options.idle_timeout.count()) * NGTCP2_MILLISECONDS;
+  params.max_idle_timeout = static_cast<ngtcp2_duration>(idle_timeout.count()) * NGTCP2_MILLISECONDS;
+  return params;
+}
 
+ngtcp2_socklen length_of(const sockaddr_storage& ss) {
+  return ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+}
+
+}  // namespace
+
+bool QuicSession::init_quic() {
+  ngtcp2_cid dcid, scid;
+  dcid.datalen = 18;
+  fill_random(dcid.data, dcid.datalen);
+  scid.datalen = 17;
+  fill_random(scid.data, scid.datalen);
+  const ngtcp2_callbacks cb = callbacks();
+  const ngtcp2_settings settings = client_settings(req_.timeout);
+  const ngtcp2_transport_params params = client_params(connector_.options.idle_timeout);
   path_.local.addr = reinterpret_cast<ngtcp2_sockaddr*>(&local_addr_);
-  path_.local.addrlen = local_addr_.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  path_.local.addrlen = length_of(local_addr_);
   path_.remote.addr = reinterpret_cast<ngtcp2_sockaddr*>(&remote_addr_);
-  path_.remote.addrlen = remote_addr_.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-
-  int rv = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path_, NGTCP2_PROTO_VER_V1, &cb, &settings,
-                                  &params, nullptr, this);
+  path_.remote.addrlen = length_of(remote_addr_);
+  const int rv = ngtcp2_conn_client_new(&conn_, &dcid, &scid, &path_, NGTCP2_PROTO_VER_V1, &cb, &settings,
+                                        &params, nullptr, this);
   if (rv != 0) {
     fail(reason::kHandshake, std::string("cannot create the QUIC connection: ") + ngtcp2_strerror(rv));
     return false;
@@ -389,57 +440,74 @@ bool QuicSession::init_quic() {
   return true;
 }
 
-void QuicSession::write_packets() {
-  if (!conn_ || state_ == State::kClosed) return;
+void QuicSession::start_reading() {
+  uv_udp_recv_start(
+      udp_.get(),
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        static char scratch[65536];
+        *buf = uv_buf_init(scratch, sizeof scratch);
+      },
+      [](uv_udp_t* u, ssize_t n, const uv_buf_t* buf, const sockaddr*, unsigned) {
+        if (auto* self = UvHandle<uv_udp_t>::owner<QuicSession>(u)) self->on_read(n, buf);
+      });
+}
+
+// --- packets and timers -------------------------------------------------------
+
+// Writes what ngtcp2 has to send. False when that ended the session.
+bool QuicSession::write_packets() {
+  if (!conn_ || state_ == State::kClosed) return false;
   uint8_t buf[kMaxUdpPayload];
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
   for (;;) {
-    ngtcp2_ssize n = ngtcp2_conn_write_pkt(conn_, &ps.path, &pi, buf, sizeof buf, now_ns());
+    const ngtcp2_ssize n = ngtcp2_conn_write_pkt(conn_, &ps.path, &pi, buf, sizeof buf, now_ns());
     if (n < 0) {
-      if (state_ == State::kHandshake) fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(static_cast<int>(n)));
-      else drop(reason::kClosed);
-      return;
+      if (state_ == State::kHandshake)
+        fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(static_cast<int>(n)));
+      else
+        drop(reason::kClosed);
+      return false;
     }
-    if (n == 0) return;
-    uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(buf), static_cast<unsigned>(n));
-    // A full socket buffer loses this packet; QUIC's recovery resends it.
-    uv_udp_try_send(&udp_, &b, 1, nullptr);
+    if (n == 0) return true;
+    send(buf, static_cast<size_t>(n));
   }
+}
+
+// uv_udp_try_send: synchronous, no request to outlive the session. A full
+// socket buffer loses the packet; QUIC's recovery resends it.
+void QuicSession::send(const uint8_t* data, size_t len) {
+  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(const_cast<uint8_t*>(data)), static_cast<unsigned>(len));
+  uv_udp_try_send(udp_.get(), &b, 1, nullptr);
 }
 
 void QuicSession::arm_timer() {
   if (!conn_ || state_ == State::kClosed) return;
   const ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(conn_);
   if (expiry == UINT64_MAX) {
-    uv_timer_stop(&expiry_);
+    expiry_.stop();
     return;
   }
   const uint64_t now = now_ns();
   const uint64_t delay_ms = expiry <= now ? 0 : (expiry - now + 999999) / 1000000;
-  uv_timer_start(&expiry_, [](uv_timer_t* t) { static_cast<QuicSession*>(t->data)->on_expiry(); },
-                 delay_ms, 0);
+  expiry_.start(delay_ms, [this] { on_expiry(); });
 }
 
 void QuicSession::on_expiry() {
   if (!conn_ || state_ == State::kClosed) return;
-  int rv = ngtcp2_conn_handle_expiry(conn_, now_ns());
+  const int rv = ngtcp2_conn_handle_expiry(conn_, now_ns());
   if (rv == NGTCP2_ERR_IDLE_CLOSE) {
-    if (state_ == State::kHandshake) fail(reason::kTimeout, "QUIC peer " + remote_ + " went silent during the handshake");
-    else drop(reason::kIdleTimeout);
-    return;
+    if (state_ == State::kHandshake)
+      return fail(reason::kTimeout, "QUIC peer " + remote_ + " went silent during the handshake");
+    return drop(reason::kIdleTimeout);
   }
-  if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) {
-    fail(reason::kTimeout, "QUIC handshake with " + remote_ + " timed out");
-    return;
-  }
+  if (rv == NGTCP2_ERR_HANDSHAKE_TIMEOUT) return fail(reason::kTimeout, "QUIC handshake with " + remote_ + " timed out");
   if (rv != 0) {
-    if (state_ == State::kHandshake) fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(rv));
-    else drop(reason::kClosed);
-    return;
+    if (state_ == State::kHandshake) return fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(rv));
+    return drop(reason::kClosed);
   }
-  write_packets();
+  if (!write_packets()) return;
   arm_timer();
 }
 
@@ -454,76 +522,85 @@ std::string QuicSession::tls_failure_reason(int rv, std::string* message) {
   }
   const uint8_t alert = ngtcp2_conn_get_tls_alert(conn_);
   *message = std::string("QUIC/TLS handshake with ") + remote_ + " failed: " + ngtcp2_strerror(rv);
-  if (alert) *message += std::string(" (TLS alert: ") + gnutls_alert_get_strname(static_cast<gnutls_alert_description_t>(alert)) + ")";
+  if (alert)
+    *message += std::string(" (TLS alert: ") +
+                gnutls_alert_get_strname(static_cast<gnutls_alert_description_t>(alert)) + ")";
   // no_application_protocol (120): the peer speaks no ALPN we offered.
   return alert == 120 ? reason::kHandshake : reason::kTls;
 }
 
 void QuicSession::on_read(ssize_t n, const uv_buf_t* buf) {
-  if (state_ == State::kClosed || !conn_) return;
-  if (n == 0) return;
-  if (n < 0) {
-    if (state_ == State::kHandshake)
-      fail(reason::from_uv(static_cast<int>(n)), "QUIC dial to " + remote_ + " port " +
-                                                     std::to_string(req_.port) + " failed: " +
-                                                     uv_strerror(static_cast<int>(n)));
-    else
-      drop(n == UV_ECONNREFUSED ? reason::kClosed : reason::from_uv(static_cast<int>(n)));
-    return;
-  }
+  if (state_ == State::kClosed || !conn_ || n == 0) return;
+  if (n < 0) return on_read_error(static_cast<int>(n));
   ngtcp2_pkt_info pi{};
-  int rv = ngtcp2_conn_read_pkt(conn_, &path_, &pi, reinterpret_cast<const uint8_t*>(buf->base),
-                                static_cast<size_t>(n), now_ns());
+  const int rv = ngtcp2_conn_read_pkt(conn_, &path_, &pi, reinterpret_cast<const uint8_t*>(buf->base),
+                                      static_cast<size_t>(n), now_ns());
   if (rv != 0) {
-    if (rv == NGTCP2_ERR_DRAINING || rv == NGTCP2_ERR_CLOSING) {
-      // The peer closed (CONNECTION_CLOSE) or reset the connection.
-      if (state_ == State::kHandshake) {
-        std::string message;
-        std::string why = tls_failure_reason(rv, &message);
-        if (!pin_mismatch_ && !untrusted_) {
-          why = stateless_reset_ ? reason::kReset : reason::kHandshake;
-          message = "QUIC peer " + remote_ + " closed the connection during the handshake";
-        }
-        fail(why, message);
-      } else {
-        drop(stateless_reset_ ? reason::kReset : reason::kClosed);
-      }
-      return;
-    }
-    if (rv == NGTCP2_ERR_CRYPTO || rv == NGTCP2_ERR_CALLBACK_FAILURE) {
-      std::string message;
-      const std::string why = tls_failure_reason(rv, &message);
-      if (state_ == State::kHandshake) fail(why, message);
-      else drop(reason::kClosed);
-      return;
-    }
-    // Anything else: a packet we could not use; QUIC tolerates that.
-    if (state_ == State::kHandshake && ngtcp2_err_is_fatal(rv)) {
-      fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(rv));
-      return;
-    }
+    // Anything but these: a packet we could not use; QUIC tolerates that.
+    if (rv == NGTCP2_ERR_DRAINING || rv == NGTCP2_ERR_CLOSING || rv == NGTCP2_ERR_CRYPTO ||
+        rv == NGTCP2_ERR_CALLBACK_FAILURE || (state_ == State::kHandshake && ngtcp2_err_is_fatal(rv)))
+      return on_packet_error(rv);
   }
   after_io();
 }
 
-void QuicSession::after_io() {
-  write_packets();
-  if (state_ == State::kClosed) return;
+void QuicSession::on_read_error(int error) {
+  if (state_ == State::kHandshake)
+    return fail(reason::from_uv(error), "QUIC dial to " + remote_ + " port " + std::to_string(req_.port) +
+                                            " failed: " + uv_strerror(error));
+  drop(error == UV_ECONNREFUSED ? reason::kClosed : reason::from_uv(error));
+}
+
+// A packet that ends the connection (or the handshake).
+void QuicSession::on_packet_error(int rv) {
+  const bool handshake = state_ == State::kHandshake;
+  if (rv == NGTCP2_ERR_DRAINING || rv == NGTCP2_ERR_CLOSING) {
+    // The peer closed (CONNECTION_CLOSE) or reset the connection.
+    if (!handshake) return drop(stateless_reset_ ? reason::kReset : reason::kClosed);
+    std::string message;
+    std::string why = tls_failure_reason(rv, &message);
+    if (!pin_mismatch_ && !untrusted_) {
+      why = stateless_reset_ ? reason::kReset : reason::kHandshake;
+      message = "QUIC peer " + remote_ + " closed the connection during the handshake";
+    }
+    return fail(why, message);
+  }
+  if (rv == NGTCP2_ERR_CRYPTO || rv == NGTCP2_ERR_CALLBACK_FAILURE) {
+    std::string message;
+    const std::string why = tls_failure_reason(rv, &message);
+    if (handshake) return fail(why, message);
+    return drop(reason::kClosed);
+  }
+  fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(rv));  // fatal during the handshake
+}
+
+// After packets came in: answer them, and finish the handshake when it is
+// done. False when the session ended or was handed over (and may be gone).
+bool QuicSession::after_io() {
+  if (!write_packets()) return false;
   if (handshake_confirmed_ && tls_) release_tls();
   if (state_ == State::kHandshake && handshake_done_) {
-    state_ = State::kEstablished;
-    uv_timer_stop(&deadline_);
-    ngtcp2_conn_set_keep_alive_timeout(
-        conn_, static_cast<ngtcp2_duration>(connector_.options.keepalive.count()) * NGTCP2_MILLISECONDS);
-    auto conn = std::make_unique<QuicConnection>(this, req_);
-    owner_ = conn.get();
-    auto done = std::move(done_);
-    done_ = nullptr;
-    arm_timer();
-    if (done) done(std::unique_ptr<Connection>(std::move(conn)));
-    return;
+    establish();
+    return false;
   }
   arm_timer();
+  return true;
+}
+
+// The handshake is done: the session leaves the dials for a QuicConnection,
+// which the dial's callback gets.
+void QuicSession::establish() {
+  state_ = State::kEstablished;
+  deadline_.stop();
+  ngtcp2_conn_set_keep_alive_timeout(
+      conn_, static_cast<ngtcp2_duration>(connector_.options.keepalive.count()) * NGTCP2_MILLISECONDS);
+  arm_timer();
+  auto done = std::move(done_);
+  auto& dials = connector_.dials->under_way;
+  auto it = dials.find(id_);
+  auto conn = std::make_unique<QuicConnection>(std::move(it->second), req_);
+  dials.erase(it);
+  if (done) done(std::unique_ptr<Connection>(std::move(conn)));  // last: `this` belongs to conn
 }
 
 // After the handshake is confirmed ngtcp2 needs no TLS: packet protection,
@@ -539,6 +616,14 @@ void QuicSession::release_tls() {
   tls_ = nullptr;
 }
 
+// Never from inside an ngtcp2 callback: ngtcp2 is not on the stack here.
+void QuicSession::release_quic() {
+  if (conn_) ngtcp2_conn_del(conn_);
+  conn_ = nullptr;
+  if (tls_) gnutls_deinit(tls_);
+  tls_ = nullptr;
+}
+
 std::optional<double> QuicSession::rtt_ms() const {
   if (!conn_) return std::nullopt;
   ngtcp2_conn_stat stat{};
@@ -546,19 +631,22 @@ std::optional<double> QuicSession::rtt_ms() const {
   return static_cast<double>(stat.smoothed_rtt) / 1e6;
 }
 
+// --- endings --------------------------------------------------------------------
+
+// The dial failed: the session leaves the dials (destroyed), then answers.
 void QuicSession::fail(const std::string& why, const std::string& message) {
   if (state_ == State::kClosed || state_ == State::kEstablished) return;
   auto done = std::move(done_);
-  done_ = nullptr;
-  teardown();
-  if (done) done(Error(ErrorCode::kConnectFailed, message, why));
+  const auto dials = connector_.dials;
+  dials->under_way.erase(id_);  // destroys this
+  if (done) done(Error::connect_failed(message, why));
 }
 
+// The link ended on its own: everything stops, the owner hears of it last.
 void QuicSession::drop(const std::string& why) {
   if (state_ != State::kEstablished) return;
-  QuicConnection* owner = owner_;
-  owner_ = nullptr;
-  teardown();
+  QuicConnection* owner = std::exchange(owner_, nullptr);
+  stop_io();
   if (owner) owner->on_drop(why);
 }
 
@@ -572,33 +660,23 @@ void QuicSession::close_by_owner() {
     ngtcp2_pkt_info pi{};
     ngtcp2_connection_close_error ccerr;
     ngtcp2_connection_close_error_default(&ccerr);
-    ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, buf, sizeof buf, &ccerr, now_ns());
-    if (n > 0) {
-      uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(buf), static_cast<unsigned>(n));
-      uv_udp_try_send(&udp_, &b, 1, nullptr);
-    }
+    const ngtcp2_ssize n =
+        ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, buf, sizeof buf, &ccerr, now_ns());
+    if (n > 0) send(buf, static_cast<size_t>(n));
   }
-  teardown();
+  stop_io();
 }
 
-void QuicSession::teardown() {
-  if (state_ == State::kClosed) return;
-  const bool had_socket = state_ != State::kResolving;
+// Closes the socket and timers (their callbacks never come) and frees the
+// QUIC and TLS state; the session object stays until its owner lets go.
+void QuicSession::stop_io() {
   state_ = State::kClosed;
-  *alive_ = false;
   done_ = nullptr;
-  if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&gai_));
-  auto closed = [](uv_handle_t* h) { static_cast<QuicSession*>(h->data)->on_handle_closed(); };
-  uv_close(reinterpret_cast<uv_handle_t*>(&expiry_), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), closed);
-  if (had_socket) uv_close(reinterpret_cast<uv_handle_t*>(&udp_), closed);
-}
-
-void QuicSession::on_handle_closed() {
-  if (--handles_ > 0 || state_ != State::kClosed) return;
-  if (conn_) ngtcp2_conn_del(conn_);
-  if (tls_) gnutls_deinit(tls_);
-  delete this;
+  lookup_.cancel();
+  expiry_.close();
+  deadline_.close();
+  udp_.close();
+  release_quic();
 }
 
 }  // namespace
@@ -608,24 +686,21 @@ Result<std::unique_ptr<QuicConnector>> QuicConnector::create(uv_loop_t* loop, Qu
   impl->loop = loop;
   impl->options = std::move(options);
   int rc = gnutls_certificate_allocate_credentials(&impl->credentials);
-  if (rc == 0) {
-    rc = impl->options.ca_file.empty()
-             ? gnutls_certificate_set_x509_system_trust(impl->credentials)
-             : gnutls_certificate_set_x509_trust_file(impl->credentials, impl->options.ca_file.c_str(),
-                                                      GNUTLS_X509_FMT_PEM);
-    // Both return the number of certificates loaded.
-    if (rc == 0 && !impl->options.ca_file.empty())
-      return Error(ErrorCode::kInternal, "quic_ca_file: no certificate in " + impl->options.ca_file);
-    if (rc > 0) rc = 0;
-  }
+  if (rc < 0)
+    return Error::internal(std::string("gnutls_certificate_allocate_credentials: ") + gnutls_strerror(rc));
+  const std::string& ca_file = impl->options.ca_file;
+  rc = ca_file.empty() ? gnutls_certificate_set_x509_system_trust(impl->credentials)
+                       : gnutls_certificate_set_x509_trust_file(impl->credentials, ca_file.c_str(),
+                                                                GNUTLS_X509_FMT_PEM);
+  // Both return the number of certificates loaded.
+  if (rc == 0 && !ca_file.empty()) return Error::internal("quic_ca_file: no certificate in " + ca_file);
   if (rc < 0) {
-    return Error(ErrorCode::kInternal,
-                 std::string(impl->options.ca_file.empty() ? "cannot load the system trust store"
-                                                           : "quic_ca_file: cannot load " + impl->options.ca_file) +
-                     ": " + gnutls_strerror(rc));
+    return Error::internal(
+        (ca_file.empty() ? std::string("cannot load the system trust store") : "quic_ca_file: cannot load " + ca_file) +
+        ": " + gnutls_strerror(rc));
   }
   if (rc = gnutls_priority_init(&impl->priority, kPriority, nullptr); rc < 0)
-    return Error(ErrorCode::kInternal, std::string("cannot parse the TLS priority string: ") + gnutls_strerror(rc));
+    return Error::internal(std::string("cannot parse the TLS priority string: ") + gnutls_strerror(rc));
   return std::unique_ptr<QuicConnector>(new QuicConnector(std::move(impl)));
 }
 
@@ -633,8 +708,16 @@ QuicConnector::QuicConnector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 QuicConnector::~QuicConnector() = default;
 
 DialHandle QuicConnector::connect(const DialRequest& request, ConnectCallback done) {
-  auto* session = new QuicSession(*impl_, request, std::move(done));
-  return session->start();
+  auto& dials = *impl_->dials;
+  const uint64_t id = dials.next_id++;
+  auto session = std::make_unique<QuicSession>(*impl_, request, std::move(done), id);
+  QuicSession* started = session.get();
+  dials.under_way.emplace(id, std::move(session));
+  started->start();
+  return DialHandle([dials = std::weak_ptr<QuicDials>(impl_->dials), id] {
+    // A no-op once the dial has answered (it left the set) or the connector went.
+    if (auto d = dials.lock()) d->under_way.erase(id);
+  });
 }
 
 }  // namespace connmgr

@@ -768,6 +768,9 @@ constexpr size_t kRowsPerFlush = 256;
 
 void SqliteStore::arm_timer(uint64_t delay_ms) {
   if (!flush_timer_.initialized() || flush_timer_.active()) return;
+  // The interval counts from now, not from the loop's cached time, which
+  // may be older than the interval (a long open() before the loop ran).
+  uv_update_time(loop_);
   flush_timer_.start(delay_ms, [this] { on_flush_timer(); });
 }
 

@@ -299,6 +299,44 @@ TEST_CASE_METHOD(Fixture, "a cancelled QUIC dial never calls back") {
   h2.cancel();  // before the socket even opened
   run_for(&loop, 50ms);
   CHECK_FALSE(o2->done);
+  // Socket, timers and QUIC state are gone (LSan checks the memory).
+  CHECK(uv_loop_alive(&loop) == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC dial destroyed with its connector mid-handshake or mid-resolution never calls back") {
+  connmgr::test::SilentUdpPort silent;
+  connector();
+  auto handshaking = start(*connectors.back(), request(silent.port(), std::nullopt, 300ms));
+  auto r = request(silent.port(), std::nullopt, 300ms);
+  r.address = "localhost";
+  auto resolving = start(*connectors.back(), r);
+  run_for(&loop, 30ms);  // the first is waiting for the peer's Initial
+  connectors.clear();
+  run_for(&loop, 500ms);  // past the timeouts
+  CHECK_FALSE(handshaking->done);
+  CHECK_FALSE(resolving->done);
+  CHECK(uv_loop_alive(&loop) == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC connection may be destroyed from inside its drop callback") {
+  Certificate cert(dir);
+  Gtlsserver server(cert, free_udp_port());
+  QuicOptions opts;
+  opts.idle_timeout = 500ms;
+  opts.keepalive = 200ms;
+  auto& c = connector(opts);
+  wait_until_up(c, server.port, cert.pin);
+  auto o = dial(c, request(server.port, cert.pin));
+  REQUIRE(o->conn);
+  std::string why;
+  o->conn->set_drop_callback([&](const std::string& reason) {
+    why = reason;
+    o->conn.reset();
+  });
+  server.kill_now();
+  REQUIRE(run_until(&loop, [&] { return !why.empty(); }, 10s));
+  CHECK_FALSE(o->conn);
+  run_for(&loop, 50ms);
 }
 
 TEST_CASE_METHOD(Fixture, "host names are resolved for QUIC too") {
