@@ -1,5 +1,4 @@
-// Connector: dials endpoints of one protocol on the libuv loop (the seed's
-// Connector interface).
+// Connector: dials endpoints of one protocol on the libuv loop.
 //
 // connect() returns at once. The callback is called exactly once on the loop
 // thread, never from inside connect() itself, with either an active

@@ -1,4 +1,4 @@
-// ConnectorFactory: protocol name → Connector (the seed's ConnectionFactory).
+// ConnectorFactory: protocol name → Connector.
 // Owns its connectors; they live as long as the factory.
 #pragma once
 

@@ -1,4 +1,5 @@
-// The closed set of short, stable failure reasons of API.md §3, produced in
+// The closed set of short, stable failure reasons (docs/api.md,
+// "FailureReason" and "DisconnectReason"), produced in
 // this one place: `refused`, `timeout`, `unreachable`, `reset`, `dns`, `tls`,
 // `pin_mismatch`, `handshake`, `closed`, `idle_timeout`, `cancelled`, or an
 // errno name ("EMFILE") for anything else.

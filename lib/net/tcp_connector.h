@@ -44,7 +44,7 @@ class TcpConnector final : public Connector {
   std::string_view name() const override { return "tcp"; }
   DialHandle connect(const DialRequest& request, ConnectCallback done) override;
 
-  struct Dials;  // the dials under way, shared with them (tcp_connector.cc)
+  struct Dials;  // the dials under way, which the connector owns (tcp_connector.cc)
 
  private:
   uv_loop_t* loop_;

@@ -1,5 +1,5 @@
-// PeerIdentity: how a QUIC peer's certificate is judged (API.md §1's
-// server_name and pin_sha256). With a pin, the peer is accepted if and only if
+// PeerIdentity: how a QUIC peer's certificate is judged (an endpoint's
+// server_name and pin_sha256; docs/guide.md, "QUIC and peer identity"). With a pin, the peer is accepted if and only if
 // base64(SHA-256(SubjectPublicKeyInfo)) of its leaf certificate equals the
 // pin, self-signed or not; without one, the chain must verify against the
 // trust store and the certificate must name the expected host (or IP).

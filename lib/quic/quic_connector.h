@@ -10,7 +10,10 @@
 // A held link sends keepalives every options.keepalive and ends after
 // options.idle_timeout of silence (drop reason "idle_timeout"); a peer
 // CONNECTION_CLOSE or stateless reset ends it with "closed" / "reset".
-// Owned by a ConnectorFactory; must outlive its dials and links.
+// Owned by a ConnectorFactory; must outlive its links. Destroying it
+// cancels the dials still under way (their callbacks never run). Memory of
+// closed sockets and timers is freed by libuv close callbacks: keep running
+// the loop until it is empty before uv_loop_close.
 #pragma once
 
 #include <chrono>

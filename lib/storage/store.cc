@@ -220,6 +220,8 @@ class SqliteStore final : public Store {
   Result<std::vector<Endpoint>> query_endpoints(const std::string& node_id,
                                                 const std::optional<std::string>& protocol);
   void overlay(Endpoint& e) const;
+  Result<size_t> scan_endpoint_range(const std::vector<std::string_view>& sorted,
+                                     std::vector<std::vector<Endpoint>>& groups);
   void arm_timer(uint64_t delay_ms);
   void on_flush_timer();
   // Writes up to max_rows queued statistics in one transaction, lowest ids first.
@@ -551,36 +553,10 @@ Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   std::vector<std::vector<Endpoint>> groups(sorted.size());
-
-  // One scan of [first, last], rows in node_id order, merged with the sorted
-  // ids. Rows of nodes not asked for (ids not contiguous, or a node another
-  // process added since the page was read) are stepped over.
-  size_t k = 0;  // sorted[0, k) are complete: every row of theirs has passed
-  {
-    Use q(endpoints_in_range_);
-    q.bind(1, std::string(sorted.front()));
-    q.bind(2, std::string(sorted.back()));
-    size_t foreign = 0;
-    int rc;
-    while ((rc = q.step()) == SQLITE_ROW) {
-      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(*q, 1));
-      const std::string_view node(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(*q, 1)));
-      while (k < sorted.size() && sorted[k] < node) ++k;
-      if (k == sorted.size()) break;
-      if (sorted[k] != node) {
-        // sorted[k] > node: no row of sorted[k] has been seen yet, so the
-        // ids from k on can still be read one by one.
-        if (++foreign > kMaxForeignRows) break;
-        continue;
-      }
-      groups[k].push_back(read_endpoint(*q));
-      overlay(groups[k].back());
-    }
-    if (rc == SQLITE_DONE) k = sorted.size();
-    else if (rc != SQLITE_ROW) return err(rc, "list endpoints");
-  }
+  auto complete = scan_endpoint_range(sorted, groups);
+  if (!complete) return complete.error();
   for (size_t i = 0; i < sorted.size(); ++i) {
-    if (i >= k) {
+    if (i >= *complete) {
       auto eps = query_endpoints(std::string(sorted[i]), std::nullopt);
       if (!eps) return eps.error();
       groups[i] = std::move(eps).value();
@@ -600,6 +576,38 @@ Result<std::vector<Endpoint>> SqliteStore::endpoints_of_nodes(const std::vector<
       out.insert(out.end(), groups[i].begin(), groups[i].end());
   }
   return out;
+}
+
+// One scan of [first, last], rows in node_id order, merged with the sorted
+// ids. Rows of nodes not asked for (ids not contiguous, or a node another
+// process added since the page was read) are stepped over; after too many
+// of them the scan stops. Returns k: sorted[0, k) are complete (every row
+// of theirs has passed); the rest are to be read one by one.
+Result<size_t> SqliteStore::scan_endpoint_range(const std::vector<std::string_view>& sorted,
+                                                std::vector<std::vector<Endpoint>>& groups) {
+  size_t k = 0;
+  Use q(endpoints_in_range_);
+  q.bind(1, std::string(sorted.front()));
+  q.bind(2, std::string(sorted.back()));
+  size_t foreign = 0;
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(*q, 1));
+    const std::string_view node(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(*q, 1)));
+    while (k < sorted.size() && sorted[k] < node) ++k;
+    if (k == sorted.size()) break;
+    if (sorted[k] != node) {
+      // sorted[k] > node: no row of sorted[k] has been seen yet, so the
+      // ids from k on can still be read one by one.
+      if (++foreign > kMaxForeignRows) break;
+      continue;
+    }
+    groups[k].push_back(read_endpoint(*q));
+    overlay(groups[k].back());
+  }
+  if (rc == SQLITE_DONE) return sorted.size();
+  if (rc != SQLITE_ROW) return err(rc, "list endpoints");
+  return k;
 }
 
 Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {

@@ -13,7 +13,8 @@ inline int64_t unix_now_ms() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z (API.md §1).
+// RFC 3339 UTC with milliseconds: 2026-11-24T09:30:00.123Z (docs/api.md,
+// "Time").
 std::string format_rfc3339_ms(int64_t unix_ms);
 
 }  // namespace connmgr

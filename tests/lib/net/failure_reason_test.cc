@@ -1,4 +1,5 @@
-// reason::from_uv: libuv errors to API.md §3's reason strings.
+// reason::from_uv: libuv errors to the documented reason strings (docs/api.md,
+// "FailureReason").
 #include "net/failure_reason.h"
 
 #include <uv.h>
