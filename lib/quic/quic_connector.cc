@@ -122,7 +122,7 @@ class QuicSession {
   bool write_packets();
   void send(const uint8_t* data, size_t len);
   void arm_timer();
-  bool after_io();
+  void after_io();
   void establish();
   void release_tls();
   void release_quic();
@@ -575,16 +575,12 @@ void QuicSession::on_packet_error(int rv) {
 }
 
 // After packets came in: answer them, and finish the handshake when it is
-// done. False when the session ended or was handed over (and may be gone).
-bool QuicSession::after_io() {
-  if (!write_packets()) return false;
+// done. Last in its callers: the session may have ended or been handed over.
+void QuicSession::after_io() {
+  if (!write_packets()) return;
   if (handshake_confirmed_ && tls_) release_tls();
-  if (state_ == State::kHandshake && handshake_done_) {
-    establish();
-    return false;
-  }
+  if (state_ == State::kHandshake && handshake_done_) return establish();
   arm_timer();
-  return true;
 }
 
 // The handshake is done: the session leaves the dials for a QuicConnection,
@@ -598,6 +594,7 @@ void QuicSession::establish() {
   auto done = std::move(done_);
   auto& dials = connector_.dials->under_way;
   auto it = dials.find(id_);
+  if (it == dials.end()) return;  // cannot happen: a session leaves its dial only here or in fail()
   auto conn = std::make_unique<QuicConnection>(std::move(it->second), req_);
   dials.erase(it);
   if (done) done(std::unique_ptr<Connection>(std::move(conn)));  // last: `this` belongs to conn
