@@ -10,18 +10,19 @@
 namespace connmgr {
 
 // One node's link: the attempt under way, the retry timer, or the established
-// connection, and the callers waiting for it. Exactly one of `dial`
-// (kConnecting), `timer` (kWaitingRetry) and `connection` (kActive) is live;
-// an attempt waiting for a dial slot (kConnecting) has its entry in the
-// manager's queue instead of a dial.
+// connection, and the callers waiting for it. One of `dial` (kConnecting),
+// `timer` (kWaitingRetry) and `connection` (kActive) is live; an attempt
+// waiting for a dial slot (kConnecting) has its entry in the manager's queue
+// instead of a dial, and a dropped connection (still kActive) has the timer
+// that hands its drop to a later loop turn.
 //
 // The callbacks of the dial, the timer and the connection point at this
 // link, and none of them can run once it is gone: the destructor cancels the
 // dial (a cancelled dial never calls back, net/dial_handle.h), a Timer's
 // callback dies with it (util/uv_handle.h), and a Connection's drop callback
-// never fires after its destruction (net/connection.h). A dial or timer is
-// only ever replaced after it has called back, so no callback of an old one
-// can reach a newer state of the link either.
+// never fires after its destruction (net/connection.h). Nor can an old
+// callback reach a newer state of the link: a dial begins only once the
+// previous one has called back, and Timer::start() replaces the callback.
 struct ConnectionManager::Link {
   Link() = default;
   Link(const Link&) = delete;
