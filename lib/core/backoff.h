@@ -1,5 +1,5 @@
-// RetryOptions and the backoff schedule (API.md §4, the seed's RetryOptions and
-// RetryConnection formula). Pure functions: no loop, no clock.
+// RetryOptions and the backoff schedule of a connect's retries (docs/guide.md,
+// "Retries and backoff"). Pure functions: no loop, no clock.
 #pragma once
 
 #include <chrono>

@@ -1,5 +1,5 @@
-// ConnectionConfig: the manager's settings (the seed's ConnectionConfig),
-// filled by the daemon from flags, configuration file and defaults.
+// ConnectionConfig: the connection manager's settings, filled by the daemon
+// from flags, configuration file and defaults.
 #pragma once
 
 #include <chrono>
@@ -12,7 +12,7 @@ struct ConnectionConfig {
   std::chrono::milliseconds max_retry_interval{60000};
   int max_retry_count = 5;  // retries after the first attempt
   // Fraction (0..1) of each delay drawn at random and subtracted; 0 keeps
-  // API.md's formula exact.
+  // the backoff formula exact (backoff.h).
   double retry_jitter = 0.0;
   // Dials under way at once; more wait for a free slot, in the order asked.
   // Every dial that completes is work on the loop (its answer, its events):

@@ -9,50 +9,41 @@
 
 namespace connmgr {
 
-namespace {
-
-// A uv_timer_t whose memory outlives its owner until libuv's close callback:
-// the handle is freed there and nowhere else.
-struct RetryTimer {
-  uv_timer_t handle{};
-  ConnectionManager* manager = nullptr;
-  std::string node_id;
-  uint64_t generation = 0;
-};
-
-void close_retry_timer(RetryTimer* t) {
-  uv_timer_stop(&t->handle);
-  t->manager = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&t->handle),
-           [](uv_handle_t* h) { delete static_cast<RetryTimer*>(h->data); });
-}
-
-Error connect_failed_error(const std::string& message, const std::string& reason) {
-  return Error(ErrorCode::kConnectFailed, message, reason);
-}
-
-}  // namespace
-
 // One node's link: the attempt under way, the retry timer, or the established
-// connection, and the callers waiting for it. Exactly one of `dial`
-// (kConnecting), `timer` (kWaitingRetry) and `connection` (kActive) is live.
+// connection, and the callers waiting for it. One of `dial` (kConnecting),
+// `timer` (kWaitingRetry) and `connection` (kActive) is live; an attempt
+// waiting for a dial slot (kConnecting) has its entry in the manager's queue
+// instead of a dial, and a dropped connection (still kActive) has the timer
+// that hands its drop to a later loop turn.
+//
+// The callbacks of the dial, the timer and the connection point at this
+// link, and none of them can run once it is gone: the destructor cancels the
+// dial (a cancelled dial never calls back, net/dial_handle.h), a Timer's
+// callback dies with it (util/uv_handle.h), and a Connection's drop callback
+// never fires after its destruction (net/connection.h). Nor can an old
+// callback reach a newer state of the link: a dial begins only once the
+// previous one has called back, and Timer::start() replaces the callback.
 struct ConnectionManager::Link {
+  Link() = default;
+  Link(const Link&) = delete;
+  Link& operator=(const Link&) = delete;
+  ~Link() { dial.cancel(); }
+
   std::string node_id;
   LinkState state = LinkState::kConnecting;
-  // Bumped whenever a dial, timer or connection is replaced, so that a late
-  // callback of the old one is recognised and ignored.
-  uint64_t generation = 0;
+  bool dialing = false;  // holds one of the manager's dial slots
+  bool queued = false;   // waits for a slot, at `queue_entry`
+  bool reconnect = false;
 
   // What to dial: a fixed endpoint, or the node's best (of `protocol`).
   std::optional<int64_t> fixed_endpoint;
   std::optional<std::string> protocol;
   std::chrono::milliseconds timeout{10000};
   RetryOptions retry;
-  bool reconnect = false;
 
   int attempts = 0;  // attempts made towards the current link
   // Endpoints that failed in the current series: a node connect tries each
-  // of the others before one of these again (see start_attempt).
+  // of the others before one of these again (see best_ranked).
   std::vector<int64_t> failed_endpoints;
   int64_t since = 0;
   std::optional<int64_t> next_attempt_at;
@@ -67,16 +58,36 @@ struct ConnectionManager::Link {
   } endpoint;
 
   DialHandle dial;
-  bool dialing = false;  // holds one of the manager's dial slots
-  RetryTimer* timer = nullptr;
+  // Allocated only while a retry (or the handling of a drop) is pending, so
+  // that an active link carries no timer.
+  std::unique_ptr<Timer> timer;
   std::unique_ptr<Connection> connection;
+  std::list<QueuedDial>::iterator queue_entry;
   std::vector<Waiter> waiters;
 };
 
-struct ConnectionManager::Deferred {
-  uv_timer_t* timer = nullptr;  // freed in its close callback
-  std::vector<std::function<void()>> queue;
-};
+namespace {
+
+// An event about `link`, with the endpoint it dialled last when there is one.
+Event link_event(EventType type, const ConnectionManager::Link& link) {
+  Event ev;
+  ev.type = type;
+  ev.node_id = link.node_id;
+  if (link.endpoint.id != 0) {
+    ev.endpoint_id = link.endpoint.id;
+    ev.protocol = link.endpoint.protocol;
+  }
+  return ev;
+}
+
+// Error::unsupported_protocol() leaves `reason` empty, while the daemon
+// answers the protocol in the error's `data` from it: set here.
+Error unsupported_protocol(const std::string& protocol, std::optional<std::string> message = {}) {
+  const Error named = Error::unsupported_protocol(protocol);
+  return Error(named.code(), message.value_or(named.message()), protocol);
+}
+
+}  // namespace
 
 std::string_view link_state_name(LinkState state) {
   switch (state) {
@@ -92,47 +103,28 @@ std::string_view link_state_name(LinkState state) {
 
 ConnectionManager::ConnectionManager(uv_loop_t* loop, Store& store, ConnectorFactory& connectors,
                                      EventBus& events, ConnectionConfig config)
-    : loop_(loop),
-      store_(store),
-      connectors_(connectors),
-      events_(events),
-      config_(config),
-      deferred_(std::make_unique<Deferred>()) {
-  deferred_->timer = new uv_timer_t;
-  uv_timer_init(loop_, deferred_->timer);
-  deferred_->timer->data = this;
-  // The deferred-call timer must not keep the loop alive on its own.
-  uv_unref(reinterpret_cast<uv_handle_t*>(deferred_->timer));
+    : loop_(loop), store_(store), connectors_(connectors), events_(events), config_(config) {
+  posted_timer_.init(loop_);
+  posted_timer_.unref();
 }
 
 ConnectionManager::~ConnectionManager() {
   shutdown();
-  // Calls posted by shutdown() itself (cancelled answers) run now: the loop
-  // will not see this manager again.
-  while (!deferred_->queue.empty()) {
-    auto queue = std::move(deferred_->queue);
-    deferred_->queue.clear();
-    for (auto& fn : queue) fn();
-  }
-  uv_timer_stop(deferred_->timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(deferred_->timer),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  // Calls posted by shutdown() itself (cancelled answers) and any others
+  // still pending run now: the loop will not see this manager again.
+  while (!posted_.empty()) run_posted();
 }
 
 void ConnectionManager::post(std::function<void()> fn) {
-  deferred_->queue.push_back(std::move(fn));
-  if (deferred_->queue.size() == 1) {
-    uv_timer_start(
-        deferred_->timer,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<ConnectionManager*>(t->data);
-          // Calls may post more calls; those run on the next turn.
-          auto queue = std::move(self->deferred_->queue);
-          self->deferred_->queue.clear();
-          for (auto& fn : queue) fn();
-        },
-        0, 0);
-  }
+  posted_.push_back(std::move(fn));
+  if (posted_.size() == 1) posted_timer_.start(0, [this] { run_posted(); });
+}
+
+void ConnectionManager::run_posted() {
+  // Calls may post more calls; those run on the next turn.
+  auto calls = std::move(posted_);
+  posted_.clear();
+  for (auto& fn : calls) fn();
 }
 
 void ConnectionManager::publish(Event event) {
@@ -146,10 +138,6 @@ Result<NodePage> ConnectionManager::get_all_nodes(int limit, const std::optional
   return store_.list_nodes(limit, after);
 }
 
-Result<Node> ConnectionManager::get_node_by_id(const std::string& node_id) {
-  return store_.get_node(node_id);
-}
-
 Result<std::vector<Endpoint>> ConnectionManager::get_endpoints_for_node(
     const std::string& node_id, const std::optional<std::string>& protocol) {
   return store_.endpoints_of(node_id, protocol);
@@ -157,75 +145,43 @@ Result<std::vector<Endpoint>> ConnectionManager::get_endpoints_for_node(
 
 // --- connect ----------------------------------------------------------------
 
-void ConnectionManager::connect_to_endpoint(int64_t endpoint_id, std::optional<RetryOptions> retry,
-                                            ConnectDone done) {
-  ConnectRequest r;
-  r.endpoint_id = endpoint_id;
-  r.retry = std::move(retry);
-  connect(r, std::move(done));
-}
-
-void ConnectionManager::connect_to_node(const std::string& node_id,
-                                        const std::optional<std::string>& protocol,
-                                        std::optional<RetryOptions> retry, ConnectDone done) {
-  ConnectRequest r;
-  r.node_id = node_id;
-  r.protocol = protocol;
-  r.retry = std::move(retry);
-  connect(r, std::move(done));
-}
-
-void ConnectionManager::retry_connection(int64_t endpoint_id, int max_attempts, ConnectDone done) {
-  ConnectRequest r;
-  r.endpoint_id = endpoint_id;
-  RetryOptions retry = RetryOptions::from_config(config_);
-  retry.max_attempts = max_attempts < 1 ? 1 : max_attempts;
-  r.retry = retry;
-  r.wait = true;
-  connect(r, std::move(done));
-}
-
 void ConnectionManager::connect(const ConnectRequest& request, ConnectDone done) {
   auto answer_error = [this, &done](Error e) {
     post([done = std::move(done), e = std::move(e)] { done(e, nullptr); });
   };
   if (shut_down_) {
-    answer_error(Error(ErrorCode::kCancelled, "the connection manager is shutting down",
-                       reason::kShutdown));
+    answer_error(Error::cancelled("the connection manager is shutting down", reason::kShutdown));
     return;
   }
   if (request.endpoint_id.has_value() == request.node_id.has_value()) {
-    answer_error(Error(ErrorCode::kInvalidParams, "give exactly one of endpoint_id and node_id"));
+    answer_error(Error::invalid_params("give exactly one of endpoint_id and node_id"));
     return;
   }
-  ConnectRequest resolved = request;
   if (request.endpoint_id) {
     auto ep = store_.get_endpoint(*request.endpoint_id);
     if (!ep) {
       answer_error(ep.error());
       return;
     }
+    ConnectRequest resolved = request;
     resolved.node_id = ep->node_id;
     resolved.protocol.reset();
-  } else {
-    if (request.protocol && !connectors_.find(*request.protocol)) {
-      answer_error(Error(ErrorCode::kUnsupportedProtocol,
-                         "unsupported protocol '" + *request.protocol + "': no connector for it",
-                         *request.protocol));
-      return;
-    }
-    // The node and its ranked endpoints in one read: the first attempt
-    // uses them rather than reading again (each read transaction takes two
-    // fcntl locks of the WAL index).
-    auto found = store_.node_with_endpoints(*request.node_id, request.protocol);
-    if (!found) {
-      answer_error(found.error());
-      return;
-    }
-    join_or_start(resolved, std::move(done), &found->endpoints);
+    join_or_start(resolved, std::move(done), nullptr);
     return;
   }
-  join_or_start(resolved, std::move(done), nullptr);
+  if (request.protocol && !connectors_.find(*request.protocol)) {
+    answer_error(unsupported_protocol(*request.protocol));
+    return;
+  }
+  // The node and its ranked endpoints in one read: the first attempt uses
+  // them rather than reading again (each read transaction takes two fcntl
+  // locks of the WAL index).
+  auto found = store_.node_with_endpoints(*request.node_id, request.protocol);
+  if (!found) {
+    answer_error(found.error());
+    return;
+  }
+  join_or_start(request, std::move(done), &found->endpoints);
 }
 
 void ConnectionManager::configure(Link& link, const ConnectRequest& request) {
@@ -257,7 +213,7 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
     link.reconnect = link.reconnect || request.reconnect;
     switch (link.state) {
       case LinkState::kActive: {
-        // API.md §4.1: an active link is reused.
+        // A node has one link: an active one is answered, not dialled again.
         LinkInfo info = info_of(link);
         post([done = std::move(done), info] { done(ConnectOutcome{info, true}, nullptr); });
         return;
@@ -267,8 +223,8 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
         link.waiters.push_back(Waiter{std::move(done), request.wait});
         return;
       case LinkState::kWaitingRetry:
-        // A scheduled retry is replaced by an attempt now, with this request's options.
-        stop_timer(link);
+        // A scheduled retry is replaced by an attempt now, with this
+        // request's options (start_attempt drops the timer).
         configure(link, request);
         link.waiters.push_back(Waiter{std::move(done), request.wait});
         start_attempt(link, ranked);
@@ -290,123 +246,122 @@ void ConnectionManager::set_state(Link& link, LinkState state) {
   if (state == LinkState::kActive) ++active_;
 }
 
-void ConnectionManager::erase_link(std::map<std::string, std::unique_ptr<Link>>::iterator it) {
-  if (it->second->state == LinkState::kActive) --active_;
+std::unique_ptr<ConnectionManager::Link> ConnectionManager::erase_link(Link& link) {
+  auto it = links_.find(link.node_id);
+  std::unique_ptr<Link> erased = std::move(it->second);
+  if (erased->state == LinkState::kActive) --active_;
   links_.erase(it);
+  if (erased->queued) {
+    dial_queue_.erase(erased->queue_entry);
+    erased->queued = false;
+  }
+  erased->dial.cancel();
+  end_dial(*erased);  // the slot goes to the next attempt waiting, if any
+  return erased;
 }
 
+// --- one attempt ------------------------------------------------------------
+
 void ConnectionManager::start_attempt(Link& link, const std::vector<Endpoint>* ranked) {
-  link.generation = next_generation_++;
+  // Called from the retry timer's callback too: the Timer may go while it
+  // runs, and an attempt under way carries none.
+  link.timer.reset();
   set_state(link, LinkState::kConnecting);
   link.next_attempt_at.reset();
 
-  // Endpoint choice (API.md §4.2), ranked afresh before every attempt.
-  Endpoint chosen;
-  if (link.fixed_endpoint) {
-    auto ep = store_.get_endpoint(*link.fixed_endpoint);
-    if (!ep) {
-      fail_link(link, ep.error());
-      return;
-    }
-    chosen = std::move(ep.value());
-  } else {
-    // `ranked`: what connect() just read for this node (and link.protocol).
-    std::vector<Endpoint> fetched;
-    const std::vector<Endpoint>* eps = ranked;
-    if (!eps) {
-      auto r = store_.endpoints_of(link.node_id, link.protocol);
-      if (!r) {
-        fail_link(link, r.error());
-        return;
-      }
-      fetched = std::move(r).value();
-      eps = &fetched;
-    }
-    // The store ranks by the record (API.md §4.2). Refinement: an endpoint
-    // that already failed in this series gives way to one not yet tried,
-    // whatever its record, so one series tries every endpoint before
-    // repeating one; once all have failed, the ranking alone decides again.
-    const Endpoint* best = nullptr;
-    const Endpoint* best_untried = nullptr;
-    for (const auto& ep : *eps) {
-      if (!connectors_.find(ep.protocol)) continue;
-      if (!best) best = &ep;
-      if (std::find(link.failed_endpoints.begin(), link.failed_endpoints.end(), ep.id) ==
-          link.failed_endpoints.end()) {
-        best_untried = &ep;
-        break;
-      }
-    }
-    if (best_untried) {
-      best = best_untried;
-    } else {
-      link.failed_endpoints.clear();
-    }
-    if (!best) {
-      if (!eps->empty()) {
-        fail_link(link, Error(ErrorCode::kUnsupportedProtocol,
-                              "node '" + link.node_id + "' has no endpoint of a supported protocol",
-                              eps->front().protocol));
-      } else if (link.protocol) {
-        fail_link(link, Error(ErrorCode::kNoUsableEndpoint,
-                              "node '" + link.node_id + "' has no " + *link.protocol + " endpoint"));
-      } else {
-        fail_link(link, Error(ErrorCode::kNoUsableEndpoint,
-                              "node '" + link.node_id + "' has no endpoints"));
-      }
-      return;
-    }
-    chosen = *best;
-  }
-  if (!connectors_.find(chosen.protocol)) {
-    fail_link(link, Error(ErrorCode::kUnsupportedProtocol,
-                          "unsupported protocol '" + chosen.protocol + "': no connector for it",
-                          chosen.protocol));
+  auto chosen = choose_endpoint(link, ranked);
+  if (!chosen) {
+    fail_link(link, chosen.error());
     return;
   }
-  link.endpoint = Link::Target{chosen.id, chosen.protocol, chosen.address, chosen.port};
+  link.endpoint = Link::Target{chosen->id, chosen->protocol, chosen->address, chosen->port};
   link.attempts += 1;
-
-  Event ev;
-  ev.type = EventType::kConnecting;
-  ev.node_id = link.node_id;
-  ev.endpoint_id = chosen.id;
-  ev.protocol = chosen.protocol;
+  Event ev = link_event(EventType::kConnecting, link);
   ev.attempt = link.attempts;
-  publish(ev);
+  publish(std::move(ev));
 
-  DialRequest req;
-  req.node_id = link.node_id;
-  req.endpoint_id = chosen.id;
-  req.protocol = chosen.protocol;
-  req.address = chosen.address;
-  req.port = chosen.port;
-  req.server_name = chosen.server_name;
-  req.alpn = chosen.alpn;
-  req.pin_sha256 = chosen.pin_sha256;
-  req.timeout = link.timeout;
+  DialRequest request = dial_request(link, *chosen);
   if (dialing_ < dial_slots() && dial_queue_.empty()) {
-    begin_dial(link, req);
+    begin_dial(link, request);
     return;
   }
   // No slot free: the attempt waits its turn (state connecting); its dial
   // timeout counts from when the dial begins.
-  dial_queue_.push_back(QueuedDial{link.generation, std::move(req)});
+  link.queue_entry = dial_queue_.insert(dial_queue_.end(), QueuedDial{&link, std::move(request)});
+  link.queued = true;
+}
+
+// The endpoint to dial, ranked afresh before every attempt: the fixed one,
+// or the node's best (docs/guide.md, "how an endpoint is chosen").
+Result<Endpoint> ConnectionManager::choose_endpoint(Link& link,
+                                                   const std::vector<Endpoint>* ranked) {
+  if (link.fixed_endpoint) {
+    auto ep = store_.get_endpoint(*link.fixed_endpoint);
+    if (!ep) return ep.error();
+    if (!connectors_.find(ep->protocol)) return unsupported_protocol(ep->protocol);
+    return ep;
+  }
+  if (ranked) return best_ranked(link, *ranked);  // what connect() just read
+  auto fetched = store_.endpoints_of(link.node_id, link.protocol);
+  if (!fetched) return fetched.error();
+  return best_ranked(link, *fetched);
+}
+
+// The store ranks by the record. Refinement: an endpoint that already failed
+// in this series gives way to one not yet tried, whatever its record, so one
+// series tries every endpoint before repeating one; once all have failed,
+// the ranking alone decides again. Endpoints without a connector are skipped.
+Result<Endpoint> ConnectionManager::best_ranked(Link& link, const std::vector<Endpoint>& ranked) {
+  const Endpoint* best = nullptr;
+  for (const auto& ep : ranked) {
+    if (!connectors_.find(ep.protocol)) continue;
+    if (!best) best = &ep;
+    if (std::find(link.failed_endpoints.begin(), link.failed_endpoints.end(), ep.id) ==
+        link.failed_endpoints.end()) {
+      return ep;  // the best not yet tried
+    }
+  }
+  link.failed_endpoints.clear();
+  if (best) return *best;
+  const std::string node = "node '" + link.node_id + "'";
+  if (!ranked.empty()) {
+    return unsupported_protocol(ranked.front().protocol,
+                                node + " has no endpoint of a supported protocol");
+  }
+  if (link.protocol)
+    return Error::no_usable_endpoint(node + " has no " + *link.protocol + " endpoint");
+  return Error::no_usable_endpoint(node + " has no endpoints");
+}
+
+DialRequest ConnectionManager::dial_request(const Link& link, const Endpoint& endpoint) const {
+  DialRequest request;
+  request.node_id = link.node_id;
+  request.endpoint_id = endpoint.id;
+  request.protocol = endpoint.protocol;
+  request.address = endpoint.address;
+  request.port = endpoint.port;
+  request.server_name = endpoint.server_name;
+  request.alpn = endpoint.alpn;
+  request.pin_sha256 = endpoint.pin_sha256;
+  request.timeout = link.timeout;
+  return request;
 }
 
 size_t ConnectionManager::dial_slots() const {
   return static_cast<size_t>(std::max(1, config_.max_concurrent_dials));
 }
 
-void ConnectionManager::begin_dial(Link& link, const DialRequest& req) {
-  Connector* connector = connectors_.find(req.protocol);
+void ConnectionManager::begin_dial(Link& link, const DialRequest& request) {
+  Connector* connector = connectors_.find(request.protocol);
   link.dialing = true;
   ++dialing_;
-  const uint64_t generation = link.generation;
-  link.dial = connector->connect(
-      req, [this, node_id = link.node_id, generation](Result<std::unique_ptr<Connection>> r) {
-        on_dial_done(node_id, generation, std::move(r));
-      });
+  // The link cancels its dial when it ends, and a cancelled dial never calls
+  // back: whenever this callback runs, `dialing` is alive and dialling. Two
+  // pointers fit in std::function without a heap block.
+  Link* dialing = &link;
+  link.dial = connector->connect(request, [this, dialing](Result<std::unique_ptr<Connection>> r) {
+    on_dial_done(*dialing, std::move(r));
+  });
 }
 
 void ConnectionManager::end_dial(Link& link) {
@@ -417,18 +372,13 @@ void ConnectionManager::end_dial(Link& link) {
 }
 
 void ConnectionManager::start_waiting_dials() {
-  // Oldest first; entries whose link has moved on (ended, or a new attempt
-  // since) are passed over.
+  // Oldest first. Every entry is a live link's: erase_link removes a link's
+  // entry with the link.
   while (dialing_ < dial_slots() && !dial_queue_.empty()) {
     QueuedDial next = std::move(dial_queue_.front());
     dial_queue_.pop_front();
-    auto it = links_.find(next.request.node_id);
-    if (it == links_.end()) continue;
-    Link& waiting = *it->second;
-    if (waiting.generation != next.generation || waiting.state != LinkState::kConnecting ||
-        waiting.dialing)
-      continue;
-    begin_dial(waiting, next.request);
+    next.link->queued = false;
+    begin_dial(*next.link, next.request);
   }
 }
 
@@ -437,70 +387,52 @@ void ConnectionManager::set_config(const ConnectionConfig& config) {
   start_waiting_dials();  // max_concurrent_dials may have grown
 }
 
-size_t ConnectionManager::dials_waiting() const {
-  size_t n = 0;
-  for (const auto& q : dial_queue_) {
-    auto it = links_.find(q.request.node_id);
-    n += it != links_.end() && it->second->generation == q.generation && !it->second->dialing;
-  }
-  return n;
-}
+size_t ConnectionManager::dials_waiting() const { return dial_queue_.size(); }
 
-void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t generation,
-                                     Result<std::unique_ptr<Connection>> result) {
-  auto it = links_.find(node_id);
-  if (it == links_.end() || it->second->generation != generation ||
-      it->second->state != LinkState::kConnecting) {
-    // A dial that was replaced: its link is not wanted (the connection, if
-    // any, closes as it is destroyed here).
-    return;
-  }
-  Link& link = *it->second;
+// --- outcomes ---------------------------------------------------------------
+
+void ConnectionManager::on_dial_done(Link& link, Result<std::unique_ptr<Connection>> result) {
   link.dial = DialHandle();
   end_dial(link);  // the slot goes to the next attempt waiting, if any
-  const int64_t now = unix_now_ms();
-
   if (result.ok()) {
-    store_.record_success(link.endpoint.id, now);
-    link.connection = std::move(result).value();
-    std::vector<int64_t>().swap(link.failed_endpoints);
-    set_state(link, LinkState::kActive);
-    link.since = now;
-    link.generation = next_generation_++;
-    // The connection is the link's: its drop callback can only fire while
-    // the link holds it, so a pointer to the link is safe, and two pointers
-    // fit in std::function without a heap block per held link.
-    Link* held = &link;
-    link.connection->set_drop_callback([this, held](const std::string& reason) {
-      // The connection is inside its own I/O callback: handle the drop on a
-      // later turn, where destroying it is safe.
-      post([this, node_id = held->node_id, gen = held->generation, reason] {
-        on_drop(node_id, gen, reason);
-      });
-    });
-    Event ev;
-    ev.type = EventType::kConnected;
-    ev.node_id = node_id;
-    ev.endpoint_id = link.endpoint.id;
-    ev.protocol = link.endpoint.protocol;
-    ev.attempt = link.attempts;
-    publish(ev);
-    answer_success(link, false);  // last: `link` may be gone after it
-    return;
+    on_connected(link, std::move(result).value());
+  } else {
+    on_dial_failed(link, result.error());
   }
+}
 
-  const Error& err = result.error();
-  const std::string reason = err.reason().empty() ? std::string("EIO") : err.reason();
-  store_.record_failure(link.endpoint.id, reason, now);
+void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> connection) {
+  const int64_t now = unix_now_ms();
+  store_.record_success(link.endpoint.id, now);
+  link.connection = std::move(connection);
+  std::vector<int64_t>().swap(link.failed_endpoints);  // a held link keeps no capacity
+  set_state(link, LinkState::kActive);
+  link.since = now;
+  // The connection is the link's, and its drop callback never fires after
+  // its destruction, so a pointer to the link is safe (and two pointers fit
+  // in std::function without a heap block per held link).
+  Link* held = &link;
+  link.connection->set_drop_callback([this, held](const std::string& reason) {
+    // The connection is inside its own I/O callback: the drop is handled on
+    // a later turn, where destroying it is safe, by a timer of the link's
+    // own (a disconnect meanwhile takes it away with the link).
+    held->timer = std::make_unique<Timer>(loop_);
+    held->timer->start(0, [this, held, reason] { on_drop(*held, reason); });
+  });
+  Event ev = link_event(EventType::kConnected, link);
+  ev.attempt = link.attempts;
+  publish(std::move(ev));
+  answer_success(link, false);  // last: `link` may be gone after it
+}
+
+void ConnectionManager::on_dial_failed(Link& link, const Error& error) {
+  const std::string reason = error.reason().empty() ? std::string("EIO") : error.reason();
+  store_.record_failure(link.endpoint.id, reason, unix_now_ms());
   link.failed_endpoints.push_back(link.endpoint.id);
-  Event ev;
-  ev.type = EventType::kConnectFailed;
-  ev.node_id = node_id;
-  ev.endpoint_id = link.endpoint.id;
-  ev.protocol = link.endpoint.protocol;
+  Event ev = link_event(EventType::kConnectFailed, link);
   ev.reason = reason;
   ev.attempt = link.attempts;
-  publish(ev);
+  publish(std::move(ev));
 
   const bool attempts_remain = link.attempts < link.retry.max_attempts;
   if (attempts_remain || link.reconnect) {
@@ -508,28 +440,8 @@ void ConnectionManager::on_dial_done(const std::string& node_id, uint64_t genera
     // only how long a `wait` caller waits.
     schedule_retry(link, link.attempts);
   }
-  const bool retry_scheduled = link.state == LinkState::kWaitingRetry;
-
-  ConnectFailure failure;
-  failure.endpoint_id = link.endpoint.id;
-  failure.attempts = link.attempts;
-  failure.reason = reason;
-  failure.retry_scheduled = retry_scheduled;
-  failure.next_attempt_at = link.next_attempt_at;
-  Error answer = connect_failed_error(err.message(), reason);
-
-  // Callers without `wait` are answered after this attempt; `wait` callers
-  // once the attempts are spent.
-  std::vector<Waiter> keep;
-  for (auto& w : link.waiters) {
-    if (w.wait && attempts_remain) {
-      keep.push_back(std::move(w));
-    } else {
-      post([done = std::move(w.done), answer, failure] { done(answer, &failure); });
-    }
-  }
-  link.waiters = std::move(keep);
-  if (!retry_scheduled) erase_link(it);
+  answer_failure(link, Error::connect_failed(error.message(), reason), attempts_remain);
+  if (link.state != LinkState::kWaitingRetry) erase_link(link);  // `link` dies here
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
@@ -544,6 +456,27 @@ void ConnectionManager::answer_success(Link& link, bool reused) {
   for (auto& w : waiters) w.done(ConnectOutcome{info, reused}, nullptr);
 }
 
+// `error`: the kConnectFailed answer of the attempt that just failed.
+void ConnectionManager::answer_failure(Link& link, const Error& error, bool attempts_remain) {
+  ConnectFailure failure;
+  failure.endpoint_id = link.endpoint.id;
+  failure.attempts = link.attempts;
+  failure.reason = error.reason();
+  failure.retry_scheduled = link.state == LinkState::kWaitingRetry;
+  failure.next_attempt_at = link.next_attempt_at;
+  // Callers without `wait` are answered after this attempt; `wait` callers
+  // once the attempts are spent.
+  std::vector<Waiter> keep;
+  for (auto& w : link.waiters) {
+    if (w.wait && attempts_remain) {
+      keep.push_back(std::move(w));
+    } else {
+      post([done = std::move(w.done), error, failure] { done(error, &failure); });
+    }
+  }
+  link.waiters = std::move(keep);
+}
+
 void ConnectionManager::fail_link(Link& link, const Error& error) {
   // Errors before a dial (no such endpoint, no usable one): answer everyone.
   // A supervised link keeps trying on its schedule, since endpoints may be
@@ -556,74 +489,37 @@ void ConnectionManager::fail_link(Link& link, const Error& error) {
     schedule_retry(link, link.attempts);
     return;
   }
-  erase_link(links_.find(link.node_id));  // `link` dies here
+  erase_link(link);  // `link` dies here
 }
 
 void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   const auto delay = backoff_delay_jittered(link.retry, failed_attempts,
                                             std::uniform_real_distribution<double>(0, 1)(rng));
-  link.generation = next_generation_++;
   set_state(link, LinkState::kWaitingRetry);
   link.next_attempt_at = unix_now_ms() + delay.count();
+  // After a drop this runs inside the link's timer callback: the Timer is
+  // restarted, which its callback may do.
+  if (!link.timer) link.timer = std::make_unique<Timer>(loop_);
+  Link* waiting = &link;
+  link.timer->start(static_cast<uint64_t>(delay.count()),
+                    [this, waiting] { start_attempt(*waiting); });
 
-  auto* t = new RetryTimer;
-  t->handle.data = t;
-  t->manager = this;
-  t->node_id = link.node_id;
-  t->generation = link.generation;
-  uv_timer_init(loop_, &t->handle);
-  uv_timer_start(
-      &t->handle,
-      [](uv_timer_t* h) {
-        auto* t = static_cast<RetryTimer*>(h->data);
-        if (t->manager) t->manager->on_retry_timer(t->node_id, t->generation);
-      },
-      static_cast<uint64_t>(delay.count()), 0);
-  link.timer = t;
-
-  Event ev;
-  ev.type = EventType::kRetryScheduled;
-  ev.node_id = link.node_id;
-  if (link.endpoint.id) ev.endpoint_id = link.endpoint.id;
+  Event ev = link_event(EventType::kRetryScheduled, link);
+  ev.protocol.reset();  // a node's next attempt may choose another endpoint
   ev.attempt = failed_attempts + 1;
   ev.delay_ms = delay.count();
   ev.next_attempt_at = link.next_attempt_at;
-  publish(ev);
+  publish(std::move(ev));
 }
 
-void ConnectionManager::stop_timer(Link& link) {
-  if (link.timer) {
-    close_retry_timer(link.timer);
-    link.timer = nullptr;
-  }
-}
-
-void ConnectionManager::on_retry_timer(const std::string& node_id, uint64_t generation) {
-  auto it = links_.find(node_id);
-  if (it == links_.end() || it->second->generation != generation) return;
-  Link& link = *it->second;
-  stop_timer(link);
-  start_attempt(link);
-}
-
-void ConnectionManager::on_drop(const std::string& node_id, uint64_t generation,
-                                const std::string& reason) {
-  auto it = links_.find(node_id);
-  if (it == links_.end() || it->second->generation != generation ||
-      it->second->state != LinkState::kActive)
-    return;
-  Link& link = *it->second;
-  Event ev;
-  ev.type = EventType::kDisconnected;
-  ev.node_id = node_id;
-  ev.endpoint_id = link.endpoint.id;
-  ev.protocol = link.endpoint.protocol;
+void ConnectionManager::on_drop(Link& link, const std::string& reason) {
+  Event ev = link_event(EventType::kDisconnected, link);
   ev.reason = reason;
-  publish(ev);
+  publish(std::move(ev));
   link.connection.reset();
   if (!link.reconnect || shut_down_) {
-    erase_link(it);
+    erase_link(link);  // `link` dies here, and its timer, whose callback this is
     return;
   }
   // Supervised: re-establish on the backoff schedule, counting afresh.
@@ -634,54 +530,42 @@ void ConnectionManager::on_drop(const std::string& node_id, uint64_t generation,
 
 // --- disconnect and shutdown -------------------------------------------------
 
-void ConnectionManager::end_link(std::string node_id, const char* reason,
-                                 bool answer_cancelled, DisconnectOutcome* outcome) {
+void ConnectionManager::end_link(const std::string& node_id, const char* reason,
+                                 DisconnectOutcome* outcome) {
   auto it = links_.find(node_id);
   if (it == links_.end()) return;
-  std::unique_ptr<Link> link = std::move(it->second);
-  if (link->state == LinkState::kActive) --active_;
-  links_.erase(it);
-
+  // Out of the map, queue and dial slot; its timer and dial go with it.
+  std::unique_ptr<Link> link = erase_link(*it->second);
   const bool was_connected = link->state == LinkState::kActive;
   if (outcome) {
     outcome->was_connected = was_connected;
     outcome->cancelled_attempts = !was_connected;
   }
-  link->dial.cancel();
-  end_dial(*link);
-  stop_timer(*link);
   if (link->connection) {
     link->connection->set_drop_callback(nullptr);
     link->connection->close();
-    link->connection.reset();
   }
   if (was_connected) {
-    Event ev;
-    ev.type = EventType::kDisconnected;
-    ev.node_id = node_id;
-    ev.endpoint_id = link->endpoint.id;
-    ev.protocol = link->endpoint.protocol;
+    Event ev = link_event(EventType::kDisconnected, *link);
     ev.reason = reason;
-    publish(ev);
+    publish(std::move(ev));
   }
-  if (answer_cancelled) {
-    Error e(ErrorCode::kCancelled,
-            std::string("connect to node '") + node_id + "' cancelled (" + reason + ")", reason);
-    for (auto& w : link->waiters) post([done = std::move(w.done), e] { done(e, nullptr); });
-  }
+  const Error cancelled = Error::cancelled(
+      "connect to node '" + link->node_id + "' cancelled (" + reason + ")", reason);
+  for (auto& w : link->waiters)
+    post([done = std::move(w.done), cancelled] { done(cancelled, nullptr); });
 }
 
 DisconnectOutcome ConnectionManager::disconnect_node(const std::string& node_id) {
   DisconnectOutcome outcome;
-  end_link(node_id, reason::kRequested, true, &outcome);
+  end_link(node_id, reason::kRequested, &outcome);
   return outcome;
 }
 
 void ConnectionManager::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  while (!links_.empty()) end_link(links_.begin()->first, reason::kShutdown, true, nullptr);
-  dial_queue_.clear();
+  while (!links_.empty()) end_link(links_.begin()->first, reason::kShutdown, nullptr);
 }
 
 // --- listing -----------------------------------------------------------------

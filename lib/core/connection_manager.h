@@ -1,9 +1,10 @@
-// ConnectionManager: keeps one link per node (the seed's ConnectionManager).
+// ConnectionManager: keeps one link per node.
 //
 // It chooses endpoints from the Store's ranking, dials them through the
 // ConnectorFactory, records each outcome in the Store, retries on the backoff
-// schedule, supervises `reconnect` links and publishes events, following
-// API.md §4 to the letter. It knows no JSON and no systemd.
+// schedule, supervises `reconnect` links and publishes events, as
+// docs/guide.md describes (one link per node, retries and backoff, supervised
+// links, events). It knows no JSON and no systemd.
 //
 // Ownership and threads: used from the loop thread only. It borrows the loop,
 // Store, ConnectorFactory and EventBus, which must outlive it. Per node it
@@ -19,8 +20,8 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -35,10 +36,11 @@
 #include "net/connector_factory.h"
 #include "storage/store.h"
 #include "util/error.h"
+#include "util/uv_handle.h"
 
 namespace connmgr {
 
-// What `connect` asks for (API.md §4 params).
+// What `connect` asks for (the parameters of the `connect` method).
 struct ConnectRequest {
   std::optional<int64_t> endpoint_id;      // exactly one of endpoint_id,
   std::optional<std::string> node_id;      // node_id
@@ -73,7 +75,7 @@ struct ConnectOutcome {
   bool reused = false;
 };
 
-// kConnectFailed errors carry these details (API.md §3's `data`).
+// kConnectFailed errors carry these details (the error's `data`).
 struct ConnectFailure {
   int64_t endpoint_id = 0;
   int attempts = 0;
@@ -97,22 +99,19 @@ class ConnectionManager {
   ConnectionManager(const ConnectionManager&) = delete;
   ConnectionManager& operator=(const ConnectionManager&) = delete;
 
-  // The seed's reads, through the Store.
+  // Reads through the Store: a page of nodes (ordered by id, after `after`),
+  // and a node's endpoints ranked as a node connect tries them (of
+  // `protocol` only, when given).
   Result<NodePage> get_all_nodes(int limit, const std::optional<std::string>& after);
-  Result<Node> get_node_by_id(const std::string& node_id);
   Result<std::vector<Endpoint>> get_endpoints_for_node(const std::string& node_id,
                                                        const std::optional<std::string>& protocol);
 
-  // API.md §4's connect algorithm. On failure `done` gets the Error and, for
-  // kConnectFailed, the failure details.
+  // Connects a node, or the node of an endpoint: reuses its active link,
+  // joins its dial under way, or attempts now (replacing a scheduled retry),
+  // retrying on `request.retry`'s schedule (docs/guide.md, "One link per
+  // node" and "Retries and backoff"). On failure `done` gets the Error and,
+  // for kConnectFailed, the failure details.
   void connect(const ConnectRequest& request, ConnectDone done);
-  // The seed's names, as thin forms of connect().
-  void connect_to_endpoint(int64_t endpoint_id, std::optional<RetryOptions> retry, ConnectDone done);
-  void connect_to_node(const std::string& node_id, const std::optional<std::string>& protocol,
-                       std::optional<RetryOptions> retry, ConnectDone done);
-  // RetryConnection: dial `endpoint_id` with up to `max_attempts` attempts on
-  // the configuration's schedule, answering when up or spent.
-  void retry_connection(int64_t endpoint_id, int max_attempts, ConnectDone done);
 
   // Closes the node's link (peers see a clean close) and cancels its
   // attempts and timers; waiters get kCancelled. Idempotent.
@@ -139,39 +138,60 @@ class ConnectionManager {
   struct Link;  // one node's link state machine (in the .cc)
 
  private:
-  struct Deferred;  // calls run on a later loop turn (in the .cc)
   struct Waiter {
     ConnectDone done;
     bool wait = false;
   };
+  // An attempt waiting for a dial slot. A link has at most one entry (its
+  // Link::queue_entry), which leaves the queue when the dial begins or the
+  // link ends: every entry is a live link's.
+  struct QueuedDial {
+    Link* link = nullptr;
+    DialRequest request;
+  };
+  using Links = std::map<std::string, std::unique_ptr<Link>>;
 
   // `ranked`: the node's endpoints as connect() read them, for a first
   // attempt started here (nullptr: start_attempt reads them itself).
   void join_or_start(const ConnectRequest& request, ConnectDone done,
                      const std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
+
+  // One attempt: choose the endpoint, then dial it now or queue the dial.
   void start_attempt(Link& link, const std::vector<Endpoint>* ranked = nullptr);
+  Result<Endpoint> choose_endpoint(Link& link, const std::vector<Endpoint>* ranked);
+  Result<Endpoint> best_ranked(Link& link, const std::vector<Endpoint>& ranked);
+  DialRequest dial_request(const Link& link, const Endpoint& endpoint) const;
   // A dial holds one of max_concurrent_dials slots from begin_dial() until
   // end_dial(), which starts the attempts queued meanwhile.
   void begin_dial(Link& link, const DialRequest& request);
   void end_dial(Link& link);
   void start_waiting_dials();
   size_t dial_slots() const;
-  void on_dial_done(const std::string& node_id, uint64_t generation,
-                    Result<std::unique_ptr<Connection>> result);
-  void on_drop(const std::string& node_id, uint64_t generation, const std::string& reason);
-  void on_retry_timer(const std::string& node_id, uint64_t generation);
+
+  // The outcomes, each from the callback of something the link owns (its
+  // dial, its connection, its timer), which cannot call back once the link
+  // is gone.
+  void on_dial_done(Link& link, Result<std::unique_ptr<Connection>> result);
+  void on_connected(Link& link, std::unique_ptr<Connection> connection);
+  void on_dial_failed(Link& link, const Error& error);
+  void on_drop(Link& link, const std::string& reason);
   void schedule_retry(Link& link, int failed_attempts);
   void fail_link(Link& link, const Error& error);
   void answer_success(Link& link, bool reused);
-  void end_link(std::string node_id, const char* reason, bool answer_cancelled,
-                DisconnectOutcome* outcome);
-  void stop_timer(Link& link);
+  void answer_failure(Link& link, const Error& error, bool attempts_remain);
+  void end_link(const std::string& node_id, const char* reason, DisconnectOutcome* outcome);
+
   // Every change of a link's state and every removal goes through these,
   // which keep active_ exact (`status` asks for it on every call).
+  // erase_link also takes the link out of the dial queue and its dial slot,
+  // and hands it back: it dies with the returned pointer.
   void set_state(Link& link, LinkState state);
-  void erase_link(std::map<std::string, std::unique_ptr<Link>>::iterator it);
+  std::unique_ptr<Link> erase_link(Link& link);
+
+  // Runs `fn` on a later loop turn (answers never come from inside connect()).
   void post(std::function<void()> fn);
+  void run_posted();
   void publish(Event event);
   LinkInfo info_of(const Link& link) const;
 
@@ -180,19 +200,15 @@ class ConnectionManager {
   ConnectorFactory& connectors_;
   EventBus& events_;
   ConnectionConfig config_;
-  std::map<std::string, std::unique_ptr<Link>> links_;
+  Links links_;
   size_t active_ = 0;  // links in kActive
   size_t dialing_ = 0;  // links whose dial is under way
-  // Attempts waiting for a dial slot, with the link's generation then (an
-  // entry whose link moved on since is passed over).
-  struct QueuedDial {
-    uint64_t generation = 0;
-    DialRequest request;
-  };
-  std::deque<QueuedDial> dial_queue_;
-  uint64_t next_generation_ = 1;
+  std::list<QueuedDial> dial_queue_;  // oldest first
   bool shut_down_ = false;
-  std::unique_ptr<Deferred> deferred_;
+  // post()'s calls, run by one unreferenced timer (it must not keep the loop
+  // alive on its own); the destructor runs those still pending.
+  std::vector<std::function<void()>> posted_;
+  Timer posted_timer_;
 };
 
 }  // namespace connmgr

@@ -11,7 +11,7 @@ struct TypeName {
   std::string_view name;
 };
 
-// API.md §4 "Events": the one place these names are spelled.
+// The one place these names are spelled (docs/api.md, "EventType").
 constexpr TypeName kTypeNames[] = {
     {EventType::kConnecting, "connecting"},
     {EventType::kConnected, "connected"},

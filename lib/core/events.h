@@ -1,4 +1,5 @@
-// Events of API.md §4 and the bus that delivers them.
+// The events the manager publishes (docs/api.md, "Events") and the bus that
+// delivers them.
 //
 // The bus is synchronous and single-threaded: publish() calls every
 // subscriber in subscription order before it returns, so each subscriber
@@ -30,7 +31,7 @@ enum class EventType {
   kNodeRemoved,
 };
 
-// API.md's spelling ("connect_failed"), and back; nullopt for an unknown name.
+// The protocol's spelling ("connect_failed"), and back; nullopt for an unknown name.
 std::string_view event_type_name(EventType type);
 std::optional<EventType> event_type_from_name(std::string_view name);
 const std::vector<EventType>& all_event_types();

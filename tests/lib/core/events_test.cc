@@ -4,7 +4,7 @@
 
 using namespace connmgr;
 
-TEST_CASE("event type names are API.md's and round-trip") {
+TEST_CASE("event type names are the protocol's and round-trip") {
   CHECK(event_type_name(EventType::kConnectFailed) == "connect_failed");
   CHECK(event_type_name(EventType::kRetryScheduled) == "retry_scheduled");
   for (auto t : all_event_types()) CHECK(event_type_from_name(event_type_name(t)) == t);
