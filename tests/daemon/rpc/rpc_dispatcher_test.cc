@@ -137,6 +137,17 @@ TEST_CASE("invalid JSON is a parse error with a null id") {
   }
 }
 
+TEST_CASE("a line with a NUL byte after a valid value is a parse error, not the value") {
+  Harness h;
+  for (const std::string& line : {"123\0"s, R"({"jsonrpc":"2.0","id":1,"method":"echo"})"s + "\0garbage"s,
+                                  R"([{"jsonrpc":"2.0","id":1,"method":"echo"}])"s + "\0"s}) {
+    INFO(json(line).dump());
+    const json a = h.run_json(line);
+    CHECK(code_of(a) == -32700);
+    CHECK(a.at("id").is_null());
+  }
+}
+
 TEST_CASE("envelope errors are invalid requests") {
   Harness h;
   struct Case {

@@ -200,6 +200,21 @@ TEST_CASE("each error code over the socket, and the connection keeps working") {
   CHECK(answers[8]["result"] == "fast");
 }
 
+TEST_CASE("a line holding a NUL byte is read whole: a parse error, not the value before the NUL") {
+  RpcFixture f;
+  std::vector<json> answers;
+  f.with_client([&] {
+    LineClient c(f.path());
+    c.send(req("1", "fast") + "\0garbage\n"s + "123\0\n"s + req("2", "fast") + "\n");
+    for (int i = 0; i < 3; ++i) answers.push_back(parsed(c.read_line()));
+  });
+  REQUIRE(answers.size() == 3);
+  CHECK(code_of(answers[0]) == -32700);
+  CHECK(answers[0]["id"].is_null());
+  CHECK(code_of(answers[1]) == -32700);
+  CHECK(answers[2]["result"] == "fast");
+}
+
 TEST_CASE("JSON nested 65 deep is an invalid request and the connection goes on") {
   RpcFixture f;
   std::vector<json> answers;
