@@ -6,17 +6,21 @@
 // Rules it keeps:
 // - "jsonrpc":"2.0" is required; members other than jsonrpc, method, params
 //   and id make an Invalid Request; params must be an object or an array, and
-//   arrays (positional params) are refused with -32602.
-// - Ids are echoed byte for byte (raw_id.h). An id of the wrong type gets
-//   -32600 with a null id. Notifications (no id member) run and get no answer;
-//   an invalid request is answered even without an id (§5: id null).
+//   arrays (positional params) are refused with invalid params.
+// - Ids are echoed byte for byte (raw_id.h). An id of the wrong type is an
+//   invalid request answered with a null id. Notifications (no id member) run
+//   and get no answer; an invalid request is answered even without an id
+//   (with id null, as the specification's "Response object" says).
 // - Batches: one array line with every answer; an empty batch is one Invalid
 //   Request (not an array); a batch of only notifications gets no line.
-// - Nesting deeper than max_depth is -32600, refused while parsing, before
-//   the document is built. Invalid JSON (invalid UTF-8 included) is -32700.
-// - A handler that throws std::exception gets -32603 with the what() text.
+// - Nesting deeper than max_depth is an invalid request, refused while
+//   parsing, before the document is built. Invalid JSON (invalid UTF-8 and
+//   NUL bytes included) is a parse error.
+// - A handler that throws std::exception gets an internal error with the
+//   what() text.
 // - Methods with changes_state run only for callers the access policy allows
-//   (access.h); others get -32030 naming the method, uid and admin group.
+//   (access.h); others get permission denied naming the method, uid and
+//   admin group.
 //
 // Threads: the loop's. The Dispatcher must outlive every call it started;
 // `done` may be called after handle_line() returns (async methods), once.

@@ -1,10 +1,11 @@
-// SocketServer: the RPC socket (API.md §2). Listens on a Unix stream socket
+// SocketServer: the RPC socket, one JSON-RPC 2.0 request or answer per
+// '\n'-ended line (docs/api.md). Listens on a Unix stream socket
 // (a path it binds, or a listening descriptor passed by systemd), accepts
 // clients and gives each a ClientSession that feeds request lines to the
 // Dispatcher and writes the answers back.
 //
 // Limits (ServerLimits, from the configuration): a request line over
-// max_request_bytes gets -32600 and the connection is closed; a line left
+// max_request_bytes gets an invalid request error and the connection is closed; a line left
 // unfinished for partial_request_timeout is cut the same way; at most
 // max_clients at once (the next one is accepted, sent a "too many clients"
 // error line and closed); a client that does not read is cut once

@@ -17,6 +17,10 @@
 
 namespace connmgr::test {
 
+namespace {
+constexpr int kNodeNotFound = static_cast<int>(ErrorCode::kNodeNotFound);
+}  // namespace
+
 LineClient::LineClient(const std::string& path, std::chrono::milliseconds timeout) {
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) return;
@@ -168,7 +172,7 @@ RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_g
                      r.result("done");
                    }});
   dispatcher_.add({"missing", false, [](const json& p, const rpc::CallContext&, rpc::Reply r) {
-                     r.error(rpc::RpcError{-32001, "node not found",
+                     r.error(rpc::RpcError{kNodeNotFound, "node not found",
                                            json{{"node_id", p.value("node_id", "")}}});
                    }});
 

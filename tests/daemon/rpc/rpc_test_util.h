@@ -63,7 +63,7 @@ bool run_client(uv_loop_t* loop, const std::function<void()>& client,
 //   change    -> "changed"; changes_state
 //   big       -> a string of params.size bytes
 //   notify    -> params.count notifications {"method":"tick","params":{"n":i}}, then "done"
-//   missing   -> error -32001 "node not found" with data {"node_id": params.node_id}
+//   missing   -> error node-not-found "node not found" with data {"node_id": params.node_id}
 class RpcFixture {
  public:
   explicit RpcFixture(server::ServerLimits limits = {},
