@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 #include <thread>
 
@@ -113,6 +114,22 @@ bool run_client(uv_loop_t* loop, const std::function<void()>& client,
   return finished;
 }
 
+ReachableTempDir::ReachableTempDir() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) base = "/tmp";
+  std::string tmpl = (base / "connmgr-rpc-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp " + tmpl + ": " + strerror(errno));
+  path_ = tmpl;
+  // mkdtemp makes it 0700; other users must be able to pass through it.
+  if (::chmod(path_.c_str(), 0755) != 0) throw std::runtime_error("chmod " + path_ + ": " + strerror(errno));
+}
+
+ReachableTempDir::~ReachableTempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
 struct RpcFixture::SlowTimer {
   uv_timer_t timer{};
   rpc::Reply reply;
@@ -123,8 +140,6 @@ struct RpcFixture::SlowTimer {
 RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_gid)
     : dispatcher_(rpc::process_access_policy(admin_gid)) {
   uv_loop_init(&loop_);
-  // Other users reach the socket in the permission tests.
-  ::chmod(dir_.path().c_str(), 0755);
   path_ = dir_.file("rpc.sock");
 
   dispatcher_.add({"echo", false, [](const json& p, const rpc::CallContext&, rpc::Reply r) {
