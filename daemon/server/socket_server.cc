@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "server/client_session.h"
@@ -20,7 +21,7 @@ namespace {
 // cannot hold the loop away from the clients already connected.
 constexpr int kAcceptBurst = 64;
 
-Error server_error(const std::string& message) { return Error(ErrorCode::kInternal, message); }
+Error server_error(const std::string& message) { return Error::internal(message); }
 
 std::string errno_text(int err) { return std::string(strerror(err)); }
 
@@ -48,16 +49,6 @@ Probe probe_socket(const std::string& path, int& err) {
 
 }  // namespace
 
-// The listening socket's libuv side: a poll handle (readable = connections
-// waiting) and the timer that resumes accepting after EMFILE.
-struct SocketServer::Listener {
-  SocketServer* server = nullptr;
-  int fd = -1;
-  uv_poll_t poll{};
-  uv_timer_t pause{};
-  int open_handles = 0;
-};
-
 SocketServer::SocketServer(uv_loop_t* loop, rpc::Dispatcher& dispatcher, ServerLimits limits)
     : loop_(loop), dispatcher_(dispatcher), limits_(limits) {}
 
@@ -72,7 +63,7 @@ SocketServer::~SocketServer() {
 
 Status SocketServer::listen_path(const std::string& path, mode_t mode,
                                  std::optional<gid_t> group) {
-  if (listener_) return server_error("the RPC server is already listening");
+  if (listening()) return server_error("the RPC server is already listening");
   // libuv 1.44's uv_pipe_bind silently truncates a long path, and so would
   // a careless copy into sun_path: check first.
   constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
@@ -139,7 +130,7 @@ Status SocketServer::listen_path(const std::string& path, mode_t mode,
 }
 
 Status SocketServer::listen_fd(int fd) {
-  if (listener_) {
+  if (listening()) {
     ::close(fd);
     return server_error("the RPC server is already listening");
   }
@@ -157,31 +148,30 @@ Status SocketServer::listen_fd(int fd) {
 }
 
 Status SocketServer::start_polling(int fd) {
-  auto* l = new Listener;
-  l->server = this;
-  l->fd = fd;
-  const int rc = uv_poll_init_socket(loop_, &l->poll, fd);  // also sets O_NONBLOCK
+  // uv_poll_init_socket also sets O_NONBLOCK.
+  int rc = listen_poll_.init(loop_, this, uv_poll_init_socket, fd);
+  if (rc == 0) rc = accept_pause_.init(loop_);
   if (rc != 0) {
+    listen_poll_.close();
     ::close(fd);
-    delete l;
     return server_error(std::string("cannot watch the RPC socket: ") + uv_strerror(rc));
   }
-  uv_timer_init(loop_, &l->pause);
-  l->poll.data = l;
-  l->pause.data = l;
-  l->open_handles = 2;
-  listener_ = l;
-  uv_poll_start(&l->poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
-    auto* listener = static_cast<Listener*>(p->data);
-    if (status < 0 || !listener->server) return;
-    listener->server->on_readable();
-  });
+  listen_fd_ = fd;
+  watch_listener();
   return ok_status();
 }
 
+void SocketServer::watch_listener() {
+  uv_poll_start(listen_poll_.get(), UV_READABLE, [](uv_poll_t* p, int status, int) {
+    auto* server = UvHandle<uv_poll_t>::owner<SocketServer>(p);
+    if (status < 0 || !server) return;
+    server->on_readable();
+  });
+}
+
 void SocketServer::on_readable() {
-  for (int i = 0; i < kAcceptBurst && listener_; ++i) {
-    const int fd = ::accept4(listener_->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  for (int i = 0; i < kAcceptBurst && listening(); ++i) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       add_client(fd);
       continue;
@@ -197,25 +187,15 @@ void SocketServer::on_readable() {
 
 void SocketServer::pause_accepting() {
   ++accept_pauses_;
-  uv_poll_stop(&listener_->poll);
-  uv_timer_start(
-      &listener_->pause,
-      [](uv_timer_t* t) {
-        auto* l = static_cast<Listener*>(t->data);
-        if (!l->server) return;
-        uv_poll_start(&l->poll, UV_READABLE, [](uv_poll_t* p, int status, int) {
-          auto* listener = static_cast<Listener*>(p->data);
-          if (status < 0 || !listener->server) return;
-          listener->server->on_readable();
-        });
-      },
-      static_cast<uint64_t>(std::max<int64_t>(1, limits_.accept_pause.count())), 0);
+  uv_poll_stop(listen_poll_.get());
+  accept_pause_.start(static_cast<uint64_t>(std::max<int64_t>(1, limits_.accept_pause.count())),
+                      [this] { watch_listener(); });
 }
 
 void SocketServer::add_client(int fd) {
   ++accepted_total_;
   auto session = std::make_shared<ClientSession>(this, next_id_++);
-  if (!session->open(loop_, fd)) return;  // fd closed; the session frees itself
+  if (!session->open(loop_, fd)) return;  // fd closed; the session goes with this scope
   clients_.emplace(session->id(), session);
   if (clients_.size() > limits_.max_clients) {
     session->refuse(rpc::Dispatcher::error_line(
@@ -228,20 +208,12 @@ void SocketServer::add_client(int fd) {
 void SocketServer::on_session_closed(uint64_t id) { clients_.erase(id); }
 
 void SocketServer::stop_listening() {
-  if (!listener_) return;
-  Listener* l = listener_;
-  listener_ = nullptr;
-  l->server = nullptr;
-  auto on_closed = [](uv_handle_t* h) {
-    auto* listener = static_cast<Listener*>(h->data);
-    if (--listener->open_handles == 0) delete listener;
-  };
+  if (!listening()) return;
   // uv_close stops the poll at once, so the descriptor can go now: a second
   // daemon probing the path sees it refused from here on.
-  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), on_closed);
-  ::close(l->fd);
-  l->fd = -1;
+  listen_poll_.close();
+  accept_pause_.close();
+  ::close(std::exchange(listen_fd_, -1));
   if (!path_.empty()) {
     // Only our own file: a successor may already have replaced it.
     struct stat st {};
@@ -252,7 +224,7 @@ void SocketServer::stop_listening() {
 }
 
 void SocketServer::close_clients() {
-  // Copy: closing erases from the map in the close callbacks.
+  // Copy: a session that closes leaves the map at once.
   std::vector<std::shared_ptr<ClientSession>> all;
   all.reserve(clients_.size());
   for (auto& [id, s] : clients_) all.push_back(s);
