@@ -32,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "rpc/access.h"
 #include "rpc/envelope.h"
@@ -73,8 +74,17 @@ class Dispatcher {
   static std::string error_line(int code, const std::string& message);
 
  private:
+  void handle_batch(std::string_view line, const std::vector<Envelope>& requests,
+                    const std::shared_ptr<Session>& session, Done done);
   void handle_one(const Envelope& request, std::string_view raw_id,
                   const std::shared_ptr<Session>& session, Done done);
+  // The envelope's own rules (jsonrpc, method, params, members): an error
+  // message for an invalid request, or nullopt.
+  static std::optional<std::string> envelope_error(const Envelope& request);
+  // Why `creds` may not call `method` (message and data), or nullopt.
+  std::optional<RpcError> permission_error(const Method& method, const PeerCredentials& creds) const;
+  static void run_method(const Method& method, const Envelope& request, const CallContext& ctx,
+                         Reply reply);
 
   std::optional<AccessPolicy> policy_;  // unset: privileged_ decides
   PrivilegeCheck privileged_;

@@ -47,6 +47,61 @@ Probe probe_socket(const std::string& path, int& err) {
   return Probe::kUnknown;
 }
 
+// libuv 1.44's uv_pipe_bind silently truncates a long path, and so would a
+// careless copy into sun_path: check first.
+Status check_path_length(const std::string& path) {
+  constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
+  if (path.empty()) return server_error("socket path is empty");
+  if (path.size() > kMax)
+    return server_error("socket path is " + std::to_string(path.size()) +
+                        " bytes, over the limit of " + std::to_string(kMax) +
+                        " of a Unix socket address; choose a shorter one: " + path);
+  return ok_status();
+}
+
+// A socket file left at `path` by a daemon that died is removed; one that a
+// process answers on, or a file that is not a socket, is an error.
+Status clear_stale_socket(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return ok_status();
+  if (!S_ISSOCK(st.st_mode))
+    return server_error("socket path exists and is not a socket; remove it or choose another: " + path);
+  int err = 0;
+  switch (probe_socket(path, err)) {
+    case Probe::kLive:
+      return server_error("another connmgrd is serving " + path + "; refusing to start a second one");
+    case Probe::kStale:
+      ::unlink(path.c_str());  // left by a daemon that died
+      break;
+    case Probe::kGone:
+      break;
+    case Probe::kUnknown:
+      return server_error("cannot tell whether " + path + " is in use: " + errno_text(err));
+  }
+  return ok_status();
+}
+
+// A new socket bound to `path`, the file private to this user until the
+// caller sets its mode.
+Result<int> bind_private(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return server_error("cannot create the RPC socket: " + errno_text(errno));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // bind() creates the file with the umask's mode: keep it private until
+  // the chmod, so nobody connects through a wider window.
+  const mode_t old_umask = ::umask(0177);
+  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int bind_err = errno;
+  ::umask(old_umask);
+  if (bound != 0) {
+    ::close(fd);
+    return server_error("cannot bind the RPC socket " + path + ": " + errno_text(bind_err));
+  }
+  return fd;
+}
+
 }  // namespace
 
 SocketServer::SocketServer(uv_loop_t* loop, rpc::Dispatcher& dispatcher, ServerLimits limits)
@@ -64,55 +119,18 @@ SocketServer::~SocketServer() {
 Status SocketServer::listen_path(const std::string& path, mode_t mode,
                                  std::optional<gid_t> group) {
   if (listening()) return server_error("the RPC server is already listening");
-  // libuv 1.44's uv_pipe_bind silently truncates a long path, and so would
-  // a careless copy into sun_path: check first.
-  constexpr size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
-  if (path.empty()) return server_error("socket path is empty");
-  if (path.size() > kMax)
-    return server_error("socket path is " + std::to_string(path.size()) +
-                        " bytes, over the limit of " + std::to_string(kMax) +
-                        " of a Unix socket address; choose a shorter one: " + path);
-
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return server_error("socket path exists and is not a socket; remove it or choose another: " +
-                          path);
-    int err = 0;
-    switch (probe_socket(path, err)) {
-      case Probe::kLive:
-        return server_error("another connmgrd is serving " + path + "; refusing to start a second one");
-      case Probe::kStale:
-        ::unlink(path.c_str());  // left by a daemon that died
-        break;
-      case Probe::kGone:
-        break;
-      case Probe::kUnknown:
-        return server_error("cannot tell whether " + path + " is in use: " + errno_text(err));
-    }
-  }
-
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return server_error("cannot create the RPC socket: " + errno_text(errno));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  // bind() creates the file with the umask's mode: keep it private until
-  // the chmod below, so nobody connects through a wider window.
-  const mode_t old_umask = ::umask(0177);
-  const int bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  const int bind_err = errno;
-  ::umask(old_umask);
-  if (bound != 0) {
-    ::close(fd);
-    return server_error("cannot bind the RPC socket " + path + ": " + errno_text(bind_err));
-  }
+  if (Status s = check_path_length(path); !s.ok()) return s;
+  if (Status s = clear_stale_socket(path); !s.ok()) return s;
+  Result<int> bound = bind_private(path);
+  if (!bound) return bound.error();
+  const int fd = *bound;
   auto fail = [&](const std::string& what) {
     const int err = errno;
     ::close(fd);
     ::unlink(path.c_str());
     return server_error(what + path + ": " + errno_text(err));
   };
+  struct stat st {};
   if (::chmod(path.c_str(), mode) != 0) return fail("cannot set the mode of ");
   if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0)
     return fail("cannot set the group (" + std::to_string(*group) + ") of ");
