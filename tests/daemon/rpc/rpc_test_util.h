@@ -18,6 +18,7 @@
 #include "rpc/dispatcher.h"
 #include "server/socket_server.h"
 #include "test_support.h"
+#include "util/uv_handle.h"
 
 namespace connmgr::test {
 
@@ -107,7 +108,7 @@ class RpcFixture {
   std::string path_;
   rpc::Dispatcher dispatcher_;
   std::unique_ptr<server::SocketServer> server_;
-  std::vector<SlowTimer*> timers_;
+  std::vector<std::unique_ptr<SlowTimer>> timers_;
 };
 
 }  // namespace connmgr::test
