@@ -23,6 +23,7 @@
 #include "systemd/log.h"
 #include "systemd/notify.h"
 #include "util/clock.h"
+#include "util/uv_handle.h"
 
 namespace connmgr::daemon {
 
@@ -95,7 +96,19 @@ class Daemon {
   int run();
 
  private:
+  // start()'s steps, in order; each logs why it failed.
   bool start();
+  bool resolve_groups(std::optional<gid_t>& socket_gid);
+  bool open_store();
+  bool build_connectors();
+  void build_manager();
+  void build_server();
+  bool listen(std::optional<gid_t> socket_gid);
+  void register_methods();
+  void watch_signals();
+  void start_timers();
+  void announce_ready();
+
   void on_signal(int signum);
   void reload();
   void begin_shutdown();
@@ -104,9 +117,7 @@ class Daemon {
   void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
-  void close_handle(uv_handle_t* h) {
-    if (h && !uv_is_closing(h)) uv_close(h, nullptr);
-  }
+  void close_handles();
 
   std::vector<std::string> args_;
   config::Environment env_;
@@ -123,8 +134,9 @@ class Daemon {
   std::optional<gid_t> admin_gid_;
   rpc::AccessPolicy policy_;  // this process's euid and admin_gid_
   Watchdog watchdog_;
-  uv_signal_t sigterm_{}, sigint_{}, sighup_{};
-  uv_timer_t status_timer_{}, drain_timer_{};
+  UvHandle<uv_signal_t> sigterm_, sigint_, sighup_;
+  Timer status_timer_;  // STATUS= for systemd every kStatusIntervalMs
+  Timer drain_timer_;   // the steps of a graceful stop
   std::string socket_path_;
   std::optional<EventBus::SubscriptionId> log_subscription_;
   EventTypeMask log_types_ = 0;
@@ -208,6 +220,23 @@ void Daemon::subscribe_log_events() {
 bool Daemon::start() {
   log_.set_level(config_.log_level);
   raise_descriptor_limit();
+  std::optional<gid_t> socket_gid;
+  if (!resolve_groups(socket_gid)) return false;
+  if (!open_store()) return false;
+  if (!build_connectors()) return false;
+  build_manager();
+  build_server();
+  if (!listen(socket_gid)) return false;
+  register_methods();
+  watch_signals();
+  start_timers();
+  announce_ready();
+  return true;
+}
+
+// admin_group (who may change state) and socket_group (the socket file's
+// group) name groups that must exist.
+bool Daemon::resolve_groups(std::optional<gid_t>& socket_gid) {
   if (config_.admin_group) {
     admin_gid_ = group_id(config_.admin_group);
     if (!admin_gid_) {
@@ -216,7 +245,6 @@ bool Daemon::start() {
     }
   }
   policy_ = rpc::process_access_policy(admin_gid_);
-  std::optional<gid_t> socket_gid;
   if (config_.socket_group) {
     socket_gid = group_id(config_.socket_group);
     if (!socket_gid) {
@@ -224,7 +252,10 @@ bool Daemon::start() {
       return false;
     }
   }
+  return true;
+}
 
+bool Daemon::open_store() {
   ensure_parent(config_.database);
   StoreOptions so;
   so.path = config_.database;
@@ -239,7 +270,10 @@ bool Daemon::start() {
     if (Status s = store_->set_local_node_id(*config_.node_id); !s.ok())
       log_.warning("node_id could not be kept in the database: " + s.message());
   }
+  return true;
+}
 
+bool Daemon::build_connectors() {
   TcpOptions tcp;
   tcp.keepalive = std::chrono::duration_cast<std::chrono::seconds>(config_.tcp_keepalive);
   connectors_.add(std::make_unique<TcpConnector>(&loop_, tcp));
@@ -254,15 +288,37 @@ bool Daemon::start() {
     return false;
   }
   connectors_.add(std::move(quic_connector).value());
+  return true;
+}
 
+void Daemon::build_manager() {
   manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
                                                   connection_config(config_));
   subscribe_log_events();
+}
 
+void Daemon::build_server() {
   dispatcher_ = std::make_unique<rpc::Dispatcher>(
       [this](const rpc::PeerCredentials& c) { return privileged(c); });
   server_ = std::make_unique<server::SocketServer>(&loop_, *dispatcher_, server_limits(config_));
+}
 
+// The socket systemd passed (socket activation), else the configured path.
+bool Daemon::listen(std::optional<gid_t> socket_gid) {
+  Status s;
+  if (auto fd = activated_socket()) {
+    socket_path_ = "(systemd socket activation)";
+    s = server_->listen_fd(*fd);
+  } else {
+    ensure_parent(config_.socket);
+    socket_path_ = config_.socket;
+    s = server_->listen_path(config_.socket, config_.socket_mode, socket_gid);
+  }
+  if (!s.ok()) log_.error(s.message());
+  return s.ok();
+}
+
+void Daemon::register_methods() {
   methods::ApiContext ctx;
   ctx.loop = &loop_;
   ctx.store = store_.get();
@@ -275,47 +331,43 @@ bool Daemon::start() {
   ctx.client_count = [this] { return server_ ? server_->client_count() : 0; };
   ctx.config_json = [this] { return config::to_json(config_); };
   ctx.config_generation = [this] { return config_generation_; };
-
-  if (auto fd = activated_socket()) {
-    socket_path_ = "(systemd socket activation)";
-    if (Status s = server_->listen_fd(*fd); !s.ok()) {
-      log_.error(s.message());
-      return false;
-    }
-  } else {
-    ensure_parent(config_.socket);
-    socket_path_ = config_.socket;
-    if (Status s = server_->listen_path(config_.socket, config_.socket_mode, socket_gid); !s.ok()) {
-      log_.error(s.message());
-      return false;
-    }
-  }
   ctx.socket_path = socket_path_;
   api_ = std::make_unique<methods::Api>(ctx);
   for (auto& m : api_->methods()) dispatcher_->add(std::move(m));
+}
 
-  auto on_sig = [](uv_signal_t* s, int signum) { static_cast<Daemon*>(s->data)->on_signal(signum); };
+// SIGTERM and SIGINT stop the daemon, SIGHUP reloads its configuration.
+void Daemon::watch_signals() {
+  auto on_sig = [](uv_signal_t* s, int signum) {
+    if (auto* d = UvHandle<uv_signal_t>::owner<Daemon>(s)) d->on_signal(signum);
+  };
   for (auto [sig, num] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
-    uv_signal_init(&loop_, sig);
-    sig->data = this;
-    uv_signal_start(sig, on_sig, num);
+    sig->init(&loop_, this, uv_signal_init);
+    uv_signal_start(sig->get(), on_sig, num);
   }
-  uv_timer_init(&loop_, &status_timer_);
-  status_timer_.data = this;
-  uv_timer_start(&status_timer_, [](uv_timer_t* t) {
-    auto* d = static_cast<Daemon*>(t->data);
-    notify_status(d->summary());
-  }, kStatusIntervalMs, kStatusIntervalMs);
-  uv_timer_init(&loop_, &drain_timer_);
-  drain_timer_.data = this;
-  watchdog_.start(&loop_);
+}
 
+void Daemon::start_timers() {
+  status_timer_.init(&loop_);
+  status_timer_.start(kStatusIntervalMs, [this] { notify_status(summary()); }, kStatusIntervalMs);
+  drain_timer_.init(&loop_);
+  watchdog_.start(&loop_);
+}
+
+void Daemon::announce_ready() {
   log_.info("ready", {{"version", CONNMGR_VERSION},
                       {"database", config_.database},
                       {"socket", socket_path_},
                       {"node_id", store_->local_node_id()}});
   notify_ready(summary());
-  return true;
+}
+
+void Daemon::close_handles() {
+  sigterm_.close();
+  sigint_.close();
+  sighup_.close();
+  status_timer_.close();
+  drain_timer_.close();
 }
 
 void Daemon::on_signal(int signum) {
@@ -376,23 +428,22 @@ void Daemon::begin_shutdown() {
   // Links close (peers see EOF) and waiting callers are answered "cancelled".
   manager_->shutdown();
   if (Status s = store_->flush(); !s.ok()) log_.warning("statistics not yet written: " + s.message());
-  for (auto* h : {reinterpret_cast<uv_handle_t*>(&sigterm_), reinterpret_cast<uv_handle_t*>(&sigint_),
-                  reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&status_timer_)})
-    close_handle(h);
+  sigterm_.close();
+  sigint_.close();
+  sighup_.close();
+  status_timer_.close();
   watchdog_.stop();
   // Next turn: the cancelled answers have been queued; flush them, close.
-  uv_timer_start(&drain_timer_, [](uv_timer_t* t) {
-    auto* d = static_cast<Daemon*>(t->data);
-    d->server_->close_clients();
-    uv_timer_start(t, [](uv_timer_t* t2) {
-      auto* d2 = static_cast<Daemon*>(t2->data);
+  drain_timer_.start(1, [this] {
+    server_->close_clients();
+    drain_timer_.start(kDrainMs, [this] {
       // Clients that would not read their last answers are cut now.
-      d2->server_.reset();
-      d2->close_handle(reinterpret_cast<uv_handle_t*>(t2));
-    }, kDrainMs, 0);
+      server_.reset();
+      drain_timer_.close();
+    });
     // Only clients still writing keep the loop (and this deadline) alive.
-    uv_unref(reinterpret_cast<uv_handle_t*>(t));
-  }, 1, 0);
+    drain_timer_.unref();
+  });
 }
 
 int Daemon::run() {
@@ -409,6 +460,9 @@ int Daemon::run() {
   if (!flushed.ok()) log_.error("statistics lost at exit: " + flushed.message());
   store_.reset();
   watchdog_.stop();
+  // Our own handles first (their blocks are freed by their close callbacks),
+  // then whatever another part left open.
+  close_handles();
   uv_walk(&loop_, [](uv_handle_t* h, void*) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }, nullptr);

@@ -1,5 +1,5 @@
-// Who may call the methods that change state (API.md §4 "Who may call
-// what"): uid 0, the daemon's own uid, and members of the configured admin
+// Who may call the methods that change state (docs/guide.md,
+// "Permissions"): uid 0, the daemon's own uid, and members of the configured admin
 // group, judged on the client's SO_PEERCRED credentials.
 //
 // Group membership counts the peer's primary gid and its supplementary

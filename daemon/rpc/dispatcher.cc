@@ -47,13 +47,17 @@ void Dispatcher::handle_line(std::string_view line, const std::shared_ptr<Sessio
     return;
   }
 
-  auto& requests = parsed.requests;
   if (!parsed.is_batch) {
-    const Envelope& req = requests.front();
+    const Envelope& req = parsed.requests.front();
     handle_one(req, req.is_object ? raw_id_of_object(line) : std::string_view{}, session,
                std::move(done));
     return;
   }
+  handle_batch(line, parsed.requests, session, std::move(done));
+}
+
+void Dispatcher::handle_batch(std::string_view line, const std::vector<Envelope>& requests,
+                              const std::shared_ptr<Session>& session, Done done) {
   if (requests.empty()) {
     done(error_answer("null", kInvalidRequest, "invalid request: empty batch"));
     return;
@@ -119,16 +123,7 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
     done(error_answer(id_text, code, message, data));
   };
 
-  if (req.jsonrpc != Type::kString || req.jsonrpc_text != "2.0")
-    return fail(kInvalidRequest, "invalid request: \"jsonrpc\" must be \"2.0\"");
-  if (req.method != Type::kString)
-    return fail(kInvalidRequest, "invalid request: \"method\" must be a string");
-  const bool has_params = req.params != Type::kAbsent;
-  if (has_params && req.params != Type::kObject && req.params != Type::kArray)
-    return fail(kInvalidRequest, "invalid request: \"params\" must be an object or an array");
-  if (req.unknown_member)
-    return fail(kInvalidRequest, "invalid request: unknown member \"" + *req.unknown_member + "\"");
-
+  if (auto invalid = envelope_error(req)) return fail(kInvalidRequest, *invalid);
   const std::string& name = req.method_name;
   const Method* method = find(name);
   if (!method) return fail(kMethodNotFound, "method not found: " + name, json{{"method", name}});
@@ -136,27 +131,43 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
     return fail(kInvalidParams, "invalid params: params must be an object (named params)");
   if (method->changes_state) {
     static const PeerCredentials kUnknown;
-    const PeerCredentials& creds = session ? session->credentials() : kUnknown;
-    if (!allowed_to_change_state(creds)) {
-      json data{{"method", name}, {"uid", creds.uid}, {"gid", creds.gid}};
-      std::string message;
-      if (policy_) {
-        message = permission_denied_message(name, creds, *policy_);
-        if (policy_->admin_gid) data["admin_group"] = *policy_->admin_gid;
-      } else {
-        message = "permission denied: " + name + " changes state; uid " +
-                  std::to_string(creds.uid) +
-                  " is not root, the daemon's user, or in the admin group";
-      }
-      return fail(kPermissionDenied, message, data);
-    }
+    if (auto denied = permission_error(*method, session ? session->credentials() : kUnknown))
+      return fail(denied->code, denied->message, denied->data);
   }
+  run_method(*method, req, CallContext{session}, Reply(std::move(id_text), is_notification, std::move(done)));
+}
 
-  Reply reply(std::move(id_text), is_notification, std::move(done));
+std::optional<std::string> Dispatcher::envelope_error(const Envelope& req) {
+  using Type = Envelope::Type;
+  if (req.jsonrpc != Type::kString || req.jsonrpc_text != "2.0")
+    return "invalid request: \"jsonrpc\" must be \"2.0\"";
+  if (req.method != Type::kString) return "invalid request: \"method\" must be a string";
+  if (req.params != Type::kAbsent && req.params != Type::kObject && req.params != Type::kArray)
+    return "invalid request: \"params\" must be an object or an array";
+  if (req.unknown_member) return "invalid request: unknown member \"" + *req.unknown_member + "\"";
+  return std::nullopt;
+}
+
+std::optional<RpcError> Dispatcher::permission_error(const Method& method,
+                                                     const PeerCredentials& creds) const {
+  if (allowed_to_change_state(creds)) return std::nullopt;
+  const std::string& name = method.name;
+  RpcError e{kPermissionDenied, {}, json{{"method", name}, {"uid", creds.uid}, {"gid", creds.gid}}};
+  if (policy_) {
+    e.message = permission_denied_message(name, creds, *policy_);
+    if (policy_->admin_gid) e.data["admin_group"] = *policy_->admin_gid;
+  } else {
+    e.message = "permission denied: " + name + " changes state; uid " + std::to_string(creds.uid) +
+                " is not root, the daemon's user, or in the admin group";
+  }
+  return e;
+}
+
+void Dispatcher::run_method(const Method& method, const Envelope& req, const CallContext& ctx,
+                            Reply reply) {
   static const json kNoParams = json::object();
-  CallContext ctx{session};
   try {
-    method->handler(has_params ? req.params_value : kNoParams, ctx, reply);
+    method.handler(req.params != Envelope::Type::kAbsent ? req.params_value : kNoParams, ctx, reply);
   } catch (const std::exception& e) {
     reply.error(RpcError{kInternalError, std::string("internal error: ") + e.what(), nullptr});
   } catch (...) {

@@ -6,17 +6,21 @@
 // Rules it keeps:
 // - "jsonrpc":"2.0" is required; members other than jsonrpc, method, params
 //   and id make an Invalid Request; params must be an object or an array, and
-//   arrays (positional params) are refused with -32602.
-// - Ids are echoed byte for byte (raw_id.h). An id of the wrong type gets
-//   -32600 with a null id. Notifications (no id member) run and get no answer;
-//   an invalid request is answered even without an id (§5: id null).
+//   arrays (positional params) are refused with invalid params.
+// - Ids are echoed byte for byte (raw_id.h). An id of the wrong type is an
+//   invalid request answered with a null id. Notifications (no id member) run
+//   and get no answer; an invalid request is answered even without an id
+//   (with id null, as the specification's "Response object" says).
 // - Batches: one array line with every answer; an empty batch is one Invalid
 //   Request (not an array); a batch of only notifications gets no line.
-// - Nesting deeper than max_depth is -32600, refused while parsing, before
-//   the document is built. Invalid JSON (invalid UTF-8 included) is -32700.
-// - A handler that throws std::exception gets -32603 with the what() text.
+// - Nesting deeper than max_depth is an invalid request, refused while
+//   parsing, before the document is built. Invalid JSON (invalid UTF-8 and
+//   NUL bytes included) is a parse error.
+// - A handler that throws std::exception gets an internal error with the
+//   what() text.
 // - Methods with changes_state run only for callers the access policy allows
-//   (access.h); others get -32030 naming the method, uid and admin group.
+//   (access.h); others get permission denied naming the method, uid and
+//   admin group.
 //
 // Threads: the loop's. The Dispatcher must outlive every call it started;
 // `done` may be called after handle_line() returns (async methods), once.
@@ -28,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "rpc/access.h"
 #include "rpc/envelope.h"
@@ -69,8 +74,17 @@ class Dispatcher {
   static std::string error_line(int code, const std::string& message);
 
  private:
+  void handle_batch(std::string_view line, const std::vector<Envelope>& requests,
+                    const std::shared_ptr<Session>& session, Done done);
   void handle_one(const Envelope& request, std::string_view raw_id,
                   const std::shared_ptr<Session>& session, Done done);
+  // The envelope's own rules (jsonrpc, method, params, members): an error
+  // message for an invalid request, or nullopt.
+  static std::optional<std::string> envelope_error(const Envelope& request);
+  // Why `creds` may not call `method` (message and data), or nullopt.
+  std::optional<RpcError> permission_error(const Method& method, const PeerCredentials& creds) const;
+  static void run_method(const Method& method, const Envelope& request, const CallContext& ctx,
+                         Reply reply);
 
   std::optional<AccessPolicy> policy_;  // unset: privileged_ decides
   PrivilegeCheck privileged_;

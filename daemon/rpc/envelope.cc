@@ -1,5 +1,7 @@
 #include "rpc/envelope.h"
 
+#include <cstring>
+
 namespace connmgr::rpc {
 
 namespace {
@@ -220,6 +222,15 @@ class EnvelopeSax {
 void parse_line(std::string_view line, size_t max_depth, ParsedLine& out) {
   out.requests.clear();
   out.is_batch = false;
+  // nlohmann's lexer takes a NUL byte outside a string for the end of the
+  // input (as the end of a C string), whatever the iterators say: the line
+  // `123\0` would parse as 123, and a request followed by `\0garbage` would
+  // be served. A raw NUL is never valid JSON (inside a string too, control
+  // characters must be escaped), so such a line is invalid as a whole.
+  if (memchr(line.data(), '\0', line.size()) != nullptr) {
+    out.outcome = ParsedLine::Outcome::kInvalidJson;
+    return;
+  }
   EnvelopeSax sax(out, max_depth);
   const bool parsed =
       json::sax_parse(line.begin(), line.end(), &sax, json::input_format_t::json, true);

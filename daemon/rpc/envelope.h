@@ -7,7 +7,8 @@
 // request object (a std::map with a node and a heap string per member) and
 // looking each member up again cost more than the rest of a `status` call.
 //
-// The parse is nlohmann's own (strict JSON, UTF-8 checked); repeated members
+// The parse is nlohmann's own (strict JSON, UTF-8 checked; a line with a NUL
+// byte is refused first, as nlohmann would stop at it); repeated members
 // behave as in a nlohmann document: the last one counts. Nesting deeper than
 // `max_depth` stops the parse before anything deeper is built (a line of
 // 1 MiB of '[' would otherwise be built, then walked recursively).

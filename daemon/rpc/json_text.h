@@ -10,16 +10,19 @@
 #include <string_view>
 
 #include "rpc/method.h"
+#include "util/error.h"
 
 namespace connmgr::rpc {
 
-// JSON-RPC 2.0 §5.1 codes, and the server codes this layer produces.
-inline constexpr int kParseError = -32700;
-inline constexpr int kInvalidRequest = -32600;
-inline constexpr int kMethodNotFound = -32601;
-inline constexpr int kInvalidParams = -32602;
-inline constexpr int kInternalError = -32603;
-inline constexpr int kPermissionDenied = -32030;
+// The codes this layer answers with, as the ints of an answer's "code"
+// member; the numbers themselves are spelled once, in ErrorCode
+// (util/error.h).
+inline constexpr int kParseError = static_cast<int>(ErrorCode::kParseError);
+inline constexpr int kInvalidRequest = static_cast<int>(ErrorCode::kInvalidRequest);
+inline constexpr int kMethodNotFound = static_cast<int>(ErrorCode::kMethodNotFound);
+inline constexpr int kInvalidParams = static_cast<int>(ErrorCode::kInvalidParams);
+inline constexpr int kInternalError = static_cast<int>(ErrorCode::kInternal);
+inline constexpr int kPermissionDenied = static_cast<int>(ErrorCode::kPermissionDenied);
 
 // Appends `value` serialized compactly (no newline).
 void append_json(std::string& out, const json& value);

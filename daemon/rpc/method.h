@@ -16,6 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/error.h"
+
 namespace connmgr::rpc {
 
 using json = nlohmann::json;
@@ -48,9 +50,10 @@ class Session {
   virtual void on_close(std::function<void()> hook) = 0;
 };
 
-// A JSON-RPC error with API.md §3's code, message and optional data object.
+// A JSON-RPC error: its code (one of ErrorCode's, docs/api.md "Errors"),
+// message and optional data object.
 struct RpcError {
-  int code = -32603;
+  int code = static_cast<int>(ErrorCode::kInternal);
   std::string message;
   json data;  // null: no "data" member
 };
@@ -59,8 +62,8 @@ struct RpcError {
 // error() should be called, once, on the loop thread, now or later; further
 // calls are ignored. Copies share the one answer (so a Reply can be captured
 // by std::function). Safe to call after the client has gone (the answer is
-// dropped). When the last copy is destroyed without an answer, -32603 is
-// answered, so no request is ever forgotten.
+// dropped). When the last copy is destroyed without an answer, an internal
+// error (ErrorCode::kInternal) is answered, so no request is ever forgotten.
 //
 // The Reply writes the answer line itself (the id spliced in as raw text,
 // json_text.h), so that one allocation per call holds everything an answer
@@ -92,9 +95,10 @@ struct CallContext {
 };
 
 // A method: its name, whether it changes state (then only privileged callers
-// may call it, API.md §4 "Who may call what"), and its handler. `params` is
-// always an object (an absent params member arrives as {}; positional array
-// params are refused with -32602 before the handler is called).
+// may call it: root, the daemon's own user and the admin group, access.h),
+// and its handler. `params` is always an object (an absent params member
+// arrives as {}; positional array params are refused with invalid params
+// before the handler is called).
 struct Method {
   std::string name;
   bool changes_state = false;

@@ -1,5 +1,5 @@
 // Raw request ids: the exact text of the "id" member of a request object,
-// so that the answer echoes it byte for byte (JSON-RPC 2.0 §5: "the same as
+// so that the answer echoes it byte for byte (JSON-RPC 2.0, "Response object": "the same as
 // the value of the id member in the Request Object").
 //
 // nlohmann_json keeps a value, not its spelling: 1.50 would come back as 1.5,

@@ -4,7 +4,7 @@
 namespace connmgr::rpc {
 
 // The one answer shared by every copy of a Reply. Destroyed unanswered, it
-// answers -32603, so that a method that forgets to answer cannot leave a
+// answers an internal error, so that a method that forgets to answer cannot leave a
 // client waiting (and the server's count of answers owed stays exact).
 struct Reply::State {
   std::string id_text;

@@ -36,30 +36,101 @@ void release_if_large(std::string& s) {
 
 }  // namespace
 
+// One uv_write under way and the bytes it sends. libuv needs both until it
+// calls the write back, and it calls back even after the pipe was closed
+// (UV_ECANCELED, while it closes the pipe), by which time the session may be
+// gone. So the request lives in a block of its own. While the session is
+// open it keeps the block (write_) and reuses it and its buffer for the next
+// write; when it closes the pipe with a write under way it lets go of the
+// block, and the callback, finding no session behind the pipe (UvHandle nulls
+// the pipe's data before uv_close), frees the block itself.
+struct ClientSession::Write {
+  uv_write_t req{};
+  std::string bytes;
+};
+
 ClientSession::ClientSession(SocketServer* server, uint64_t id) : server_(server), id_(id) {}
 
-ClientSession::~ClientSession() = default;
+ClientSession::~ClientSession() { release_handles(); }
 
 bool ClientSession::open(uv_loop_t* loop, int fd) {
-  uv_pipe_init(loop, &pipe_, 0);
-  pipe_.data = this;
-  uv_timer_init(loop, &partial_timer_);
-  partial_timer_.data = this;
-  uv_idle_init(loop, &resume_idle_);
-  resume_idle_.data = this;
-  open_handles_ = 3;
-  self_ = shared_from_this();
   read_credentials(fd);
-  if (uv_pipe_open(&pipe_, fd) != 0) {
+  int rc = pipe_.init(loop, this, uv_pipe_init, 0);
+  if (rc == 0) rc = partial_timer_.init(loop);
+  if (rc == 0) rc = resume_idle_.init(loop, this, uv_idle_init);
+  if (rc == 0) rc = uv_pipe_open(pipe_.get(), fd);
+  if (rc != 0) {
     ::close(fd);
     close();
     return false;
   }
-  uv_read_start(reinterpret_cast<uv_stream_t*>(&pipe_), alloc_chunk,
-                [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-                  static_cast<ClientSession*>(s->data)->on_read(n, buf);
-                });
+  start_reading();
   return true;
+}
+
+// Each state's entry work; the one place the state changes.
+void ClientSession::set_state(State next) {
+  if (state_ == State::kClosed || state_ == next) return;
+  state_ = next;
+  switch (next) {
+    case State::kReading:
+      uv_idle_stop(resume_idle_.get());
+      start_reading();
+      break;
+    case State::kBacklogged:
+      // in_ starts with whole lines not yet dispatched: nothing in it has
+      // been scanned, and no line is half-sent (no partial-request timer).
+      scanned_ = 0;
+      stop_reading();
+      // An idle handle, not a 0 ms timer: libuv runs the idle callbacks once
+      // per turn, before it polls for I/O, so the other clients are read
+      // between two shares (a timer re-armed at 0 ms would run again in the
+      // same pass).
+      uv_idle_start(resume_idle_.get(), [](uv_idle_t* h) {
+        if (auto* self = UvHandle<uv_idle_t>::owner<ClientSession>(h)) {
+          const auto keep = self->shared_from_this();
+          self->resume();
+        }
+      });
+      break;
+    case State::kDraining:
+      stop_reading();
+      break;
+    case State::kFinishing:
+      stop_reading();
+      uv_idle_stop(resume_idle_.get());
+      break;
+    case State::kClosed: {
+      auto hooks = std::move(close_hooks_);
+      close_hooks_.clear();
+      for (auto& h : hooks) h();
+      release_handles();
+      // The server drops its reference here: whoever called in (a libuv
+      // callback, the dispatcher's answer, the server) holds one.
+      if (server_) server_->on_session_closed(id_);
+      break;
+    }
+  }
+}
+
+void ClientSession::start_reading() {
+  uv_read_start(pipe_.as_stream(), alloc_chunk, on_read_cb);
+}
+
+void ClientSession::stop_reading() {
+  uv_read_stop(pipe_.as_stream());
+  partial_timer_.stop();
+}
+
+void ClientSession::release_handles() {
+  // A write under way keeps its block until libuv calls it back (Write).
+  if (writing_) {
+    static_cast<void>(write_.release());
+    writing_ = false;
+  }
+  pipe_.close();
+  partial_timer_.close();
+  resume_idle_.close();
 }
 
 void ClientSession::alloc_chunk(uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -93,78 +164,83 @@ void ClientSession::read_credentials(int fd) {
   }
 }
 
+void ClientSession::on_read_cb(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
+  auto* self = UvHandle<uv_pipe_t>::owner<ClientSession>(stream);
+  if (!self) return;
+  const auto keep = self->shared_from_this();
+  self->on_read(n, buf);
+}
+
 void ClientSession::on_read(ssize_t n, const uv_buf_t* buf) {
-  if (closed_ || finishing_) return;
+  if (state_ != State::kReading) return;
   if (n == 0) return;  // EAGAIN
   if (n < 0) {
     if (n == UV_EOF) return on_eof();
     close();  // reset or error: nobody is there to read answers
     return;
   }
-  const std::string_view chunk(buf->base, static_cast<size_t>(n));
   corked_ = true;
-  size_t consumed;
-  if (in_.empty()) {
-    // The common case: whole lines straight from the read buffer, only the
-    // tail of an unfinished line is copied.
-    consumed = take_lines(chunk, 0);
-    if (consumed != std::string_view::npos && consumed < chunk.size()) {
-      in_.assign(chunk.substr(consumed));
-      scanned_ = in_.size();
-    }
-  } else {
-    in_.append(chunk);
-    // Only the new bytes can hold the '\n' that ends the line.
-    consumed = take_lines(in_, scanned_);
-    if (consumed != std::string_view::npos) {
-      in_.erase(0, consumed);
-      scanned_ = in_.size();
-      release_if_large(in_);
-    }
-  }
-  if (consumed != std::string_view::npos) {
-    if (backlog_)
-      pause_for_backlog();
-    else if (server_ && in_.size() > server_->limits().max_request_bytes)
-      refuse_over_long();
-    else if (consumed > 0 || !uv_is_active(reinterpret_cast<uv_handle_t*>(&partial_timer_)))
-      arm_partial_timer();  // a new line began: its own time limit
-  }
+  const Cut cut = take_chunk(std::string_view(buf->base, static_cast<size_t>(n)));
+  if (!cut.stopped) after_cut(cut);
   corked_ = false;
   after_queue();
 }
 
-void ClientSession::pause_for_backlog() {
-  // in_ starts with whole lines not yet dispatched: nothing in it has been
-  // scanned, and no line is half-sent (no partial-request timer).
-  scanned_ = 0;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
-  uv_timer_stop(&partial_timer_);
-  // An idle handle, not a 0 ms timer: libuv runs the idle callbacks once
-  // per turn, before it polls for I/O, so the other clients are read between
-  // two shares (a timer re-armed at 0 ms would run again in the same pass).
-  uv_idle_start(&resume_idle_, [](uv_idle_t* h) { static_cast<ClientSession*>(h->data)->resume(); });
+// Serves the whole lines of a read chunk; keeps the start of an unfinished
+// one in in_.
+ClientSession::Cut ClientSession::take_chunk(std::string_view chunk) {
+  if (in_.empty()) {
+    // The common case: whole lines straight from the read buffer, only the
+    // tail of an unfinished line is copied.
+    const Cut cut = take_lines(chunk, 0);
+    if (!cut.stopped && cut.consumed < chunk.size()) {
+      in_.assign(chunk.substr(cut.consumed));
+      scanned_ = in_.size();
+    }
+    return cut;
+  }
+  in_.append(chunk);
+  // Only the new bytes can hold the '\n' that ends the line.
+  const Cut cut = take_lines(in_, scanned_);
+  if (!cut.stopped) {
+    in_.erase(0, cut.consumed);
+    scanned_ = in_.size();
+    release_if_large(in_);
+  }
+  return cut;
 }
 
+// After a chunk's lines were served: lines left for the next turn, a line
+// grown over the limit, or a new unfinished line with its own time limit.
+void ClientSession::after_cut(const Cut& cut) {
+  if (cut.lines_left)
+    set_state(State::kBacklogged);
+  else if (server_ && in_.size() > server_->limits().max_request_bytes)
+    refuse_over_long();
+  else if (cut.consumed > 0 || !partial_timer_.active())
+    arm_partial_timer();  // a new line began: its own time limit
+}
+
+// The idle handle's call, once per turn while backlogged: the next share of
+// the lines waiting.
 void ClientSession::resume() {
-  uv_idle_stop(&resume_idle_);
-  if (closed_ || finishing_) return;
+  if (state_ != State::kBacklogged) {
+    uv_idle_stop(resume_idle_.get());
+    return;
+  }
   corked_ = true;
-  const size_t consumed = take_lines(in_, 0);
-  if (consumed != std::string_view::npos) {
-    in_.erase(0, consumed);
-    if (backlog_) {
-      pause_for_backlog();
+  const Cut cut = take_lines(in_, 0);
+  if (!cut.stopped) {
+    in_.erase(0, cut.consumed);
+    if (cut.lines_left) {
+      scanned_ = 0;  // still backlogged: the next share on the next turn
     } else {
       scanned_ = in_.size();
       release_if_large(in_);
       if (server_ && in_.size() > server_->limits().max_request_bytes) {
         refuse_over_long();
       } else {
-        uv_read_start(reinterpret_cast<uv_stream_t*>(&pipe_), alloc_chunk,
-                      [](uv_stream_t* st, ssize_t n, const uv_buf_t* buf) {
-                        static_cast<ClientSession*>(st->data)->on_read(n, buf);
-                      });
+        set_state(State::kReading);
         arm_partial_timer();
       }
     }
@@ -173,42 +249,45 @@ void ClientSession::resume() {
   after_queue();
 }
 
-size_t ClientSession::take_lines(std::string_view data, size_t scan_from) {
+ClientSession::Cut ClientSession::take_lines(std::string_view data, size_t scan_from) {
   const size_t limit = server_ ? server_->limits().max_request_bytes : kReadChunk;
-  size_t start = 0;
+  Cut cut;
   size_t pos = scan_from;
   size_t dispatched = 0;
-  backlog_ = false;
   while (pos < data.size()) {
     if (dispatched == kLinesPerTurn) {
-      // More may follow: they wait for the next turn (pause_for_backlog).
-      backlog_ = memchr(data.data() + pos, '\n', data.size() - pos) != nullptr;
-      if (backlog_) break;
+      // More may follow: they wait for the next turn (backlogged).
+      cut.lines_left = memchr(data.data() + pos, '\n', data.size() - pos) != nullptr;
+      if (cut.lines_left) break;
     }
     const void* hit = memchr(data.data() + pos, '\n', data.size() - pos);
     if (!hit) break;
     const size_t end = static_cast<size_t>(static_cast<const char*>(hit) - data.data());
-    std::string_view line = data.substr(start, end - start);
-    start = pos = end + 1;
+    // The line is a view with its length: a NUL byte in it is the parser's
+    // to refuse, not an end.
+    std::string_view line = data.substr(cut.consumed, end - cut.consumed);
+    cut.consumed = pos = end + 1;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > limit) {
       refuse_over_long();
-      return std::string_view::npos;
+      cut.stopped = true;
+      return cut;
     }
     if (is_blank(line)) continue;
     dispatch(line);
     ++dispatched;
-    if (closed_ || finishing_) return std::string_view::npos;
+    if (state_ == State::kFinishing || state_ == State::kClosed) {
+      cut.stopped = true;
+      return cut;
+    }
   }
-  return start;
+  return cut;
 }
 
 void ClientSession::on_eof() {
   // Half-close: serve a last line ended by EOF, then close once every answer
   // owed has been written (maybe_finish).
-  eof_ = true;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
-  uv_timer_stop(&partial_timer_);
+  set_state(State::kDraining);
   if (!in_.empty()) {
     std::string last = std::move(in_);
     in_.clear();
@@ -220,22 +299,23 @@ void ClientSession::on_eof() {
 }
 
 void ClientSession::arm_partial_timer() {
-  if (in_.empty() || !server_ || eof_) {
-    uv_timer_stop(&partial_timer_);
+  if (in_.empty() || !server_ || state_ != State::kReading) {
+    partial_timer_.stop();
     return;
   }
   const auto ms = server_->limits().partial_request_timeout.count();
   if (ms <= 0) return;
-  uv_timer_start(
-      &partial_timer_,
-      [](uv_timer_t* t) {
-        auto* self = static_cast<ClientSession*>(t->data);
-        const auto s = self->server_ ? self->server_->limits().partial_request_timeout.count() : 0;
-        self->refuse(rpc::Dispatcher::error_line(
-            rpc::kInvalidRequest, "invalid request: a request line was left unfinished for " +
-                                      std::to_string(s) + " ms; closing"));
-      },
-      static_cast<uint64_t>(ms), 0);
+  partial_timer_.start(static_cast<uint64_t>(ms), [this] {
+    const auto keep = shared_from_this();
+    on_partial_timeout();
+  });
+}
+
+void ClientSession::on_partial_timeout() {
+  const auto ms = server_ ? server_->limits().partial_request_timeout.count() : 0;
+  refuse(rpc::Dispatcher::error_line(
+      rpc::kInvalidRequest, "invalid request: a request line was left unfinished for " +
+                                std::to_string(ms) + " ms; closing"));
 }
 
 void ClientSession::refuse_over_long() {
@@ -250,25 +330,32 @@ void ClientSession::dispatch(std::string_view line) {
   ++owed_;
   server_->count_request();
   std::weak_ptr<ClientSession> weak = weak_from_this();
-  server_->dispatcher().handle_line(line, self_, [weak](std::optional<std::string> answer) {
+  server_->dispatcher().handle_line(line, shared_from_this(), [weak](std::optional<std::string> answer) {
     if (auto s = weak.lock()) s->on_answer(std::move(answer));
   });
 }
 
 void ClientSession::on_answer(std::optional<std::string> answer) {
   if (owed_ > 0) --owed_;
-  if (closed_) return;
+  if (state_ == State::kClosed) return;
   if (answer) queue_line(*answer);
   after_queue();
   maybe_finish();
 }
 
+size_t ClientSession::queued_bytes() const {
+  return out_.size() + (writing_ ? write_->bytes.size() : 0);
+}
+
+bool ClientSession::queue_over_limit() const {
+  return server_ && queued_bytes() > server_->limits().max_output_bytes;
+}
+
 void ClientSession::notify(const rpc::json& notification) {
-  if (closed_ || finishing_) return;
+  if (state_ == State::kFinishing || state_ == State::kClosed) return;
   rpc::append_json(out_, notification);
   out_.push_back('\n');
-  const size_t limit = server_ ? server_->limits().max_output_bytes : SIZE_MAX;
-  if (out_.size() + in_flight_.size() > limit) {
+  if (queue_over_limit()) {
     close();
     return;
   }
@@ -276,19 +363,16 @@ void ClientSession::notify(const rpc::json& notification) {
 }
 
 void ClientSession::queue_line(std::string_view line) {
-  if (closed_) return;
+  if (state_ == State::kClosed) return;
   out_.append(line);
   out_.push_back('\n');
-  const size_t limit = server_ ? server_->limits().max_output_bytes : SIZE_MAX;
-  if (out_.size() + in_flight_.size() > limit) {
-    // A client that does not read its answers is cut off rather than let
-    // its queue grow without bound.
-    close();
-  }
+  // A client that does not read its answers is cut off rather than let its
+  // queue grow without bound.
+  if (queue_over_limit()) close();
 }
 
 void ClientSession::after_queue() {
-  if (!corked_ && !writing_ && !closed_ && !out_.empty()) start_write();
+  if (!corked_ && !writing_ && state_ != State::kClosed && !out_.empty()) start_write();
 }
 
 void ClientSession::start_write() {
@@ -296,9 +380,8 @@ void ClientSession::start_write() {
   // with no write request, no callback on a later loop turn, and no POLLOUT
   // stop in libuv (each uv_write costs an epoll_ctl MOD when it completes).
   // What the kernel does not take goes out through uv_write as before.
-  uv_stream_t* stream = reinterpret_cast<uv_stream_t*>(&pipe_);
   uv_buf_t whole = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-  const int sent = uv_try_write(stream, &whole, 1);
+  const int sent = uv_try_write(pipe_.as_stream(), &whole, 1);
   if (sent < 0 && sent != UV_EAGAIN) {
     close();
     return;
@@ -309,29 +392,38 @@ void ClientSession::start_write() {
     maybe_finish();
     return;
   }
-  // Everything still queued goes out in one write; out_ and in_flight_
-  // trade buffers, so a busy client allocates nothing here.
-  in_flight_.swap(out_);
+  // Everything still queued goes out in one write; out_ and the block's
+  // buffer trade places, so a busy client allocates nothing here.
+  if (!write_) write_ = std::make_unique<Write>();
+  write_->bytes.swap(out_);
   out_.clear();
-  if (sent > 0) in_flight_.erase(0, static_cast<size_t>(sent));
+  if (sent > 0) write_->bytes.erase(0, static_cast<size_t>(sent));
+  write_->req.data = write_.get();
+  uv_buf_t b = uv_buf_init(write_->bytes.data(), static_cast<unsigned>(write_->bytes.size()));
   writing_ = true;
-  write_req_.data = this;
-  uv_buf_t b = uv_buf_init(in_flight_.data(), static_cast<unsigned>(in_flight_.size()));
-  const int rc = uv_write(&write_req_, stream, &b, 1,
-                          [](uv_write_t* req, int status) {
-                            static_cast<ClientSession*>(req->data)->on_write_done(status);
-                          });
-  if (rc != 0) {
+  if (uv_write(&write_->req, pipe_.as_stream(), &b, 1, on_write_cb) != 0) {
     writing_ = false;
     close();
   }
 }
 
+void ClientSession::on_write_cb(uv_write_t* req, int status) {
+  auto* self = UvHandle<uv_pipe_t>::owner<ClientSession>(req->handle);
+  if (!self) {
+    // The pipe was closed with this write under way: the session let go of
+    // the block (release_handles) and may be gone.
+    delete static_cast<Write*>(req->data);
+    return;
+  }
+  const auto keep = self->shared_from_this();
+  self->on_write_done(status);
+}
+
 void ClientSession::on_write_done(int status) {
   writing_ = false;
-  in_flight_.clear();
-  release_if_large(in_flight_);
-  if (status < 0 || closed_) {
+  write_->bytes.clear();
+  release_if_large(write_->bytes);
+  if (status < 0) {
     close();
     return;
   }
@@ -344,16 +436,13 @@ void ClientSession::on_write_done(int status) {
 }
 
 void ClientSession::maybe_finish() {
-  if (closed_ || writing_ || !out_.empty()) return;
-  if (finishing_ || (eof_ && owed_ == 0)) close();
+  if (state_ == State::kClosed || writing_ || !out_.empty()) return;
+  if (state_ == State::kFinishing || (state_ == State::kDraining && owed_ == 0)) close();
 }
 
 void ClientSession::refuse(const std::string& line) {
-  if (closed_ || finishing_) return;
-  finishing_ = true;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
-  uv_timer_stop(&partial_timer_);
-  uv_idle_stop(&resume_idle_);
+  if (state_ == State::kFinishing || state_ == State::kClosed) return;
+  set_state(State::kFinishing);
   in_.clear();
   queue_line(line);
   after_queue();
@@ -361,33 +450,12 @@ void ClientSession::refuse(const std::string& line) {
 }
 
 void ClientSession::close_after_flush() {
-  if (closed_) return;
-  finishing_ = true;
-  uv_read_stop(reinterpret_cast<uv_stream_t*>(&pipe_));
-  uv_timer_stop(&partial_timer_);
-  uv_idle_stop(&resume_idle_);
+  if (state_ == State::kClosed) return;
+  set_state(State::kFinishing);
   after_queue();
   maybe_finish();
 }
 
-void ClientSession::close() {
-  if (closed_) return;
-  closed_ = true;
-  auto hooks = std::move(close_hooks_);
-  close_hooks_.clear();
-  for (auto& h : hooks) h();
-  auto on_closed = [](uv_handle_t* h) {
-    static_cast<ClientSession*>(h->data)->on_handle_closed();
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&pipe_), on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&partial_timer_), on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&resume_idle_), on_closed);
-}
-
-void ClientSession::on_handle_closed() {
-  if (--open_handles_ > 0) return;
-  if (server_) server_->on_session_closed(id_);
-  auto keep = std::move(self_);  // may destroy this at scope end
-}
+void ClientSession::close() { set_state(State::kClosed); }
 
 }  // namespace connmgr::server

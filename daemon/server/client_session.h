@@ -10,16 +10,29 @@
 // a chunk of input is being dispatched, so that the answers to pipelined
 // requests leave in one write.
 //
-// States: reading -> (EOF) draining: every answer owed is written, then
-// closed; (refusal: over-long line, stalled partial line, too many clients)
-// finishing: the error line is written, then closed; closed: handles closing,
-// later answers dropped. A client that leaves its answers unread is cut once
+// States (State, changed only by set_state, which does each state's entry
+// work):
+//   reading     serving the lines read; the partial-request timer runs while
+//               a line is unfinished.
+//   backlogged  whole lines wait for the next loop turn: reading paused,
+//               resume() on the next turn dispatches the next few, then
+//               back to reading.
+//   draining    the client shut its writing side (EOF): every answer owed is
+//               written, then closed.
+//   finishing   refused (over-long line, stalled partial line, too many
+//               clients) or the server stops: what is queued is written,
+//               then closed; nothing more is read.
+//   closed      handles closed, the server has forgotten the session, later
+//               answers are dropped.
+// A client that leaves its answers unread is cut (closed) once
 // max_output_bytes are queued.
 //
-// Lifetime: created by the SocketServer; keeps itself alive (self_) while
-// its libuv handles are open and releases itself in their last close
-// callback. Methods hold shared_ptrs or weak_ptrs (CallContext) and may answer
-// after it has closed: the answer is dropped. Threads: the loop's.
+// Lifetime: created and held by the SocketServer until it closes; methods
+// hold shared_ptrs or weak_ptrs (CallContext) and may answer after it has
+// closed: the answer is dropped. Its libuv handles are UvHandles: the session
+// may be destroyed at any time, and no handle callback reaches it once it
+// has closed. Each libuv callback holds a reference for its own duration,
+// since closing makes the server drop its one. Threads: the loop's.
 #pragma once
 
 #include <uv.h>
@@ -32,6 +45,7 @@
 #include <vector>
 
 #include "rpc/method.h"
+#include "util/uv_handle.h"
 
 namespace connmgr::server {
 
@@ -58,60 +72,73 @@ class ClientSession final : public rpc::Session,
   void detach_server() { server_ = nullptr; }
 
   size_t owed() const { return owed_; }
-  size_t queued_bytes() const { return out_.size() + in_flight_.size(); }
+  size_t queued_bytes() const;
 
   // rpc::Session
   uint64_t id() const override { return id_; }
   const rpc::PeerCredentials& credentials() const override { return creds_; }
   void notify(const rpc::json& notification) override;
-  bool closed() const override { return closed_; }
+  bool closed() const override { return state_ == State::kClosed; }
   void on_close(std::function<void()> hook) override { close_hooks_.push_back(std::move(hook)); }
 
  private:
+  enum class State { kReading, kBacklogged, kDraining, kFinishing, kClosed };
+  // What take_lines did with the bytes it was given.
+  struct Cut {
+    size_t consumed = 0;      // bytes of whole lines taken
+    bool lines_left = false;  // stopped at kLinesPerTurn with whole lines left
+    bool stopped = false;     // the session stopped reading (refused, closed)
+  };
+  struct Write;
+
+  void set_state(State next);
+  void start_reading();
+  void stop_reading();
+  void release_handles();
   void read_credentials(int fd);
-  void on_read(ssize_t n, const uv_buf_t* buf);
-  void on_eof();
-  // Cuts whole lines from `data` (the read chunk, or in_); returns how many
-  // bytes were consumed, or npos once the session stops reading.
-  size_t take_lines(std::string_view data, size_t scan_from);
-  // Lines left for a later turn (backlog_): reading paused, resume() on the
-  // next turn dispatches the next few.
-  void pause_for_backlog();
-  void resume();
+
+  // Input.
   static void alloc_chunk(uv_handle_t*, size_t, uv_buf_t* buf);
+  static void on_read_cb(uv_stream_t* stream, ssize_t n, const uv_buf_t* buf);
+  void on_read(ssize_t n, const uv_buf_t* buf);
+  Cut take_chunk(std::string_view chunk);
+  void after_cut(const Cut& cut);
+  void on_eof();
+  // Cuts whole lines from `data` (the read chunk, or in_), from scan_from on.
+  Cut take_lines(std::string_view data, size_t scan_from);
+  void resume();
+  void arm_partial_timer();
+  void on_partial_timeout();
+  void refuse_over_long();
   void dispatch(std::string_view line);
+
+  // Output.
   void on_answer(std::optional<std::string> answer);
+  bool queue_over_limit() const;
   void queue_line(std::string_view line);
   void after_queue();
   void start_write();
+  static void on_write_cb(uv_write_t* req, int status);
   void on_write_done(int status);
   void maybe_finish();
-  void arm_partial_timer();
-  void refuse_over_long();
-  void on_handle_closed();
 
   SocketServer* server_;
   uint64_t id_;
   rpc::PeerCredentials creds_;
-  uv_pipe_t pipe_{};
-  uv_timer_t partial_timer_{};  // cuts a client that stalls mid-line
-  uv_idle_t resume_idle_{};     // the next turn's share of a backlog
-  uv_write_t write_req_{};
-  int open_handles_ = 0;
-  std::shared_ptr<ClientSession> self_;
+  State state_ = State::kReading;
+  UvHandle<uv_pipe_t> pipe_;
+  Timer partial_timer_;              // cuts a client that stalls mid-line
+  UvHandle<uv_idle_t> resume_idle_;  // the next turn's share of a backlog
+  // The uv_write under way (writing_) or the idle block kept for the next.
+  std::unique_ptr<Write> write_;
+  bool writing_ = false;
 
   std::string in_;          // the start of a line not yet ended, after any
-                            // whole lines left for a later turn (backlog_)
+                            // whole lines left for a later turn (backlogged)
   size_t scanned_ = 0;      // in_[0, scanned_) holds no '\n'
   std::string out_;         // lines waiting for the next write
-  std::string in_flight_;   // what the current uv_write is sending
-  bool writing_ = false;
   bool corked_ = false;     // dispatching a read chunk: hold writes
-  bool backlog_ = false;    // take_lines stopped with whole lines left
   size_t owed_ = 0;         // requests read but not yet answered
-  bool eof_ = false;        // the client shut its writing side
-  bool finishing_ = false;  // close once the output is flushed
-  bool closed_ = false;
   std::vector<std::function<void()>> close_hooks_;
 };
 

@@ -1,10 +1,11 @@
-// SocketServer: the RPC socket (API.md §2). Listens on a Unix stream socket
+// SocketServer: the RPC socket, one JSON-RPC 2.0 request or answer per
+// '\n'-ended line (docs/api.md). Listens on a Unix stream socket
 // (a path it binds, or a listening descriptor passed by systemd), accepts
 // clients and gives each a ClientSession that feeds request lines to the
 // Dispatcher and writes the answers back.
 //
 // Limits (ServerLimits, from the configuration): a request line over
-// max_request_bytes gets -32600 and the connection is closed; a line left
+// max_request_bytes gets an invalid request error and the connection is closed; a line left
 // unfinished for partial_request_timeout is cut the same way; at most
 // max_clients at once (the next one is accepted, sent a "too many clients"
 // error line and closed); a client that does not read is cut once
@@ -17,9 +18,10 @@
 // or a client that vanishes mid-answer kills it.
 //
 // Ownership: the server owns its listening socket and its sessions (shared
-// so that a method's late answer finds its client gone). The Dispatcher must
-// outlive the server. On destruction every client is closed at once; handle
-// memory is released by close callbacks, so run the loop afterwards.
+// so that a method's late answer finds its client gone); a session leaves the
+// server's table as soon as it closes. The Dispatcher must outlive the
+// server. On destruction every client is closed at once; the libuv handles
+// (UvHandle) are freed by their close callbacks, so run the loop afterwards.
 // Threads: the loop's.
 #pragma once
 
@@ -35,6 +37,7 @@
 
 #include "rpc/dispatcher.h"
 #include "util/error.h"
+#include "util/uv_handle.h"
 
 namespace connmgr::server {
 
@@ -64,7 +67,7 @@ class SocketServer {
   // Serves an already-listening socket (systemd socket activation). The
   // server owns `fd` from here on, also on failure.
   Status listen_fd(int fd);
-  bool listening() const { return listener_ != nullptr; }
+  bool listening() const { return listen_fd_ >= 0; }
 
   // Stops accepting; removes the socket file if it is still the one this
   // server created. Connected clients go on being served.
@@ -83,15 +86,16 @@ class SocketServer {
   // How often accepting was paused for want of descriptors.
   uint64_t accept_pauses() const { return accept_pauses_; }
 
-  // For sessions.
+  // For sessions: a session that has closed leaves the table (the caller
+  // holds a reference to it for the rest of its callback).
   void on_session_closed(uint64_t id);
   void count_request() { ++requests_total_; }
   rpc::Dispatcher& dispatcher() { return dispatcher_; }
   uv_loop_t* loop() const { return loop_; }
 
  private:
-  struct Listener;
   Status start_polling(int fd);
+  void watch_listener();
   void on_readable();
   void pause_accepting();
   void add_client(int fd);
@@ -99,7 +103,9 @@ class SocketServer {
   uv_loop_t* loop_;
   rpc::Dispatcher& dispatcher_;
   ServerLimits limits_;
-  Listener* listener_ = nullptr;  // freed in its handles' close callbacks
+  int listen_fd_ = -1;
+  UvHandle<uv_poll_t> listen_poll_;  // readable: connections are waiting
+  Timer accept_pause_;               // resumes accepting after EMFILE
   std::string path_;              // the socket file this server created
   dev_t path_dev_ = 0;
   ino_t path_ino_ = 0;

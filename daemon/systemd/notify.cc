@@ -21,25 +21,24 @@ void notify_reloading() {
 void notify_stopping() { sd_notify(0, "STOPPING=1\nSTATUS=stopping"); }
 
 bool Watchdog::start(uv_loop_t* loop) {
-  if (timer_) return true;
+  if (timer_.initialized()) return true;
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return false;
   // Half the deadline, as sd_watchdog_enabled(3) advises: a late turn of the
   // loop or a slow first write still lands in time.
   interval_ms_ = usec / 2000;
   if (interval_ms_ == 0) interval_ms_ = 1;
-  timer_ = new uv_timer_t;
-  uv_timer_init(loop, timer_);
-  uv_timer_start(timer_, [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, 0, interval_ms_);
-  uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
+  if (timer_.init(loop) != 0) {
+    interval_ms_ = 0;
+    return false;
+  }
+  timer_.start(0, [] { sd_notify(0, "WATCHDOG=1"); }, interval_ms_);
+  timer_.unref();
   return true;
 }
 
 void Watchdog::stop() {
-  if (!timer_) return;
-  uv_timer_stop(timer_);
-  uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  timer_ = nullptr;
+  timer_.close();
   interval_ms_ = 0;
 }
 

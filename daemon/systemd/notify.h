@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "util/uv_handle.h"
+
 // Until daemon.cc includes it itself: activated_socket() moved there.
 #include "systemd/listen_fds.h"
 
@@ -29,26 +31,26 @@ void notify_stopping();
 
 // Sends WATCHDOG=1 every half of WATCHDOG_USEC from a loop timer, so that a
 // loop stuck for longer than WatchdogSec= gets the service restarted.
-// Owns its timer. stop() (or the destructor) closes it: call it while the
-// loop can still run a close callback. The timer is unreferenced: it never
+// Owns its timer (a Timer: stop() or the destructor closes it, and libuv
+// frees it on the loop's next turn). The timer is unreferenced: it never
 // keeps the loop alive on its own.
 class Watchdog {
  public:
   Watchdog() = default;
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
-  ~Watchdog() { stop(); }
+  ~Watchdog() = default;
 
   // Starts and returns true when systemd asked this process for a watchdog
   // (WATCHDOG_USEC, and WATCHDOG_PID if set, names us); false otherwise.
   bool start(uv_loop_t* loop);
   void stop();
-  bool running() const { return timer_ != nullptr; }
+  bool running() const { return timer_.initialized(); }
   // Milliseconds between two WATCHDOG=1; 0 when not running.
   uint64_t interval_ms() const { return interval_ms_; }
 
  private:
-  uv_timer_t* timer_ = nullptr;
+  Timer timer_;
   uint64_t interval_ms_ = 0;
 };
 

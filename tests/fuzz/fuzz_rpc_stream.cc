@@ -24,6 +24,7 @@
 
 #include "rpc/dispatcher.h"
 #include "server/socket_server.h"
+#include "util/uv_handle.h"
 
 namespace {
 
@@ -34,6 +35,13 @@ struct World {
   std::unique_ptr<connmgr::rpc::Dispatcher> dispatcher;
   std::unique_ptr<connmgr::server::SocketServer> server;
   std::string path;
+  // Calls of "later", answered on the next loop turn.
+  struct Later {
+    connmgr::Timer timer;
+    connmgr::rpc::Reply reply;
+    json params;
+  };
+  std::vector<std::unique_ptr<Later>> later;
 
   World() {
     uv_loop_init(&loop);
@@ -47,16 +55,15 @@ struct World {
                      }});
     dispatcher->add({"change", true, [](const json&, const CallContext&, Reply r) { r.result(true); }});
     dispatcher->add({"later", false, [this](const json& p, const CallContext&, Reply r) {
-                       auto* t = new uv_timer_t;
-                       uv_timer_init(&loop, t);
-                       t->data = new std::pair<Reply, json>(std::move(r), p);
-                       uv_timer_start(t, [](uv_timer_t* h) {
-                         auto* d = static_cast<std::pair<Reply, json>*>(h->data);
-                         d->first.result(d->second);
-                         delete d;
-                         uv_close(reinterpret_cast<uv_handle_t*>(h),
-                                  [](uv_handle_t* x) { delete reinterpret_cast<uv_timer_t*>(x); });
-                       }, 0, 0);
+                       auto* l = later.emplace_back(std::make_unique<Later>()).get();
+                       l->reply = std::move(r);
+                       l->params = p;
+                       l->timer.init(&loop);
+                       l->timer.start(0, [this, l] {
+                         l->reply.result(l->params);
+                         // Destroys the Timer whose callback this is: allowed.
+                         std::erase_if(later, [l](const auto& each) { return each.get() == l; });
+                       });
                      }});
     connmgr::server::ServerLimits limits;
     limits.max_request_bytes = 4096;  // small, so that the over-long path is reached

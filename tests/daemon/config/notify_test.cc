@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "util/uv_handle.h"
 
 using namespace connmgr::daemon;
 
@@ -133,11 +134,11 @@ TEST_CASE("the watchdog sends WATCHDOG=1 at half of WATCHDOG_USEC from the loop"
     NotifyListener* systemd;
     std::vector<uint64_t> pings_at_ms;
   } state{&systemd, {}};
-  uv_poll_t poll;
-  uv_poll_init(&loop, &poll, systemd.fd());
-  poll.data = &state;
-  uv_poll_start(&poll, UV_READABLE, [](uv_poll_t* p, int, int) {
-    auto* s = static_cast<State*>(p->data);
+  connmgr::UvHandle<uv_poll_t> poll;
+  REQUIRE(poll.init(&loop, &state, uv_poll_init, systemd.fd()) == 0);
+  uv_poll_start(poll.get(), UV_READABLE, [](uv_poll_t* p, int, int) {
+    auto* s = connmgr::UvHandle<uv_poll_t>::owner<State>(p);
+    if (!s) return;
     for (std::string m; !(m = s->systemd->pending()).empty();)
       if (m == "WATCHDOG=1") s->pings_at_ms.push_back(uv_now(p->loop));
   });
@@ -152,7 +153,7 @@ TEST_CASE("the watchdog sends WATCHDOG=1 at half of WATCHDOG_USEC from the loop"
 
   watchdog.stop();
   CHECK_FALSE(watchdog.running());
-  uv_close(reinterpret_cast<uv_handle_t*>(&poll), nullptr);
+  poll.close();
   connmgr::test::drain_loop(&loop);
   CHECK(uv_loop_close(&loop) == 0);
   // Stopped means silent: nothing more after two intervals.

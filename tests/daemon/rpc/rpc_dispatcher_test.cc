@@ -18,6 +18,8 @@ namespace {
 
 using namespace std::string_literals;
 
+constexpr int kNodeNotFound = static_cast<int>(ErrorCode::kNodeNotFound);
+
 class TestSession final : public Session {
  public:
   explicit TestSession(PeerCredentials c = {}) : creds_(std::move(c)) {}
@@ -59,7 +61,7 @@ struct Harness {
              r.result_text(R"({"b":[1,2],"a":"x"})");
            }});
     d.add({"missing", false, [](const json&, const CallContext&, Reply r) {
-             r.error(RpcError{-32001, "node not found", json{{"node_id", "n9"}}});
+             r.error(RpcError{kNodeNotFound, "node not found", json{{"node_id", "n9"}}});
            }});
   }
 
@@ -132,7 +134,18 @@ TEST_CASE("invalid JSON is a parse error with a null id") {
                                  "{\"id\":\"a\0b\"}"s, "[1,]", "{'id':1}"}) {
     INFO(line);
     const json a = h.run_json(line);
-    CHECK(code_of(a) == -32700);
+    CHECK(code_of(a) == kParseError);
+    CHECK(a.at("id").is_null());
+  }
+}
+
+TEST_CASE("a line with a NUL byte after a valid value is a parse error, not the value") {
+  Harness h;
+  for (const std::string& line : {"123\0"s, R"({"jsonrpc":"2.0","id":1,"method":"echo"})"s + "\0garbage"s,
+                                  R"([{"jsonrpc":"2.0","id":1,"method":"echo"}])"s + "\0"s}) {
+    INFO(json(line).dump());
+    const json a = h.run_json(line);
+    CHECK(code_of(a) == kParseError);
     CHECK(a.at("id").is_null());
   }
 }
@@ -158,7 +171,7 @@ TEST_CASE("envelope errors are invalid requests") {
                        Case{"42", "null"}, Case{"\"text\"", "null"}, Case{"null", "null"}}) {
     INFO(c.line);
     const json a = h.run_json(c.line);
-    CHECK(code_of(a) == -32600);
+    CHECK(code_of(a) == kInvalidRequest);
     CHECK(a.at("id").dump() == c.id);
     CHECK(a.at("jsonrpc") == "2.0");
   }
@@ -169,7 +182,7 @@ TEST_CASE("repeated members: the last one counts, as in the parsed document") {
   CHECK(h.run(R"({"jsonrpc":"1.0","jsonrpc":"2.0","id":1,"id":2,"method":"x","method":"echo",)"
               R"("params":{"a":1},"params":{"b":[2]}})") ==
         R"({"jsonrpc":"2.0","id":2,"result":{"b":[2]}})");
-  CHECK(code_of(h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"echo","method":7})")) == -32600);
+  CHECK(code_of(h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"echo","method":7})")) == kInvalidRequest);
   CHECK(h.run_json(R"({"jsonrpc":"2.0","id":[1],"id":3,"method":"echo"})")["id"] == 3);
   CHECK(h.run_json(R"({"jsonrpc":"2.0","id":3,"id":[1],"method":"echo"})")["id"].is_null());
 }
@@ -177,7 +190,7 @@ TEST_CASE("repeated members: the last one counts, as in the parsed document") {
 TEST_CASE("of several unknown members the first in byte order is named") {
   Harness h;
   const json a = h.run_json(R"({"jsonrpc":"2.0","id":1,"zeta":1,"method":"echo","beta":{"x":[1]},"Gamma":2})");
-  CHECK(code_of(a) == -32600);
+  CHECK(code_of(a) == kInvalidRequest);
   CHECK(a["error"]["message"] == "invalid request: unknown member \"Gamma\"");
 }
 
@@ -194,37 +207,37 @@ TEST_CASE("a result the method serialized itself is spliced in as is") {
   CHECK(h.run(R"({"jsonrpc":"2.0","method":"text"})").empty());
 }
 
-TEST_CASE("an unknown method is -32601 naming it in data") {
+TEST_CASE("an unknown method is method-not-found naming it in data") {
   Harness h;
   const json a = h.run_json(R"({"jsonrpc":"2.0","id":"q","method":"no.such"})");
-  CHECK(code_of(a) == -32601);
+  CHECK(code_of(a) == kMethodNotFound);
   CHECK(a["error"]["data"] == json{{"method", "no.such"}});
   CHECK(a["id"] == "q");
 }
 
-TEST_CASE("positional params are refused with -32602") {
+TEST_CASE("positional params are refused with invalid params") {
   Harness h;
   const json a = h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"echo","params":[1,2]})");
-  CHECK(code_of(a) == -32602);
+  CHECK(code_of(a) == kInvalidParams);
   CHECK(a["error"]["message"].get<std::string>().find("params must be an object") != std::string::npos);
 }
 
-TEST_CASE("a method that throws is answered -32603 with its message") {
+TEST_CASE("a method that throws is answered an internal error with its message") {
   Harness h;
   const json a = h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"throw"})");
-  CHECK(code_of(a) == -32603);
+  CHECK(code_of(a) == kInternalError);
   CHECK(a["error"]["message"].get<std::string>().find("boom") != std::string::npos);
 }
 
-TEST_CASE("a method that drops its reply unanswered yields -32603, not silence") {
+TEST_CASE("a method that drops its reply unanswered yields an internal error, not silence") {
   Harness h;
-  CHECK(code_of(h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"silent"})")) == -32603);
+  CHECK(code_of(h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"silent"})")) == kInternalError);
 }
 
 TEST_CASE("server errors pass through with their data") {
   Harness h;
   CHECK(h.run(R"({"jsonrpc":"2.0","id":3,"method":"missing"})") ==
-        R"({"jsonrpc":"2.0","id":3,"error":{"code":-32001,"message":"node not found","data":{"node_id":"n9"}}})");
+        R"({"jsonrpc":"2.0","id":3,"error":{"code":)" + std::to_string(kNodeNotFound) + R"(,"message":"node not found","data":{"node_id":"n9"}}})");
 }
 
 TEST_CASE("an async method answers after handle_line returned, once") {
@@ -236,15 +249,15 @@ TEST_CASE("an async method answers after handle_line returned, once") {
   CHECK(answers.empty());
   REQUIRE(h.parked.size() == 2);
   h.parked[1].result(json{{"ok", true}});
-  h.parked[1].error(RpcError{-32000, "late", nullptr});  // ignored: answered already
+  h.parked[1].error(RpcError{kNodeNotFound, "late", nullptr});  // ignored: answered already
   CHECK(h.parked[1].answered());
   REQUIRE(answers.size() == 1);
   CHECK(answers[0] == R"({"jsonrpc":"2.0","id":2,"result":{"ok":true}})");
-  // The last copy of an unanswered Reply answers -32603 as it goes.
+  // The last copy of an unanswered Reply answers kInternalError as it goes.
   h.parked.clear();
   REQUIRE(answers.size() == 2);
   CHECK(answers[1] ==
-        R"({"jsonrpc":"2.0","id":1.50,"error":{"code":-32603,"message":"internal error: the method gave no answer"}})");
+        R"({"jsonrpc":"2.0","id":1.50,"error":{"code":)" + std::to_string(kInternalError) + R"(,"message":"internal error: the method gave no answer"}})");
 }
 
 TEST_CASE("a batch is answered by one array in order of the members") {
@@ -259,11 +272,11 @@ TEST_CASE("a batch is answered by one array in order of the members") {
   REQUIRE(a.is_array());
   REQUIRE(a.size() == 4);
   CHECK(a[0]["result"] == json{{"n", 1}});
-  CHECK(code_of(a[1]) == -32601);
+  CHECK(code_of(a[1]) == kMethodNotFound);
   CHECK(a[1]["id"] == "b");
-  CHECK(code_of(a[2]) == -32600);
+  CHECK(code_of(a[2]) == kInvalidRequest);
   CHECK(a[2]["id"].is_null());
-  CHECK(code_of(a[3]) == -32001);
+  CHECK(code_of(a[3]) == kNodeNotFound);
   CHECK(h.run(line).find(R"("id":12345678901234567890,)") != std::string::npos);
 }
 
@@ -271,7 +284,7 @@ TEST_CASE("an empty batch is a single invalid request, not an array") {
   Harness h;
   const json a = h.run_json("[]");
   CHECK(a.is_object());
-  CHECK(code_of(a) == -32600);
+  CHECK(code_of(a) == kInvalidRequest);
   CHECK(h.run_json(" [ ] ").is_object());
 }
 
@@ -284,8 +297,8 @@ TEST_CASE("a batch of invalid members gets an invalid request for each") {
   Harness h;
   const json a = h.run_json("[1,2,3]");
   REQUIRE(a.size() == 3);
-  for (const auto& e : a) CHECK(code_of(e) == -32600);
-  CHECK(code_of(h.run_json("[1]")[0]) == -32600);
+  for (const auto& e : a) CHECK(code_of(e) == kInvalidRequest);
+  CHECK(code_of(h.run_json("[1]")[0]) == kInvalidRequest);
 }
 
 TEST_CASE("a batch waits for its async members") {
@@ -314,15 +327,15 @@ TEST_CASE("nesting deeper than 64 levels is an invalid request; 64 is served") {
   };
   CHECK(h.run_json(nested(64)).contains("result"));
   const json a = h.run_json(nested(65));
-  CHECK(code_of(a) == -32600);
-  CHECK(code_of(h.run_json(std::string(100000, '['))) == -32600);
+  CHECK(code_of(a) == kInvalidRequest);
+  CHECK(code_of(h.run_json(std::string(100000, '['))) == kInvalidRequest);
 }
 
 TEST_CASE("a method that changes state is refused to a caller who is not privileged") {
   Harness h;
   h.session = std::make_shared<TestSession>(creds_of(1234, 1234));
   const json a = h.run_json(R"({"jsonrpc":"2.0","id":1,"method":"change"})");
-  CHECK(code_of(a) == -32030);
+  CHECK(code_of(a) == kPermissionDenied);
   CHECK(a["error"]["message"] ==
         "permission denied: change changes state; uid 1234 is not root or the daemon's user, and no "
         "admin_group is configured");
@@ -376,7 +389,7 @@ TEST_CASE("a custom privilege check decides in place of the policy") {
     return json::parse(out);
   };
   CHECK(run(42)["result"] == 1);
-  CHECK(code_of(run(0)) == -32030);
+  CHECK(code_of(run(0)) == kPermissionDenied);
 }
 
 }  // namespace

@@ -127,5 +127,18 @@ TEST_CASE("a line that is not JSON is reported as such, also after a good value"
   }
 }
 
+TEST_CASE("a NUL byte anywhere in a line makes it invalid JSON, not the end of the line") {
+  // nlohmann's lexer stops at a NUL as at the end of a C string; the line
+  // goes on after it (JSONTestSuite's n_multidigit_number_then_00).
+  using namespace std::string_literals;
+  ParsedLine parsed;
+  for (const std::string& line : {"123\0"s, "\0"s, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"status\"}\0garbage"s,
+                                  "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\"}]\0"s, "{\"a\":\"x\0y\"}"s}) {
+    INFO(json(line).dump());
+    parse_line(line, 64, parsed);
+    CHECK(parsed.outcome == ParsedLine::Outcome::kInvalidJson);
+  }
+}
+
 }  // namespace
 }  // namespace connmgr::rpc

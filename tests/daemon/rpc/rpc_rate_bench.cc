@@ -78,18 +78,16 @@ int main(int argc, char** argv) {
       total += run_client(path, seconds, depth);
       --running;
     });
-  uv_timer_t tick;
-  uv_timer_init(&loop, &tick);
-  tick.data = &running;
-  uv_timer_start(&tick, [](uv_timer_t* t) {
-    if (static_cast<std::atomic<int>*>(t->data)->load() == 0) uv_stop(t->loop);
-  }, 10, 10);
+  connmgr::Timer tick(&loop);
+  tick.start(10, [&] {
+    if (running.load() == 0) uv_stop(&loop);
+  }, 10);
   uv_run(&loop, UV_RUN_DEFAULT);
   for (auto& t : threads) t.join();
   printf("ping: %d client(s), depth %d: %.0f requests/s\n", clients, depth,
          static_cast<double>(total) / seconds);
   server.reset();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
+  tick.close();
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   rmdir(dir);

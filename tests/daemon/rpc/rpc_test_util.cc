@@ -10,12 +10,17 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
 namespace connmgr::test {
+
+namespace {
+constexpr int kNodeNotFound = static_cast<int>(ErrorCode::kNodeNotFound);
+}  // namespace
 
 LineClient::LineClient(const std::string& path, std::chrono::milliseconds timeout) {
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -109,18 +114,32 @@ bool run_client(uv_loop_t* loop, const std::function<void()>& client,
   return finished;
 }
 
+ReachableTempDir::ReachableTempDir() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) base = "/tmp";
+  std::string tmpl = (base / "connmgr-rpc-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp " + tmpl + ": " + strerror(errno));
+  path_ = tmpl;
+  // mkdtemp makes it 0700; other users must be able to pass through it.
+  if (::chmod(path_.c_str(), 0755) != 0) throw std::runtime_error("chmod " + path_ + ": " + strerror(errno));
+}
+
+ReachableTempDir::~ReachableTempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+// A "slow" call: its reply and the timer that answers it.
 struct RpcFixture::SlowTimer {
-  uv_timer_t timer{};
+  Timer timer;
   rpc::Reply reply;
-  RpcFixture* owner = nullptr;
   int ms = 0;
 };
 
 RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_gid)
     : dispatcher_(rpc::process_access_policy(admin_gid)) {
   uv_loop_init(&loop_);
-  // Other users reach the socket in the permission tests.
-  ::chmod(dir_.path().c_str(), 0755);
   path_ = dir_.file("rpc.sock");
 
   dispatcher_.add({"echo", false, [](const json& p, const rpc::CallContext&, rpc::Reply r) {
@@ -130,25 +149,15 @@ RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_g
                      r.result("fast");
                    }});
   dispatcher_.add({"slow", false, [this](const json& p, const rpc::CallContext&, rpc::Reply r) {
-                     auto* t = new SlowTimer;
+                     auto* t = timers_.emplace_back(std::make_unique<SlowTimer>()).get();
                      t->reply = std::move(r);
-                     t->owner = this;
                      t->ms = p.value("ms", 100);
-                     t->timer.data = t;
-                     timers_.push_back(t);
-                     uv_timer_init(&loop_, &t->timer);
-                     uv_timer_start(
-                         &t->timer,
-                         [](uv_timer_t* h) {
-                           auto* st = static_cast<SlowTimer*>(h->data);
-                           st->reply.result(json{{"slept_ms", st->ms}});
-                           auto& v = st->owner->timers_;
-                           v.erase(std::find(v.begin(), v.end(), st));
-                           uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* c) {
-                             delete static_cast<SlowTimer*>(c->data);
-                           });
-                         },
-                         static_cast<uint64_t>(t->ms), 0);
+                     t->timer.init(&loop_);
+                     t->timer.start(static_cast<uint64_t>(t->ms), [this, t] {
+                       t->reply.result(json{{"slept_ms", t->ms}});
+                       // Destroys the Timer whose callback this is: allowed.
+                       std::erase_if(timers_, [t](const auto& each) { return each.get() == t; });
+                     });
                    }});
   dispatcher_.add({"throw", false, [](const json&, const rpc::CallContext&, rpc::Reply) {
                      throw std::runtime_error("boom");
@@ -168,7 +177,7 @@ RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_g
                      r.result("done");
                    }});
   dispatcher_.add({"missing", false, [](const json& p, const rpc::CallContext&, rpc::Reply r) {
-                     r.error(rpc::RpcError{-32001, "node not found",
+                     r.error(rpc::RpcError{kNodeNotFound, "node not found",
                                            json{{"node_id", p.value("node_id", "")}}});
                    }});
 
@@ -179,10 +188,7 @@ RpcFixture::RpcFixture(server::ServerLimits limits, std::optional<gid_t> admin_g
 
 RpcFixture::~RpcFixture() {
   server_.reset();
-  // Timers of slow calls still running: their replies go to closed sessions.
-  for (auto* t : timers_)
-    uv_close(reinterpret_cast<uv_handle_t*>(&t->timer),
-             [](uv_handle_t* c) { delete static_cast<SlowTimer*>(c->data); });
+  // Slow calls still running: their replies go to closed sessions.
   timers_.clear();
   for (int i = 0; i < 1000 && uv_run(&loop_, UV_RUN_NOWAIT) != 0; ++i) {
   }

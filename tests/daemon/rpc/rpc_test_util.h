@@ -18,6 +18,7 @@
 #include "rpc/dispatcher.h"
 #include "server/socket_server.h"
 #include "test_support.h"
+#include "util/uv_handle.h"
 
 namespace connmgr::test {
 
@@ -55,6 +56,24 @@ class LineClient {
 bool run_client(uv_loop_t* loop, const std::function<void()>& client,
                 std::chrono::milliseconds limit = std::chrono::seconds(20));
 
+// A fresh directory that every user may enter (mode 0755), made under the
+// system's temporary directory (TMPDIR, else /tmp) rather than the build
+// directory: the permission tests connect as uid 65534, who cannot reach a
+// build directory under a private one such as /root (mode 0700). Removed
+// with what it holds on destruction.
+class ReachableTempDir {
+ public:
+  ReachableTempDir();
+  ~ReachableTempDir();
+  ReachableTempDir(const ReachableTempDir&) = delete;
+  ReachableTempDir& operator=(const ReachableTempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
 // A server on a temporary socket with test methods:
 //   echo      -> params                       fast      -> "fast"
 //   slow      -> {"ms": N} answered after N ms (a timer on the loop)
@@ -63,7 +82,7 @@ bool run_client(uv_loop_t* loop, const std::function<void()>& client,
 //   change    -> "changed"; changes_state
 //   big       -> a string of params.size bytes
 //   notify    -> params.count notifications {"method":"tick","params":{"n":i}}, then "done"
-//   missing   -> error -32001 "node not found" with data {"node_id": params.node_id}
+//   missing   -> error node-not-found "node not found" with data {"node_id": params.node_id}
 class RpcFixture {
  public:
   explicit RpcFixture(server::ServerLimits limits = {},
@@ -72,7 +91,7 @@ class RpcFixture {
 
   uv_loop_t* loop() { return &loop_; }
   const std::string& path() const { return path_; }
-  TempDir& dir() { return dir_; }
+  const ReachableTempDir& dir() const { return dir_; }
   rpc::Dispatcher& dispatcher() { return dispatcher_; }
   server::SocketServer& server() { return *server_; }
   // Runs `client` in a thread while serving; REQUIREs it to finish.
@@ -85,11 +104,11 @@ class RpcFixture {
  private:
   struct SlowTimer;
   uv_loop_t loop_{};
-  TempDir dir_;
+  ReachableTempDir dir_;  // holds the socket, which other users reach
   std::string path_;
   rpc::Dispatcher dispatcher_;
   std::unique_ptr<server::SocketServer> server_;
-  std::vector<SlowTimer*> timers_;
+  std::vector<std::unique_ptr<SlowTimer>> timers_;
 };
 
 }  // namespace connmgr::test
