@@ -32,13 +32,13 @@ bool is_pin(const std::string& s) {
 EndpointSpec read_endpoint_spec(ParamReader& p) {
   EndpointSpec e;
   e.protocol = p.req_string("protocol", 64);
-  e.address = p.req_string("address", 255);
+  e.address = p.req_address("address");
   e.port = static_cast<int>(p.req_int("port", 1, 65535));
   e.server_name = p.opt_string("server_name", 255);
   e.alpn = p.opt_string("alpn", 255);
   e.pin_sha256 = p.opt_string("pin_sha256", 64);
   if (e.pin_sha256 && !is_pin(*e.pin_sha256))
-    p.fail("pin_sha256 must be the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)");
+    p.fail_param("pin_sha256", "the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)");
   return e;
 }
 
