@@ -110,7 +110,11 @@ std::vector<rpc::Method> Api::methods() {
   return out;
 }
 
+// Whether the node's link is up. has_link() is one map lookup; the LinkInfo
+// that tells the state (a getsockname and a TCP_INFO) is built only for a node
+// that has a link at all while some link is active.
 bool Api::connected(const std::string& node_id) const {
+  if (ctx_.manager->active_count() == 0 || !ctx_.manager->has_link(node_id)) return false;
   auto link = ctx_.manager->link_of(node_id);
   return link && link->state == LinkState::kActive;
 }
