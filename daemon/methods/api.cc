@@ -200,7 +200,6 @@ void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
       [this, alive = alive_, reply, added, id = spec.id](Status st) mutable {
         if (!*alive) return;
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
-        counts_valid_ = false;
         Event ev;
         ev.type = EventType::kNodeAdded;
         ev.at = unix_now_ms();
@@ -220,14 +219,13 @@ void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
   if (!p.finish()) return reply.error(p.error());
   auto node = ctx_.store->get_node(node_id);
   if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
-  // API.md: nodes.remove disconnects the node first.
+  // A removed node has no link left: nodes.remove disconnects it first.
   ctx_.manager->disconnect_node(node_id);
   write([this, node_id] { return ctx_.store->remove_node(node_id); },
         [this, alive = alive_, reply, node_id](Status st) mutable {
           if (!*alive) return;
           if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-          counts_valid_ = false;
-          Event ev;
+            Event ev;
           ev.type = EventType::kNodeRemoved;
           ev.at = unix_now_ms();
           ev.node_id = node_id;
@@ -266,7 +264,6 @@ void Api::endpoints_add(const Params& params, const Ctx&, Reply reply) {
       [this, alive = alive_, reply, added, node_id](Status st) mutable {
         if (!*alive) return;
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-        counts_valid_ = false;
         reply.result(to_json(**added));
       });
 }
@@ -279,8 +276,7 @@ void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
         [this, alive = alive_, reply, endpoint_id](Status st) mutable {
           if (!*alive) return;
           if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
-          counts_valid_ = false;
-          reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
+            reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
         });
 }
 
@@ -405,14 +401,10 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);
   if (!p.finish()) return reply.error(p.error());
   const uint64_t now = static_cast<uint64_t>(unix_now_ms());
-  if (!counts_valid_ || now - counts_at_ms_ >= 1000) {
-    auto c = ctx_.store->counts();
-    if (c) {
-      counts_ = *c;
-      counts_at_ms_ = now;
-      counts_valid_ = true;
-    }
-  }
+  // The Store keeps the counts until a write (its own or another process's)
+  // changes the database: COUNT(*) over a million rows takes tens of ms.
+  auto counts = ctx_.store->counts();
+  if (!counts) return reply.error(to_rpc_error(counts.error()));
   // The connectors are all added before the daemon serves; the identity's
   // node id may be set after start; the configuration changes on reload.
   if (!status_.has_connectors()) status_.set_connectors(ctx_.connectors->names());
@@ -429,8 +421,8 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   }
   StatusText::Live live;
   live.uptime_s = (now - ctx_.started_at_ms) / 1000;
-  live.nodes = counts_.nodes;
-  live.endpoints = counts_.endpoints;
+  live.nodes = counts->nodes;
+  live.endpoints = counts->endpoints;
   live.active = ctx_.manager->active_count();
   live.pending = ctx_.manager->pending_count();
   live.clients = ctx_.client_count ? ctx_.client_count() : 0;
