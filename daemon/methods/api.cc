@@ -82,8 +82,8 @@ std::vector<rpc::Method> Api::methods() {
     bool changes_state;
     Handler handler;
   };
-  // API.md §4: the method names, spelled once; changes_state marks what only
-  // privileged callers may call ("Who may call what").
+  // The method names, spelled once; changes_state marks what only privileged
+  // callers may call (docs/guide.md, "Permissions").
   static constexpr Entry kMethods[] = {
       {"nodes.list", false, &Api::nodes_list},
       {"nodes.get", false, &Api::nodes_get},
@@ -361,7 +361,7 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
     mask = ~0u;
   }
   if (!p.finish()) return reply.error(p.error());
-  if (!ctx.session) return reply.error(rpc::RpcError{-32603, "no session to deliver events to", nullptr});
+  if (!ctx.session) return reply.error(to_rpc_error(Error::internal("no session to deliver events to")));
 
   const uint64_t sid = ctx.session->id();
   const bool first = subscriptions_.count(sid) == 0;

@@ -1,4 +1,4 @@
-// The API's JSON shapes (API.md §4 "Objects", proto/connmgr.openrpc.json):
+// The API's JSON shapes (proto/connmgr.openrpc.json's schemas, docs/api.md):
 // the one place where records, links, events and errors become JSON.
 // Times become RFC 3339 UTC strings; absent values become null.
 #pragma once
@@ -24,7 +24,8 @@ rpc::json event_notification(const Event& event);
 // An Error as a JSON-RPC error. Server codes always carry a `data` object:
 // `details` (may be null) merged with what the Error itself knows (its reason).
 rpc::RpcError to_rpc_error(const Error& error, rpc::json details = nullptr);
-// A failed connect's -32010 error with API.md §3's data.
+// A failed connect's error (ErrorCode::kConnectFailed) with its data: the
+// endpoint, the attempts, the reason, whether a retry is scheduled and when.
 rpc::RpcError connect_failed_error(const Error& error, const ConnectFailure& failure);
 
 }  // namespace connmgr::methods
