@@ -123,6 +123,14 @@ void Api::write(std::function<Status()> fn, std::function<void(Status)> done) {
   retry_when_locked(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
 }
 
+void Api::publish_node_event(EventType type, const std::string& node_id) {
+  Event ev;
+  ev.type = type;
+  ev.at = unix_now_ms();
+  ev.node_id = node_id;
+  ctx_.events->publish(ev);
+}
+
 // --- nodes --------------------------------------------------------------------
 
 void Api::nodes_list(const Params& params, const Ctx&, Reply reply) {
@@ -168,11 +176,7 @@ void Api::nodes_get(const Params& params, const Ctx&, Reply reply) {
   auto found = ctx_.store->node_with_endpoints(node_id, std::nullopt);
   if (!found)
     return reply.error(to_rpc_error(found.error(), details_for(found.error(), node_id, {})));
-  json j = to_json(found->node, connected(node_id));
-  json list = json::array();
-  for (const auto& e : found->endpoints) list.push_back(to_json(e));
-  j["endpoints"] = std::move(list);
-  reply.result(j);
+  reply.result(to_json(*found, connected(node_id)));
 }
 
 void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
@@ -200,16 +204,8 @@ void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
       [this, alive = alive_, reply, added, id = spec.id](Status st) mutable {
         if (!*alive) return;
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
-        Event ev;
-        ev.type = EventType::kNodeAdded;
-        ev.at = unix_now_ms();
-        ev.node_id = id;
-        ctx_.events->publish(ev);
-        json j = to_json((*added)->node, false);
-        json list = json::array();
-        for (const auto& e : (*added)->endpoints) list.push_back(to_json(e));
-        j["endpoints"] = std::move(list);
-        reply.result(std::move(j));
+        publish_node_event(EventType::kNodeAdded, id);
+        reply.result(to_json(**added, false));
       });
 }
 
@@ -225,11 +221,7 @@ void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
         [this, alive = alive_, reply, node_id](Status st) mutable {
           if (!*alive) return;
           if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-            Event ev;
-          ev.type = EventType::kNodeRemoved;
-          ev.at = unix_now_ms();
-          ev.node_id = node_id;
-          ctx_.events->publish(ev);
+          publish_node_event(EventType::kNodeRemoved, node_id);
           reply.result(json{{"node_id", node_id}, {"removed", true}});
         });
 }

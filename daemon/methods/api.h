@@ -83,11 +83,15 @@ class Api {
   void write(std::function<Status()> fn, std::function<void(Status)> done);
   void unsubscribe(uint64_t session_id);
   bool connected(const std::string& node_id) const;
+  // node_added / node_removed, from the API's own writes.
+  void publish_node_event(EventType type, const std::string& node_id);
 
   ApiContext ctx_;
   std::map<uint64_t, EventBus::SubscriptionId> subscriptions_;
-  // Live flag captured by callbacks that may outlive the Api (session close
-  // hooks, write retries).
+  // Live flag captured by callbacks that may run after the Api is gone: a
+  // session's close hook (rpc::Session has no way to take one back, and a
+  // session may close after the daemon has destroyed the Api) and a write
+  // retry's `done`. It holds no handle; nothing else is kept alive by it.
   std::shared_ptr<bool> alive_;
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;

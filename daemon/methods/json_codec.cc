@@ -42,6 +42,14 @@ json to_json(const Node& n, bool connected) {
   };
 }
 
+json to_json(const NodeWithEndpoints& n, bool connected) {
+  json j = to_json(n.node, connected);
+  json list = json::array();
+  for (const auto& e : n.endpoints) list.push_back(to_json(e));
+  j["endpoints"] = std::move(list);
+  return j;
+}
+
 json to_json(const LinkInfo& l) {
   json j{
       {"node_id", l.node_id},

@@ -15,6 +15,8 @@ namespace connmgr::methods {
 rpc::json to_json(const Endpoint& endpoint);
 // `connected`: whether the node has an active link now.
 rpc::json to_json(const Node& node, bool connected);
+// The node with an `endpoints` array (nodes.get, nodes.add).
+rpc::json to_json(const NodeWithEndpoints& node, bool connected);
 rpc::json to_json(const LinkInfo& link);
 // The params of an `event` notification.
 rpc::json to_json(const Event& event);
