@@ -41,7 +41,7 @@ struct Key {
 
 constexpr int64_t kMiB = 1024 * 1024;
 
-// API.md §5's keys, and the project's own, spelled once.
+// Every configuration key (connmgrd.conf(5), docs/operations.md), spelled once.
 const Key kKeys[] = {
     {"database", Kind::kPath, &DaemonConfig::database, "", false, 0, 0,
      "SQLite file; created with the schema when missing"},
@@ -237,70 +237,96 @@ Status read_file_into(const std::string& path, const Environment& env, Settings&
   return ok_status();
 }
 
-// Reads one key's text into `c` and records its canonical text.
-Status convert_key(const Key& k, const Setting& s, DaemonConfig& c) {
+// The readers of each Kind: each stores the text in its field of `c` and
+// returns the value's canonical text, or an error naming the key (and
+// FILE:LINE or the flag it came from).
+
+Error refuse(const Key& k, const Setting& s, const std::string& what) { return config_error(k.name, what, s.where); }
+
+Result<std::string> read_text(const Key& k, const Setting& s, DaemonConfig& c) {
+  if (s.value.empty()) return refuse(k, s, "must not be empty");
+  c.*std::get<std::string DaemonConfig::*>(k.target) = s.value;
+  return s.value;
+}
+
+Result<std::string> read_opt_text(const Key& k, const Setting& s, DaemonConfig& c) {
+  c.*std::get<std::optional<std::string> DaemonConfig::*>(k.target) =
+      s.value.empty() ? std::nullopt : std::optional<std::string>(s.value);
+  return s.value;
+}
+
+Result<std::string> read_duration(const Key& k, const Setting& s, DaemonConfig& c) {
   const std::string& v = s.value;
-  auto bad = [&](const std::string& what) { return config_error(k.name, what, s.where); };
-  std::string canonical = v;
-  switch (k.kind) {
-    case Kind::kPath:
-    case Kind::kText:
-      if (v.empty()) return bad("must not be empty");
-      c.*std::get<std::string DaemonConfig::*>(k.target) = v;
-      break;
-    case Kind::kOptText:
-      c.*std::get<std::optional<std::string> DaemonConfig::*>(k.target) =
-          v.empty() ? std::nullopt : std::optional<std::string>(v);
-      break;
-    case Kind::kDuration:
-    case Kind::kDurationOrOff: {
-      auto d = parse_duration(v);
-      if (!d) return bad("invalid duration '" + v + "', expected e.g. 500ms, 10s, 5m or 1h (a bare number is seconds)");
-      if (k.kind == Kind::kDuration && d->count() == 0) return bad("must be longer than zero, got '" + v + "'");
-      c.*std::get<milliseconds DaemonConfig::*>(k.target) = *d;
-      canonical = format_duration(*d);
-      break;
-    }
-    case Kind::kCount: {
-      auto n = parse_count(v);
-      if (!n || *n < k.min || *n > k.max)
-        return bad("must be a whole number from " + std::to_string(k.min) + " to " + std::to_string(k.max) +
-                   ", got '" + v + "'");
-      if (auto* p = std::get_if<int DaemonConfig::*>(&k.target)) c.*(*p) = static_cast<int>(*n);
-      else c.*std::get<size_t DaemonConfig::*>(k.target) = static_cast<size_t>(*n);
-      canonical = std::to_string(*n);
-      break;
-    }
-    case Kind::kMode: {
-      if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos)
-        return bad("must be an octal mode such as 0660, got '" + v + "'");
-      const auto mode = static_cast<mode_t>(std::stoul(v, nullptr, 8));
-      c.*std::get<mode_t DaemonConfig::*>(k.target) = mode;
-      char buf[8];
-      snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode));
-      canonical = buf;
-      break;
-    }
-    case Kind::kLevel: {
-      std::optional<LogLevel> level;
-      for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError})
-        if (v == log_level_name(l)) level = l;
-      if (!level) return bad("must be debug, info, warning or error, got '" + v + "'");
-      c.*std::get<LogLevel DaemonConfig::*>(k.target) = *level;
-      break;
-    }
-    case Kind::kFraction: {
-      char* end = nullptr;
-      errno = 0;
-      const double f = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || errno != 0 || !(f >= 0.0 && f <= 1.0))
-        return bad("must be a number from 0 to 1, got '" + v + "'");
-      c.*std::get<double DaemonConfig::*>(k.target) = f;
-      canonical = format_fraction(f);
-      break;
+  auto d = parse_duration(v);
+  if (!d)
+    return refuse(k, s, "invalid duration '" + v + "', expected e.g. 500ms, 10s, 5m or 1h (a bare number is seconds)");
+  if (k.kind == Kind::kDuration && d->count() == 0) return refuse(k, s, "must be longer than zero, got '" + v + "'");
+  c.*std::get<milliseconds DaemonConfig::*>(k.target) = *d;
+  return format_duration(*d);
+}
+
+Result<std::string> read_count(const Key& k, const Setting& s, DaemonConfig& c) {
+  auto n = parse_count(s.value);
+  if (!n || *n < k.min || *n > k.max)
+    return refuse(k, s, "must be a whole number from " + std::to_string(k.min) + " to " + std::to_string(k.max) +
+                            ", got '" + s.value + "'");
+  if (auto* p = std::get_if<int DaemonConfig::*>(&k.target)) c.*(*p) = static_cast<int>(*n);
+  else c.*std::get<size_t DaemonConfig::*>(k.target) = static_cast<size_t>(*n);
+  return std::to_string(*n);
+}
+
+Result<std::string> read_mode(const Key& k, const Setting& s, DaemonConfig& c) {
+  const std::string& v = s.value;
+  if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos)
+    return refuse(k, s, "must be an octal mode such as 0660, got '" + v + "'");
+  const auto mode = static_cast<mode_t>(std::stoul(v, nullptr, 8));
+  c.*std::get<mode_t DaemonConfig::*>(k.target) = mode;
+  char buf[8];
+  snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode));
+  return std::string(buf);
+}
+
+Result<std::string> read_level(const Key& k, const Setting& s, DaemonConfig& c) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
+    if (s.value == log_level_name(l)) {
+      c.*std::get<LogLevel DaemonConfig::*>(k.target) = l;
+      return s.value;
     }
   }
-  c.effective[k.name] = canonical;
+  return refuse(k, s, "must be debug, info, warning or error, got '" + s.value + "'");
+}
+
+Result<std::string> read_fraction(const Key& k, const Setting& s, DaemonConfig& c) {
+  const std::string& v = s.value;
+  char* end = nullptr;
+  errno = 0;
+  const double f = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno != 0 || !(f >= 0.0 && f <= 1.0))
+    return refuse(k, s, "must be a number from 0 to 1, got '" + v + "'");
+  c.*std::get<double DaemonConfig::*>(k.target) = f;
+  return format_fraction(f);
+}
+
+Result<std::string> read_value(const Key& k, const Setting& s, DaemonConfig& c) {
+  switch (k.kind) {
+    case Kind::kPath:
+    case Kind::kText: return read_text(k, s, c);
+    case Kind::kOptText: return read_opt_text(k, s, c);
+    case Kind::kDuration:
+    case Kind::kDurationOrOff: return read_duration(k, s, c);
+    case Kind::kCount: return read_count(k, s, c);
+    case Kind::kMode: return read_mode(k, s, c);
+    case Kind::kLevel: return read_level(k, s, c);
+    case Kind::kFraction: return read_fraction(k, s, c);
+  }
+  return refuse(k, s, "has no reader");  // unreachable: every Kind is listed
+}
+
+// Reads one key's text into `c` and records its canonical text.
+Status convert_key(const Key& k, const Setting& s, DaemonConfig& c) {
+  auto canonical = read_value(k, s, c);
+  if (!canonical) return canonical.error();
+  c.effective[k.name] = std::move(canonical).value();
   return ok_status();
 }
 

@@ -1,5 +1,6 @@
-// DaemonConfig: connmgrd's settings (API.md §5), from built-in defaults, a
-// `key = value` file and command-line flags, in that order of precedence.
+// DaemonConfig: connmgrd's settings (connmgrd.conf(5), docs/operations.md),
+// from built-in defaults, a `key = value` file and command-line flags, in
+// that order of precedence.
 //
 // Every key is spelled once, in the table in config.cc, with its type,
 // default, help text and whether SIGHUP can change it live. Parsing is pure:

@@ -32,13 +32,13 @@ bool is_pin(const std::string& s) {
 EndpointSpec read_endpoint_spec(ParamReader& p) {
   EndpointSpec e;
   e.protocol = p.req_string("protocol", 64);
-  e.address = p.req_string("address", 255);
+  e.address = p.req_address("address");
   e.port = static_cast<int>(p.req_int("port", 1, 65535));
   e.server_name = p.opt_string("server_name", 255);
   e.alpn = p.opt_string("alpn", 255);
   e.pin_sha256 = p.opt_string("pin_sha256", 64);
   if (e.pin_sha256 && !is_pin(*e.pin_sha256))
-    p.fail("pin_sha256 must be the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)");
+    p.fail_param("pin_sha256", "the base64 SHA-256 of a SubjectPublicKeyInfo (44 characters)");
   return e;
 }
 
@@ -82,8 +82,8 @@ std::vector<rpc::Method> Api::methods() {
     bool changes_state;
     Handler handler;
   };
-  // API.md §4: the method names, spelled once; changes_state marks what only
-  // privileged callers may call ("Who may call what").
+  // The method names, spelled once; changes_state marks what only privileged
+  // callers may call (docs/guide.md, "Permissions").
   static constexpr Entry kMethods[] = {
       {"nodes.list", false, &Api::nodes_list},
       {"nodes.get", false, &Api::nodes_get},
@@ -110,13 +110,25 @@ std::vector<rpc::Method> Api::methods() {
   return out;
 }
 
+// Whether the node's link is up. has_link() is one map lookup; the LinkInfo
+// that tells the state (a getsockname and a TCP_INFO) is built only for a node
+// that has a link at all while some link is active.
 bool Api::connected(const std::string& node_id) const {
+  if (ctx_.manager->active_count() == 0 || !ctx_.manager->has_link(node_id)) return false;
   auto link = ctx_.manager->link_of(node_id);
   return link && link->state == LinkState::kActive;
 }
 
 void Api::write(std::function<Status()> fn, std::function<void(Status)> done) {
   retry_when_locked(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
+}
+
+void Api::publish_node_event(EventType type, const std::string& node_id) {
+  Event ev;
+  ev.type = type;
+  ev.at = unix_now_ms();
+  ev.node_id = node_id;
+  ctx_.events->publish(ev);
 }
 
 // --- nodes --------------------------------------------------------------------
@@ -164,11 +176,7 @@ void Api::nodes_get(const Params& params, const Ctx&, Reply reply) {
   auto found = ctx_.store->node_with_endpoints(node_id, std::nullopt);
   if (!found)
     return reply.error(to_rpc_error(found.error(), details_for(found.error(), node_id, {})));
-  json j = to_json(found->node, connected(node_id));
-  json list = json::array();
-  for (const auto& e : found->endpoints) list.push_back(to_json(e));
-  j["endpoints"] = std::move(list);
-  reply.result(j);
+  reply.result(to_json(*found, connected(node_id)));
 }
 
 void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
@@ -196,17 +204,8 @@ void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
       [this, alive = alive_, reply, added, id = spec.id](Status st) mutable {
         if (!*alive) return;
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
-        counts_valid_ = false;
-        Event ev;
-        ev.type = EventType::kNodeAdded;
-        ev.at = unix_now_ms();
-        ev.node_id = id;
-        ctx_.events->publish(ev);
-        json j = to_json((*added)->node, false);
-        json list = json::array();
-        for (const auto& e : (*added)->endpoints) list.push_back(to_json(e));
-        j["endpoints"] = std::move(list);
-        reply.result(std::move(j));
+        publish_node_event(EventType::kNodeAdded, id);
+        reply.result(to_json(**added, false));
       });
 }
 
@@ -216,18 +215,13 @@ void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
   if (!p.finish()) return reply.error(p.error());
   auto node = ctx_.store->get_node(node_id);
   if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
-  // API.md: nodes.remove disconnects the node first.
+  // A removed node has no link left: nodes.remove disconnects it first.
   ctx_.manager->disconnect_node(node_id);
   write([this, node_id] { return ctx_.store->remove_node(node_id); },
         [this, alive = alive_, reply, node_id](Status st) mutable {
           if (!*alive) return;
           if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-          counts_valid_ = false;
-          Event ev;
-          ev.type = EventType::kNodeRemoved;
-          ev.at = unix_now_ms();
-          ev.node_id = node_id;
-          ctx_.events->publish(ev);
+          publish_node_event(EventType::kNodeRemoved, node_id);
           reply.result(json{{"node_id", node_id}, {"removed", true}});
         });
 }
@@ -262,7 +256,6 @@ void Api::endpoints_add(const Params& params, const Ctx&, Reply reply) {
       [this, alive = alive_, reply, added, node_id](Status st) mutable {
         if (!*alive) return;
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-        counts_valid_ = false;
         reply.result(to_json(**added));
       });
 }
@@ -275,8 +268,7 @@ void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
         [this, alive = alive_, reply, endpoint_id](Status st) mutable {
           if (!*alive) return;
           if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
-          counts_valid_ = false;
-          reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
+            reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
         });
 }
 
@@ -361,7 +353,7 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
     mask = ~0u;
   }
   if (!p.finish()) return reply.error(p.error());
-  if (!ctx.session) return reply.error(rpc::RpcError{-32603, "no session to deliver events to", nullptr});
+  if (!ctx.session) return reply.error(to_rpc_error(Error::internal("no session to deliver events to")));
 
   const uint64_t sid = ctx.session->id();
   const bool first = subscriptions_.count(sid) == 0;
@@ -401,14 +393,10 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);
   if (!p.finish()) return reply.error(p.error());
   const uint64_t now = static_cast<uint64_t>(unix_now_ms());
-  if (!counts_valid_ || now - counts_at_ms_ >= 1000) {
-    auto c = ctx_.store->counts();
-    if (c) {
-      counts_ = *c;
-      counts_at_ms_ = now;
-      counts_valid_ = true;
-    }
-  }
+  // The Store keeps the counts until a write (its own or another process's)
+  // changes the database: COUNT(*) over a million rows takes tens of ms.
+  auto counts = ctx_.store->counts();
+  if (!counts) return reply.error(to_rpc_error(counts.error()));
   // The connectors are all added before the daemon serves; the identity's
   // node id may be set after start; the configuration changes on reload.
   if (!status_.has_connectors()) status_.set_connectors(ctx_.connectors->names());
@@ -425,8 +413,8 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   }
   StatusText::Live live;
   live.uptime_s = (now - ctx_.started_at_ms) / 1000;
-  live.nodes = counts_.nodes;
-  live.endpoints = counts_.endpoints;
+  live.nodes = counts->nodes;
+  live.endpoints = counts->endpoints;
   live.active = ctx_.manager->active_count();
   live.pending = ctx_.manager->pending_count();
   live.clients = ctx_.client_count ? ctx_.client_count() : 0;

@@ -1,5 +1,6 @@
-// Api: the methods of API.md §4 as rpc::Method entries, binding JSON params
-// to the ConnectionManager, the Store and the EventBus.
+// Api: the API's methods (docs/api.md, generated from proto/) as rpc::Method
+// entries, binding JSON params to the ConnectionManager, the Store and the
+// EventBus.
 //
 // Ownership: borrows everything in ApiContext, which must outlive it. Keeps
 // one event subscription per subscribed client session, dropped when the
@@ -32,7 +33,8 @@ struct ApiContext {
   EventBus* events = nullptr;
   ConnectorFactory* connectors = nullptr;
   // How long a write (nodes.add, ...) waits for another process's lock
-  // before it fails with -32020 reason "locked".
+  // before it fails with a storage error (ErrorCode::kStorage), reason
+  // "locked".
   std::chrono::milliseconds write_lock_limit{5000};
   // What `status` shows of the daemon around the API.
   std::string version;
@@ -52,7 +54,7 @@ class Api {
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;
 
-  // Every method of API.md §4, each named once here.
+  // Every method of the API, each named once here.
   std::vector<rpc::Method> methods();
 
   // Subscribed sessions (for status and tests).
@@ -81,17 +83,16 @@ class Api {
   void write(std::function<Status()> fn, std::function<void(Status)> done);
   void unsubscribe(uint64_t session_id);
   bool connected(const std::string& node_id) const;
+  // node_added / node_removed, from the API's own writes.
+  void publish_node_event(EventType type, const std::string& node_id);
 
   ApiContext ctx_;
   std::map<uint64_t, EventBus::SubscriptionId> subscriptions_;
-  // Live flag captured by callbacks that may outlive the Api (session close
-  // hooks, write retries).
+  // Live flag captured by callbacks that may run after the Api is gone: a
+  // session's close hook (rpc::Session has no way to take one back, and a
+  // session may close after the daemon has destroyed the Api) and a write
+  // retry's `done`. It holds no handle; nothing else is kept alive by it.
   std::shared_ptr<bool> alive_;
-  // `status` counts rows at most this often: COUNT(*) over a million nodes
-  // costs tens of milliseconds, too much for every call on the loop.
-  StoreCounts counts_;
-  uint64_t counts_at_ms_ = 0;
-  bool counts_valid_ = false;
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;
   std::string status_scratch_;  // the last result written, kept for its capacity

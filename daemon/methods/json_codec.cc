@@ -42,6 +42,14 @@ json to_json(const Node& n, bool connected) {
   };
 }
 
+json to_json(const NodeWithEndpoints& n, bool connected) {
+  json j = to_json(n.node, connected);
+  json list = json::array();
+  for (const auto& e : n.endpoints) list.push_back(to_json(e));
+  j["endpoints"] = std::move(list);
+  return j;
+}
+
 json to_json(const LinkInfo& l) {
   json j{
       {"node_id", l.node_id},
@@ -83,9 +91,9 @@ rpc::RpcError to_rpc_error(const Error& error, json details) {
   rpc::RpcError out;
   out.code = error.rpc_code();
   out.message = error.message();
-  // Server codes (-32099..-32000) always carry a data object; standard codes
-  // only when there is something to say.
-  const bool server_code = out.code >= -32099 && out.code <= -32000;
+  // Server codes always carry a data object; standard codes only when there
+  // is something to say.
+  const bool server_code = out.code >= kServerErrorFirst && out.code <= kServerErrorLast;
   json data = details.is_object() ? std::move(details) : json::object();
   if (!error.reason().empty() && !data.contains("reason")) data["reason"] = error.reason();
   if (server_code || !data.empty()) out.data = std::move(data);

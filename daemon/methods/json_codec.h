@@ -1,4 +1,4 @@
-// The API's JSON shapes (API.md §4 "Objects", proto/connmgr.openrpc.json):
+// The API's JSON shapes (proto/connmgr.openrpc.json's schemas, docs/api.md):
 // the one place where records, links, events and errors become JSON.
 // Times become RFC 3339 UTC strings; absent values become null.
 #pragma once
@@ -15,6 +15,8 @@ namespace connmgr::methods {
 rpc::json to_json(const Endpoint& endpoint);
 // `connected`: whether the node has an active link now.
 rpc::json to_json(const Node& node, bool connected);
+// The node with an `endpoints` array (nodes.get, nodes.add).
+rpc::json to_json(const NodeWithEndpoints& node, bool connected);
 rpc::json to_json(const LinkInfo& link);
 // The params of an `event` notification.
 rpc::json to_json(const Event& event);
@@ -24,7 +26,8 @@ rpc::json event_notification(const Event& event);
 // An Error as a JSON-RPC error. Server codes always carry a `data` object:
 // `details` (may be null) merged with what the Error itself knows (its reason).
 rpc::RpcError to_rpc_error(const Error& error, rpc::json details = nullptr);
-// A failed connect's -32010 error with API.md §3's data.
+// A failed connect's error (ErrorCode::kConnectFailed) with its data: the
+// endpoint, the attempts, the reason, whether a retry is scheduled and when.
 rpc::RpcError connect_failed_error(const Error& error, const ConnectFailure& failure);
 
 }  // namespace connmgr::methods

@@ -1,4 +1,4 @@
-// StatusText: the `status` result (API.md §4) written as JSON text.
+// StatusText: the `status` result (docs/api.md, "status") written as JSON text.
 //
 // Most of that answer does not change from call to call: the daemon's
 // identity (version, database, socket, node id), the connector names (fixed

@@ -1,4 +1,4 @@
-// Configuration parsing (API.md §5): precedence, flag forms, durations,
+// Configuration parsing (connmgrd.conf(5)): precedence, flag forms, durations,
 // errors that name their key, the file's syntax, XDG defaults, help, status
 // JSON and reload rules. Parsing is pure: the environment is a fake here.
 #include "config/config.h"
@@ -57,7 +57,7 @@ const char* const kApiKeys[] = {
 
 }  // namespace
 
-TEST_CASE("root with no configuration gets API.md's built-in defaults") {
+TEST_CASE("root with no configuration gets the built-in defaults connmgrd.conf(5) lists") {
   FakeEnv f;
   f.uid = 0;
   f.vars = {{"XDG_RUNTIME_DIR", "/run/user/0"}, {"HOME", "/root"}};
