@@ -698,8 +698,9 @@ std::vector<std::string> node_ids(const Arguments& globals) {
   Options o;
   o.socket = globals.value("--socket").value_or(default_socket());
   o.timeout_s = 2;
+  const json result = call(o, "nodes.list", {{"limit", 10000}});
   std::vector<std::string> ids;
-  for (const auto& n : call(o, "nodes.list", {{"limit", 10000}})["nodes"]) ids.push_back(text(n["id"]));
+  for (const auto& n : result["nodes"]) ids.push_back(text(n["id"]));
   return ids;
 }
 
