@@ -1,22 +1,21 @@
 // connmgrctl: the command-line client of connmgrd (docs/api.md; its man page
 // is docs/man/connmgrctl.1.scd). A thin, blocking client: one request line
 // out, one answer line back (or a stream of event notifications for `watch`).
-// Tables for people, --json for scripts. Its commands are the table kVerbs
-// below (verbs.h): --help, usage errors and the bash completion derive from it.
+// Tables for people, --json for scripts.
+//
+// Its commands are the table kVerbs below, one handler each (verb_NAME);
+// --help, the usage errors and the bash completion derive from the table
+// (verbs.h). The socket and the request/answer exchange are client.h; tables,
+// times and colour for people are table.h.
 //
 // Exit status: 0 on success, 1 on an error answer (message on stderr),
 // 2 on a usage error, 3 when the daemon cannot be reached.
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <deque>
 #include <ctime>
-#include <functional>
+#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,30 +23,22 @@
 #include <nlohmann/json.hpp>
 
 #include "connmgr_version.h"
+#include "daemon/ctl/client.h"
 #include "daemon/ctl/table.h"
 #include "daemon/ctl/verbs.h"
-
-namespace connmgr::ctl {
-
-// The global options, given before the command (--json also after it).
-struct Options {
-  std::string socket;
-  bool json_output = false;
-  // Seconds to wait for an answer; unset means the default (kDefaultTimeoutS,
-  // or no limit for `connect --wait`, whose answer may take many retries).
-  std::optional<double> timeout_s;
-};
-
-}  // namespace connmgr::ctl
 
 namespace {
 
 using json = nlohmann::json;
 using connmgr::ctl::Arguments;
+using connmgr::ctl::call;
 using connmgr::ctl::Completion;
+using connmgr::ctl::Connection;
+using connmgr::ctl::default_socket;
+using connmgr::ctl::describe_error;
 using connmgr::ctl::Flag;
 using connmgr::ctl::human_time;
-using connmgr::ctl::kExitUsage;
+using connmgr::ctl::kExitError;
 using connmgr::ctl::kUnlimited;
 using connmgr::ctl::Options;
 using connmgr::ctl::paint;
@@ -56,151 +47,6 @@ using connmgr::ctl::text;
 using connmgr::ctl::usage_error;
 using connmgr::ctl::Verb;
 using connmgr::ctl::Verbs;
-
-constexpr int kExitError = 1;
-constexpr int kExitUnreachable = 3;
-constexpr double kDefaultTimeoutS = 60;
-
-std::string default_socket() {
-  constexpr const char* kSystem = "/run/connmgr/connmgrd.sock";
-  if (const char* s = getenv("CONNMGR_SOCKET"); s && *s) return s;
-  if (geteuid() == 0) return kSystem;
-  std::string own;
-  if (const char* r = getenv("XDG_RUNTIME_DIR"); r && *r) own = std::string(r) + "/connmgr/connmgrd.sock";
-  else own = "/tmp/connmgr-" + std::to_string(geteuid()) + "/connmgrd.sock";
-  // A user's own daemon first; else the system's (an admin_group member
-  // talking to the service needs no flag).
-  if (access(own.c_str(), F_OK) != 0 && access(kSystem, F_OK) == 0) return kSystem;
-  return own;
-}
-
-// --- the connection -------------------------------------------------------------
-
-class Connection {
- public:
-  Connection(const std::string& path, double timeout_s) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) usage_error("socket path too long: " + path);
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      fprintf(stderr, "connmgrctl: cannot connect to %s: %s (is connmgrd running?)\n", path.c_str(),
-              strerror(errno));
-      exit(kExitUnreachable);
-    }
-    if (timeout_s > 0) {
-      timeval tv{};
-      tv.tv_sec = static_cast<time_t>(timeout_s);
-      tv.tv_usec = static_cast<suseconds_t>((timeout_s - static_cast<double>(tv.tv_sec)) * 1e6);
-      setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-  }
-  ~Connection() { ::close(fd_); }
-
-  void send(const json& request) {
-    std::string line = request.dump() + "\n";
-    size_t off = 0;
-    while (off < line.size()) {
-      ssize_t n = ::send(fd_, line.data() + off, line.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) {
-        fprintf(stderr, "connmgrctl: the daemon closed the connection\n");
-        exit(kExitUnreachable);
-      }
-      off += static_cast<size_t>(n);
-    }
-  }
-
-  bool timed_out() const { return timed_out_; }
-  // Whether a whole line is already buffered (receive() will not block).
-  bool has_line() const { return buf_.find('\n') != std::string::npos; }
-
-  // One JSON line, or nullopt at EOF / timeout.
-  std::optional<json> receive() {
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return json::parse(line, nullptr, false);
-      }
-      char chunk[65536];
-      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n < 0 && errno == EINTR) continue;
-      timed_out_ = false;
-      if (n <= 0) {
-        timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-        return std::nullopt;
-      }
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-  bool timed_out_ = false;
-};
-
-// "connect failed: refused (1 attempt; next attempt in 2s) [-32010]".
-std::string describe_error(const json& e) {
-  std::string msg = e.value("message", std::string("error"));
-  const json data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
-  std::vector<std::string> notes;
-  if (data.contains("reason") && data["reason"].is_string()) notes.push_back(data["reason"].get<std::string>());
-  if (data.contains("attempts") && data["attempts"].is_number_integer()) {
-    const long long n = data["attempts"].get<long long>();
-    notes.push_back(std::to_string(n) + (n == 1 ? " attempt" : " attempts"));
-  }
-  if (data.contains("next_attempt_at")) notes.push_back("next attempt " + human_time(data["next_attempt_at"]));
-  if (!notes.empty()) {
-    msg += " (";
-    for (size_t i = 0; i < notes.size(); ++i) msg += (i ? "; " : "") + notes[i];
-    msg += ")";
-  }
-  return msg + " [" + std::to_string(e.value("code", 0)) + "]";
-}
-
-// Events seen while a call is under way (see `subscribe` below).
-using EventSink = std::function<void(const json& event)>;
-
-// Sends one request and returns its result; prints the error and exits on an
-// error answer. With `subscribe`, the same connection first subscribes to
-// events with those params and passes each one to `on_event` until the
-// answer comes (connect --wait shows its attempts this way).
-json call(const Options& o, const std::string& method, const json& params,
-          const json* subscribe = nullptr, const EventSink& on_event = {}) {
-  Connection c(o.socket, o.timeout_s.value_or(kDefaultTimeoutS));
-  if (subscribe)
-    c.send(json{{"jsonrpc", "2.0"}, {"id", 0}, {"method", "events.subscribe"}, {"params", *subscribe}});
-  json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
-  c.send(req);
-  for (;;) {
-    auto answer = c.receive();
-    if (!answer || answer->is_discarded()) {
-      if (!answer && c.timed_out())
-        fprintf(stderr, "connmgrctl: no answer from connmgrd within %gs (see --timeout)\n",
-                o.timeout_s.value_or(kDefaultTimeoutS));
-      else if (!answer)
-        fprintf(stderr, "connmgrctl: connmgrd closed the connection without an answer\n");
-      else
-        fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
-      exit(kExitUnreachable);
-    }
-    if (!answer->contains("id")) {  // a notification
-      if (on_event && answer->value("method", "") == "event" && answer->contains("params"))
-        on_event((*answer)["params"]);
-      continue;
-    }
-    if ((*answer)["id"] == 0) continue;  // the subscription's own answer
-    if (answer->contains("error")) {
-      const json& e = (*answer)["error"];
-      fprintf(stderr, "connmgrctl: %s\n", describe_error(e).c_str());
-      if (o.json_output) fprintf(stdout, "%s\n", answer->dump().c_str());
-      exit(kExitError);
-    }
-    return (*answer)["result"];
-  }
-}
 
 // --- output for people -------------------------------------------------------------
 
@@ -561,94 +407,42 @@ const Verbs kVerbs = {
     {.name = "status", .handler = verb_status, .help = "the daemon's identity, counts and configuration"},
     {.name = "nodes",
      .flags = {{.name = "--limit", .value = "N"}, {.name = "--after", .value = "ID", .completes = Completion::kNodeId}},
-     .handler = verb_nodes,
-     .help = "list nodes"},
-    {.name = "node",
-     .args = "ID",
-     .min_args = 1,
-     .max_args = 1,
-     .arg_completions = {Completion::kNodeId},
-     .handler = verb_node,
-     .help = "one node with its endpoints"},
-    {.name = "endpoints",
-     .args = "NODE",
-     .min_args = 1,
-     .max_args = 1,
+     .handler = verb_nodes, .help = "list nodes"},
+    {.name = "node", .args = "ID", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_node, .help = "one node with its endpoints"},
+    {.name = "endpoints", .args = "NODE", .min_args = 1, .max_args = 1,
      .flags = {{.name = "--protocol", .value = "P", .completes = Completion::kProtocol}},
-     .arg_completions = {Completion::kNodeId},
-     .handler = verb_endpoints,
-     .help = "a node's endpoints, best first"},
-    {.name = "add-node",
-     .args = "ID",
-     .min_args = 1,
-     .max_args = 1,
+     .arg_completions = {Completion::kNodeId}, .handler = verb_endpoints, .help = "a node's endpoints, best first"},
+    {.name = "add-node", .args = "ID", .min_args = 1, .max_args = 1,
      .flags = {{.name = "--name", .value = "NAME"},
-               {.name = "--endpoint",
-                .value = "PROTO://HOST:PORT",
-                .completes = Completion::kEndpointSpec,
+               {.name = "--endpoint", .value = "PROTO://HOST:PORT", .completes = Completion::kEndpointSpec,
                 .repeats = true}},
-     .handler = verb_add_node,
-     .help = "add a node, with its endpoints"},
-    {.name = "remove-node",
-     .args = "ID",
-     .min_args = 1,
-     .max_args = 1,
-     .arg_completions = {Completion::kNodeId},
-     .handler = verb_remove_node,
-     .help = "remove a node and its endpoints"},
-    {.name = "add-endpoint",
-     .args = "NODE PROTO HOST PORT",
-     .min_args = 4,
-     .max_args = 4,
-     .flags = {{.name = "--server-name", .value = "S"}, {.name = "--alpn", .value = "A"}, {.name = "--pin", .value = "SHA256"}},
-     .arg_completions = {Completion::kNodeId, Completion::kProtocol},
-     .handler = verb_add_endpoint,
+     .handler = verb_add_node, .help = "add a node, with its endpoints"},
+    {.name = "remove-node", .args = "ID", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_remove_node, .help = "remove a node and its endpoints"},
+    {.name = "add-endpoint", .args = "NODE PROTO HOST PORT", .min_args = 4, .max_args = 4,
+     .flags = {{.name = "--server-name", .value = "S"}, {.name = "--alpn", .value = "A"},
+               {.name = "--pin", .value = "SHA256"}},
+     .arg_completions = {Completion::kNodeId, Completion::kProtocol}, .handler = verb_add_endpoint,
      .help = "add an endpoint to a node"},
-    {.name = "remove-endpoint",
-     .args = "ENDPOINT_ID",
-     .min_args = 1,
-     .max_args = 1,
-     .handler = verb_remove_endpoint,
-     .help = "remove an endpoint"},
-    {.name = "connect",
-     .args = "NODE | --endpoint ID",
-     .min_args = 0,
-     .max_args = 1,
+    {.name = "remove-endpoint", .args = "ENDPOINT_ID", .min_args = 1, .max_args = 1,
+     .handler = verb_remove_endpoint, .help = "remove an endpoint"},
+    {.name = "connect", .args = "NODE | --endpoint ID", .min_args = 0, .max_args = 1,
      .flags = {{.name = "--endpoint", .value = "ID", .in_args = true},
                {.name = "--protocol", .value = "P", .completes = Completion::kProtocol},
-               {.name = "--timeout", .value = "DURATION"},
-               {.name = "--retry", .value = "N"},
-               {.name = "--wait"},
+               {.name = "--timeout", .value = "DURATION"}, {.name = "--retry", .value = "N"}, {.name = "--wait"},
                {.name = "--reconnect"}},
-     .arg_completions = {Completion::kNodeId},
-     .handler = verb_connect,
+     .arg_completions = {Completion::kNodeId}, .handler = verb_connect,
      .help = "link a node (DURATION: 5s, 500ms, 1m)"},
-    {.name = "disconnect",
-     .args = "NODE",
-     .min_args = 1,
-     .max_args = 1,
-     .arg_completions = {Completion::kNodeId},
-     .handler = verb_disconnect,
-     .help = "close a node's link, cancel its attempts"},
-    {.name = "links",
-     .flags = {{.name = "--all"}},
-     .handler = verb_links,
+    {.name = "disconnect", .args = "NODE", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_disconnect, .help = "close a node's link, cancel its attempts"},
+    {.name = "links", .flags = {{.name = "--all"}}, .handler = verb_links,
      .help = "established links (--all: also pending)"},
-    {.name = "watch",
-     .args = "[TYPE ...]",
-     .max_args = kUnlimited,
-     .flags = {{.name = "--plain"}},
-     .arg_completions = {Completion::kEventType},
-     .handler = verb_watch,
+    {.name = "watch", .args = "[TYPE ...]", .max_args = kUnlimited, .flags = {{.name = "--plain"}},
+     .arg_completions = {Completion::kEventType}, .handler = verb_watch,
      .help = "events as they happen; on a terminal a live view of the links over the latest events (Ctrl-C ends)"},
-    {.name = "call",
-     .args = "METHOD [JSON-PARAMS]",
-     .min_args = 1,
-     .max_args = 2,
-     .arg_completions = {Completion::kMethod},
-     .handler = verb_call,
-     .help = "any method, raw",
-     .raw = true},
+    {.name = "call", .args = "METHOD [JSON-PARAMS]", .min_args = 1, .max_args = 2,
+     .arg_completions = {Completion::kMethod}, .handler = verb_call, .help = "any method, raw", .raw = true},
     {.name = "help", .max_args = kUnlimited, .handler = verb_help, .help = "this text", .raw = true},
 };
 
@@ -657,8 +451,7 @@ const Verbs kVerbs = {
 const std::vector<Flag> kGlobalOptions = {
     {.name = "--socket", .value = "PATH", .completes = Completion::kFile, .help = "the daemon's socket (see below)"},
     {.name = "--json", .help = "print the result as JSON (one line), for scripts", .after_command = true},
-    {.name = "--timeout",
-     .value = "DURATION",
+    {.name = "--timeout", .value = "DURATION",
      .help = "how long to wait for an answer [60s; connect --wait: no limit]"},
     {.name = "--help"},
     {.name = "--version"},
@@ -687,8 +480,8 @@ std::string help_text() {
 const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
                                               "disconnected", "node_added", "node_removed"};
 const std::vector<std::string> kMethods = {
-    "nodes.list",    "nodes.get",     "endpoints.list",   "connect",           "disconnect",
-    "connections.list", "nodes.add",  "nodes.remove",     "endpoints.add",     "endpoints.remove",
+    "nodes.list",       "nodes.get",    "endpoints.list", "connect",          "disconnect",
+    "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",
     "events.subscribe", "events.unsubscribe", "status"};
 const std::vector<std::string> kProtocols = {"tcp", "quic"};
 
@@ -733,6 +526,11 @@ int complete_command_line(const std::vector<std::string>& words) {
 
 // --- main -------------------------------------------------------------------------------------
 
+void set_global_option(Options& o, const std::string& name, const std::string& value) {
+  if (name == "--socket") o.socket = value;
+  else o.timeout_s = static_cast<double>(duration_ms(value, "--timeout")) / 1000;
+}
+
 // The global options before the command; returns where the command starts.
 // --help and --version print and exit.
 size_t parse_global_options(const std::vector<std::string>& args, Options& o) {
@@ -747,16 +545,18 @@ size_t parse_global_options(const std::vector<std::string>& args, Options& o) {
       printf("connmgrctl %s\n", CONNMGR_VERSION);
       exit(0);
     }
-    if (a == "--json") o.json_output = true;
-    else if (a == "--socket" || a == "--timeout") {
+    if (a == "--json") {
+      o.json_output = true;
+    } else if (a == "--socket" || a == "--timeout") {
       if (i + 1 >= args.size()) usage_error(a + " needs a value");
-      const std::string& v = args[++i];
-      if (a == "--socket") o.socket = v;
-      else o.timeout_s = static_cast<double>(duration_ms(v, "--timeout")) / 1000;
-    } else if (a.rfind("--socket=", 0) == 0) o.socket = a.substr(9);
-    else if (a.rfind("--timeout=", 0) == 0) o.timeout_s = static_cast<double>(duration_ms(a.substr(10), "--timeout")) / 1000;
-    else if (a.rfind("--", 0) == 0) usage_error("unknown option " + a);
-    else break;
+      set_global_option(o, a, args[++i]);
+    } else if (a.rfind("--socket=", 0) == 0 || a.rfind("--timeout=", 0) == 0) {
+      set_global_option(o, a.substr(0, a.find('=')), a.substr(a.find('=') + 1));
+    } else if (a.rfind("--", 0) == 0) {
+      usage_error("unknown option " + a);
+    } else {
+      break;
+    }
   }
   return i;
 }
