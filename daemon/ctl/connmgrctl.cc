@@ -1,20 +1,21 @@
-// connmgrctl: the command-line client of connmgrd (API.md §5). A thin,
-// blocking client: one request line out, one answer line back (or a stream of
-// event notifications for `watch`). Tables for people, --json for scripts.
+// connmgrctl: the command-line client of connmgrd (docs/api.md; its man page
+// is docs/man/connmgrctl.1.scd). A thin, blocking client: one request line
+// out, one answer line back (or a stream of event notifications for `watch`).
+// Tables for people, --json for scripts.
+//
+// Its commands are the table kVerbs below, one handler each (verb_NAME);
+// --help, the usage errors and the bash completion derive from the table
+// (verbs.h). The socket and the request/answer exchange are client.h; tables,
+// times and colour for people are table.h.
 //
 // Exit status: 0 on success, 1 on an error answer (message on stderr),
 // 2 on a usage error, 3 when the daemon cannot be reached.
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <deque>
 #include <ctime>
-#include <functional>
+#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,210 +23,30 @@
 #include <nlohmann/json.hpp>
 
 #include "connmgr_version.h"
+#include "daemon/ctl/client.h"
 #include "daemon/ctl/table.h"
+#include "daemon/ctl/verbs.h"
 
 namespace {
 
 using json = nlohmann::json;
+using connmgr::ctl::Arguments;
+using connmgr::ctl::call;
+using connmgr::ctl::Completion;
+using connmgr::ctl::Connection;
+using connmgr::ctl::default_socket;
+using connmgr::ctl::describe_error;
+using connmgr::ctl::Flag;
 using connmgr::ctl::human_time;
+using connmgr::ctl::kExitError;
+using connmgr::ctl::kUnlimited;
+using connmgr::ctl::Options;
 using connmgr::ctl::paint;
 using connmgr::ctl::print_table;
 using connmgr::ctl::text;
-
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
-constexpr int kExitUnreachable = 3;
-constexpr double kDefaultTimeoutS = 60;
-
-struct Options {
-  std::string socket;
-  bool json_output = false;
-  // Seconds to wait for an answer; unset means the default (kDefaultTimeoutS,
-  // or no limit for `connect --wait`, whose answer may take many retries).
-  std::optional<double> timeout_s;
-  std::vector<std::string> args;
-};
-
-[[noreturn]] void usage_error(const std::string& message) {
-  fprintf(stderr, "connmgrctl: %s (see connmgrctl --help)\n", message.c_str());
-  exit(kExitUsage);
-}
-
-const char* kHelp =
-    "Usage: connmgrctl [--socket PATH] [--json] [--timeout DURATION] COMMAND [ARGS]\n"
-    "\n"
-    "Commands:\n"
-    "  status                               the daemon's identity, counts and configuration\n"
-    "  nodes [--limit N] [--after ID]       list nodes\n"
-    "  node ID                              one node with its endpoints\n"
-    "  endpoints NODE [--protocol P]        a node's endpoints, best first\n"
-    "  add-node ID [--name NAME] [--endpoint PROTO://HOST:PORT ...]\n"
-    "  remove-node ID\n"
-    "  add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]\n"
-    "  remove-endpoint ENDPOINT_ID\n"
-    "  connect NODE | --endpoint ID  [--protocol P] [--timeout DURATION] [--retry N]\n"
-    "                                [--wait] [--reconnect]   (DURATION: 5s, 500ms, 1m)\n"
-    "  disconnect NODE\n"
-    "  links [--all]                        established links (--all: also pending)\n"
-    "  watch [--plain] [TYPE ...]           events as they happen; on a terminal a live view\n"
-    "                                       of the links over the latest events (Ctrl-C ends)\n"
-    "  call METHOD [JSON-PARAMS]            any method, raw\n"
-    "  help                                 this text\n"
-    "\n"
-    "Options:\n"
-    "  --socket PATH       the daemon's socket (see below)\n"
-    "  --json              print the result as JSON (one line), for scripts\n"
-    "  --timeout DURATION  how long to wait for an answer [60s; connect --wait: no limit]\n"
-    "\n"
-    "Exit status: 0 success, 1 error answer (message on stderr), 2 usage error,\n"
-    "3 the daemon cannot be reached or did not answer.\n"
-    "\n"
-    "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
-    "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users (/tmp/connmgr-UID/connmgrd.sock\n"
-    "without XDG_RUNTIME_DIR), as connmgrd's own default; a user without a daemon of their\n"
-    "own gets /run/connmgr/connmgrd.sock when it exists. Colour only on a terminal, never\n"
-    "with NO_COLOR set.\n";
-
-std::string default_socket() {
-  constexpr const char* kSystem = "/run/connmgr/connmgrd.sock";
-  if (const char* s = getenv("CONNMGR_SOCKET"); s && *s) return s;
-  if (geteuid() == 0) return kSystem;
-  std::string own;
-  if (const char* r = getenv("XDG_RUNTIME_DIR"); r && *r) own = std::string(r) + "/connmgr/connmgrd.sock";
-  else own = "/tmp/connmgr-" + std::to_string(geteuid()) + "/connmgrd.sock";
-  // A user's own daemon first; else the system's (an admin_group member
-  // talking to the service needs no flag).
-  if (access(own.c_str(), F_OK) != 0 && access(kSystem, F_OK) == 0) return kSystem;
-  return own;
-}
-
-// --- the connection -------------------------------------------------------------
-
-class Connection {
- public:
-  Connection(const std::string& path, double timeout_s) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) usage_error("socket path too long: " + path);
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      fprintf(stderr, "connmgrctl: cannot connect to %s: %s (is connmgrd running?)\n", path.c_str(),
-              strerror(errno));
-      exit(kExitUnreachable);
-    }
-    if (timeout_s > 0) {
-      timeval tv{};
-      tv.tv_sec = static_cast<time_t>(timeout_s);
-      tv.tv_usec = static_cast<suseconds_t>((timeout_s - static_cast<double>(tv.tv_sec)) * 1e6);
-      setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    }
-  }
-  ~Connection() { ::close(fd_); }
-
-  void send(const json& request) {
-    std::string line = request.dump() + "\n";
-    size_t off = 0;
-    while (off < line.size()) {
-      ssize_t n = ::send(fd_, line.data() + off, line.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) {
-        fprintf(stderr, "connmgrctl: the daemon closed the connection\n");
-        exit(kExitUnreachable);
-      }
-      off += static_cast<size_t>(n);
-    }
-  }
-
-  bool timed_out() const { return timed_out_; }
-  // Whether a whole line is already buffered (receive() will not block).
-  bool has_line() const { return buf_.find('\n') != std::string::npos; }
-
-  // One JSON line, or nullopt at EOF / timeout.
-  std::optional<json> receive() {
-    for (;;) {
-      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return json::parse(line, nullptr, false);
-      }
-      char chunk[65536];
-      ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
-      if (n < 0 && errno == EINTR) continue;
-      timed_out_ = false;
-      if (n <= 0) {
-        timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-        return std::nullopt;
-      }
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-
- private:
-  int fd_ = -1;
-  std::string buf_;
-  bool timed_out_ = false;
-};
-
-// "connect failed: refused (1 attempt; next attempt in 2s) [-32010]".
-std::string describe_error(const json& e) {
-  std::string msg = e.value("message", std::string("error"));
-  const json data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
-  std::vector<std::string> notes;
-  if (data.contains("reason") && data["reason"].is_string()) notes.push_back(data["reason"].get<std::string>());
-  if (data.contains("attempts") && data["attempts"].is_number_integer()) {
-    const long long n = data["attempts"].get<long long>();
-    notes.push_back(std::to_string(n) + (n == 1 ? " attempt" : " attempts"));
-  }
-  if (data.contains("next_attempt_at")) notes.push_back("next attempt " + human_time(data["next_attempt_at"]));
-  if (!notes.empty()) {
-    msg += " (";
-    for (size_t i = 0; i < notes.size(); ++i) msg += (i ? "; " : "") + notes[i];
-    msg += ")";
-  }
-  return msg + " [" + std::to_string(e.value("code", 0)) + "]";
-}
-
-// Events seen while a call is under way (see `subscribe` below).
-using EventSink = std::function<void(const json& event)>;
-
-// Sends one request and returns its result; prints the error and exits on an
-// error answer. With `subscribe`, the same connection first subscribes to
-// events with those params and passes each one to `on_event` until the
-// answer comes (connect --wait shows its attempts this way).
-json call(const Options& o, const std::string& method, const json& params,
-          const json* subscribe = nullptr, const EventSink& on_event = {}) {
-  Connection c(o.socket, o.timeout_s.value_or(kDefaultTimeoutS));
-  if (subscribe)
-    c.send(json{{"jsonrpc", "2.0"}, {"id", 0}, {"method", "events.subscribe"}, {"params", *subscribe}});
-  json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
-  c.send(req);
-  for (;;) {
-    auto answer = c.receive();
-    if (!answer || answer->is_discarded()) {
-      if (!answer && c.timed_out())
-        fprintf(stderr, "connmgrctl: no answer from connmgrd within %gs (see --timeout)\n",
-                o.timeout_s.value_or(kDefaultTimeoutS));
-      else if (!answer)
-        fprintf(stderr, "connmgrctl: connmgrd closed the connection without an answer\n");
-      else
-        fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
-      exit(kExitUnreachable);
-    }
-    if (!answer->contains("id")) {  // a notification
-      if (on_event && answer->value("method", "") == "event" && answer->contains("params"))
-        on_event((*answer)["params"]);
-      continue;
-    }
-    if ((*answer)["id"] == 0) continue;  // the subscription's own answer
-    if (answer->contains("error")) {
-      const json& e = (*answer)["error"];
-      fprintf(stderr, "connmgrctl: %s\n", describe_error(e).c_str());
-      if (o.json_output) fprintf(stdout, "%s\n", answer->dump().c_str());
-      exit(kExitError);
-    }
-    return (*answer)["result"];
-  }
-}
+using connmgr::ctl::usage_error;
+using connmgr::ctl::Verb;
+using connmgr::ctl::Verbs;
 
 // --- output for people -------------------------------------------------------------
 
@@ -355,33 +176,6 @@ int live_view(const Options& o, const json& subscribe_params) {
 
 // --- argument helpers ------------------------------------------------------------------
 
-// Takes "--name VALUE" or "--name=VALUE" out of args; nullopt when absent.
-std::optional<std::string> take_option(std::vector<std::string>& args, const std::string& name) {
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == name) {
-      if (i + 1 >= args.size()) usage_error(name + " needs a value");
-      std::string v = args[i + 1];
-      args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
-      return v;
-    }
-    if (args[i].rfind(name + "=", 0) == 0) {
-      std::string v = args[i].substr(name.size() + 1);
-      args.erase(args.begin() + static_cast<long>(i));
-      return v;
-    }
-  }
-  return std::nullopt;
-}
-
-bool take_flag(std::vector<std::string>& args, const std::string& name) {
-  for (size_t i = 0; i < args.size(); ++i)
-    if (args[i] == name) {
-      args.erase(args.begin() + static_cast<long>(i));
-      return true;
-    }
-  return false;
-}
-
 long long number(const std::string& s, const std::string& what) {
   char* end = nullptr;
   long long v = strtoll(s.c_str(), &end, 10);
@@ -421,222 +215,374 @@ json parse_endpoint(const std::string& spec) {
   return json{{"protocol", proto}, {"address", host}, {"port", number(rest.substr(colon + 1), "port")}};
 }
 
-void need(const std::vector<std::string>& args, size_t n, const char* usage) {
-  if (args.size() != n) usage_error(std::string("usage: connmgrctl ") + usage);
+// Prints the result as one line of JSON (--json) or for people; exit status 0.
+template <typename ForPeople>
+int show(const Options& o, const json& result, ForPeople&& for_people) {
+  if (o.json_output) printf("%s\n", result.dump().c_str());
+  else for_people(result);
+  return 0;
 }
 
-// --- commands -------------------------------------------------------------------------------
+// --- the commands: one handler each, named verb_NAME ---------------------------------------
 
-int run(Options& o) {
-  if (o.args.empty()) usage_error("no command");
-  const std::string cmd = o.args[0];
-  std::vector<std::string> a(o.args.begin() + 1, o.args.end());
-  auto show = [&](const json& result, auto&& for_people) {
-    if (o.json_output) printf("%s\n", result.dump().c_str());
-    else for_people(result);
-    return 0;
-  };
+std::string help_text();  // from the table, below
 
-  if (cmd == "help") {
-    fputs(kHelp, stdout);
-    return 0;
+int verb_help(Options&, const Arguments&) {
+  fputs(help_text().c_str(), stdout);
+  return 0;
+}
+
+int verb_status(Options& o, const Arguments&) {
+  return show(o, call(o, "status", json::object()), [](const json& r) {
+    printf("connmgrd %s, node %s, up %llds\n", text(r["version"]).c_str(), text(r["node_id"]).c_str(),
+           r["uptime_s"].get<long long>());
+    printf("database  %s\nsocket    %s\nprotocols %s\n", text(r["database"]).c_str(), text(r["socket"]).c_str(),
+           r["connectors"].dump().c_str());
+    const json& c = r["counts"];
+    printf("nodes %s, endpoints %s, links %s active / %s pending, clients %s\n", text(c["nodes"]).c_str(),
+           text(c["endpoints"]).c_str(), text(c["active"]).c_str(), text(c["pending"]).c_str(),
+           text(c["clients"]).c_str());
+  });
+}
+
+int verb_nodes(Options& o, const Arguments& a) {
+  json p = json::object();
+  if (auto l = a.value("--limit")) p["limit"] = number(*l, "--limit");
+  if (auto after = a.value("--after")) p["after"] = *after;
+  return show(o, call(o, "nodes.list", p), [](const json& r) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& n : r["nodes"])
+      rows.push_back({text(n["id"]), text(n["name"]), n["connected"].get<bool>() ? paint("up", "32") : "-",
+                      human_time(n["created_at"])});
+    print_table({"ID", "NAME", "LINK", "CREATED"}, rows);
+    if (!r["next"].is_null()) printf("more: connmgrctl nodes --after %s\n", text(r["next"]).c_str());
+  });
+}
+
+int verb_node(Options& o, const Arguments& a) {
+  return show(o, call(o, "nodes.get", {{"node_id", a.positional[0]}}), [](const json& n) {
+    printf("%s  %s  %s\n", text(n["id"]).c_str(), text(n["name"]).c_str(),
+           n["connected"].get<bool>() ? "linked" : "not linked");
+    print_endpoints(n["endpoints"]);
+  });
+}
+
+int verb_endpoints(Options& o, const Arguments& a) {
+  json p{{"node_id", a.positional[0]}};
+  if (auto protocol = a.value("--protocol")) p["protocol"] = *protocol;
+  return show(o, call(o, "endpoints.list", p), [](const json& r) { print_endpoints(r["endpoints"]); });
+}
+
+int verb_add_node(Options& o, const Arguments& a) {
+  json p{{"id", a.positional[0]}};
+  if (auto name = a.value("--name")) p["name"] = *name;
+  json endpoints = json::array();
+  for (const auto& e : a.values("--endpoint")) endpoints.push_back(parse_endpoint(e));
+  if (!endpoints.empty()) p["endpoints"] = endpoints;
+  return show(o, call(o, "nodes.add", p), [](const json& n) {
+    printf("added node %s\n", text(n["id"]).c_str());
+    if (!n["endpoints"].empty()) print_endpoints(n["endpoints"]);
+  });
+}
+
+int verb_remove_node(Options& o, const Arguments& a) {
+  return show(o, call(o, "nodes.remove", {{"node_id", a.positional[0]}}),
+              [](const json& r) { printf("removed node %s\n", text(r["node_id"]).c_str()); });
+}
+
+int verb_add_endpoint(Options& o, const Arguments& a) {
+  const auto& pos = a.positional;
+  json p{{"node_id", pos[0]}, {"protocol", pos[1]}, {"address", pos[2]}, {"port", number(pos[3], "PORT")}};
+  if (auto s = a.value("--server-name")) p["server_name"] = *s;
+  if (auto s = a.value("--alpn")) p["alpn"] = *s;
+  if (auto s = a.value("--pin")) p["pin_sha256"] = *s;
+  return show(o, call(o, "endpoints.add", p),
+              [](const json& e) { printf("added endpoint %s\n", text(e["id"]).c_str()); });
+}
+
+int verb_remove_endpoint(Options& o, const Arguments& a) {
+  return show(o, call(o, "endpoints.remove", {{"endpoint_id", number(a.positional[0], "ENDPOINT_ID")}}),
+              [](const json& r) { printf("removed endpoint %s\n", text(r["endpoint_id"]).c_str()); });
+}
+
+// connect's params: a node (NODE) or one endpoint (--endpoint ID), not both.
+// --wait lifts the default answer timeout: the daemon answers when the
+// attempts are spent.
+json connect_params(Options& o, const Arguments& a) {
+  json p = json::object();
+  if (auto e = a.value("--endpoint")) p["endpoint_id"] = number(*e, "--endpoint");
+  if (auto protocol = a.value("--protocol")) p["protocol"] = *protocol;
+  if (auto t = a.value("--timeout")) p["timeout_ms"] = duration_ms(*t, "--timeout");
+  if (auto r = a.value("--retry")) p["retry"] = {{"max_attempts", number(*r, "--retry")}};
+  if (a.has("--wait")) {
+    p["wait"] = true;
+    if (!o.timeout_s) o.timeout_s = 0;
   }
-  if (cmd == "status") {
-    need(a, 0, "status");
-    return show(call(o, "status", json::object()), [](const json& r) {
-      printf("connmgrd %s, node %s, up %llds\n", text(r["version"]).c_str(), text(r["node_id"]).c_str(),
-             r["uptime_s"].get<long long>());
-      printf("database  %s\nsocket    %s\nprotocols %s\n", text(r["database"]).c_str(),
-             text(r["socket"]).c_str(), r["connectors"].dump().c_str());
-      const json& c = r["counts"];
-      printf("nodes %s, endpoints %s, links %s active / %s pending, clients %s\n", text(c["nodes"]).c_str(),
-             text(c["endpoints"]).c_str(), text(c["active"]).c_str(), text(c["pending"]).c_str(),
-             text(c["clients"]).c_str());
-    });
-  }
-  if (cmd == "nodes") {
-    json p = json::object();
-    if (auto l = take_option(a, "--limit")) p["limit"] = number(*l, "--limit");
-    if (auto af = take_option(a, "--after")) p["after"] = *af;
-    need(a, 0, "nodes [--limit N] [--after ID]");
-    return show(call(o, "nodes.list", p), [](const json& r) {
-      std::vector<std::vector<std::string>> rows;
-      for (const auto& n : r["nodes"])
-        rows.push_back({text(n["id"]), text(n["name"]), n["connected"].get<bool>() ? paint("up", "32") : "-",
-                        human_time(n["created_at"])});
-      print_table({"ID", "NAME", "LINK", "CREATED"}, rows);
-      if (!r["next"].is_null()) printf("more: connmgrctl nodes --after %s\n", text(r["next"]).c_str());
-    });
-  }
-  if (cmd == "node") {
-    need(a, 1, "node ID");
-    return show(call(o, "nodes.get", {{"node_id", a[0]}}), [](const json& n) {
-      printf("%s  %s  %s\n", text(n["id"]).c_str(), text(n["name"]).c_str(),
-             n["connected"].get<bool>() ? "linked" : "not linked");
-      print_endpoints(n["endpoints"]);
-    });
-  }
-  if (cmd == "endpoints") {
-    json p = json::object();
-    if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
-    need(a, 1, "endpoints NODE [--protocol P]");
-    p["node_id"] = a[0];
-    return show(call(o, "endpoints.list", p), [](const json& r) { print_endpoints(r["endpoints"]); });
-  }
-  if (cmd == "add-node") {
-    json p = json::object();
-    if (auto n = take_option(a, "--name")) p["name"] = *n;
-    json eps = json::array();
-    while (auto e = take_option(a, "--endpoint")) eps.push_back(parse_endpoint(*e));
-    need(a, 1, "add-node ID [--name NAME] [--endpoint PROTO://HOST:PORT ...]");
-    p["id"] = a[0];
-    if (!eps.empty()) p["endpoints"] = eps;
-    return show(call(o, "nodes.add", p), [](const json& n) {
-      printf("added node %s\n", text(n["id"]).c_str());
-      if (!n["endpoints"].empty()) print_endpoints(n["endpoints"]);
-    });
-  }
-  if (cmd == "remove-node") {
-    need(a, 1, "remove-node ID");
-    return show(call(o, "nodes.remove", {{"node_id", a[0]}}),
-                [](const json& r) { printf("removed node %s\n", text(r["node_id"]).c_str()); });
-  }
-  if (cmd == "add-endpoint") {
-    json p = json::object();
-    if (auto s = take_option(a, "--server-name")) p["server_name"] = *s;
-    if (auto s = take_option(a, "--alpn")) p["alpn"] = *s;
-    if (auto s = take_option(a, "--pin")) p["pin_sha256"] = *s;
-    need(a, 4, "add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]");
-    p["node_id"] = a[0];
-    p["protocol"] = a[1];
-    p["address"] = a[2];
-    p["port"] = number(a[3], "PORT");
-    return show(call(o, "endpoints.add", p),
-                [](const json& e) { printf("added endpoint %s\n", text(e["id"]).c_str()); });
-  }
-  if (cmd == "remove-endpoint") {
-    need(a, 1, "remove-endpoint ENDPOINT_ID");
-    return show(call(o, "endpoints.remove", {{"endpoint_id", number(a[0], "ENDPOINT_ID")}}),
-                [](const json& r) { printf("removed endpoint %s\n", text(r["endpoint_id"]).c_str()); });
-  }
-  if (cmd == "connect") {
-    json p = json::object();
-    if (auto e = take_option(a, "--endpoint")) p["endpoint_id"] = number(*e, "--endpoint");
-    if (auto pr = take_option(a, "--protocol")) p["protocol"] = *pr;
-    if (auto t = take_option(a, "--timeout")) p["timeout_ms"] = duration_ms(*t, "--timeout");
-    if (auto r = take_option(a, "--retry")) p["retry"] = {{"max_attempts", number(*r, "--retry")}};
-    if (take_flag(a, "--wait")) {
-      p["wait"] = true;
-      if (!o.timeout_s) o.timeout_s = 0;  // no limit: the daemon answers when attempts are spent
+  if (a.has("--reconnect")) p["reconnect"] = true;
+  if (p.contains("endpoint_id") == !a.positional.empty()) usage_error(a.usage);
+  if (!a.positional.empty()) p["node_id"] = a.positional[0];
+  return p;
+}
+
+// connect --wait for people: each attempt as it happens, on stderr ("attempt
+// 2/5 via endpoint 3 (tcp) failed: refused", "next try in 2s").
+json connect_showing_attempts(const Options& o, const json& p) {
+  // Without --retry a connect makes one attempt.
+  AttemptProgress progress(p, p.contains("retry") ? p["retry"]["max_attempts"].get<long long>() : 1);
+  const json types{{"types", {"connecting", "connect_failed", "retry_scheduled"}}};
+  return call(o, "connect", p, &types, [&](const json& e) { progress.show(e); });
+}
+
+int verb_connect(Options& o, const Arguments& a) {
+  const json p = connect_params(o, a);
+  const json result =
+      p.value("wait", false) && !o.json_output ? connect_showing_attempts(o, p) : call(o, "connect", p);
+  return show(o, result, [](const json& l) {
+    printf("%s %s via %s %s:%s (%s attempt%s)\n", text(l["node_id"]).c_str(),
+           l["reused"].get<bool>() ? "already linked" : "linked", text(l["protocol"]).c_str(),
+           text(l["address"]).c_str(), text(l["port"]).c_str(), text(l["attempts"]).c_str(),
+           l["attempts"] == 1 ? "" : "s");
+  });
+}
+
+int verb_disconnect(Options& o, const Arguments& a) {
+  return show(o, call(o, "disconnect", {{"node_id", a.positional[0]}}), [](const json& r) {
+    printf("%s: %s\n", text(r["node_id"]).c_str(),
+           r["was_connected"].get<bool>()        ? "disconnected"
+           : r["cancelled_attempts"].get<bool>() ? "attempts cancelled"
+                                                 : "was not linked");
+  });
+}
+
+int verb_links(Options& o, const Arguments& a) {
+  return show(o, call(o, "connections.list", {{"include_pending", a.has("--all")}}),
+              [](const json& r) { print_links(r["connections"]); });
+}
+
+// `watch` as a stream: one line per event (one JSON object with --json) until
+// the daemon stops.
+int stream_events(const Options& o, const json& subscribe_params) {
+  Connection c(o.socket, 0);
+  c.send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "events.subscribe"}, {"params", subscribe_params}});
+  for (;;) {
+    auto msg = c.receive();
+    if (!msg) return 0;  // the daemon stopped
+    if (msg->contains("error")) {
+      fprintf(stderr, "connmgrctl: %s\n", (*msg)["error"].value("message", "error").c_str());
+      return kExitError;
     }
-    if (take_flag(a, "--reconnect")) p["reconnect"] = true;
-    if (!p.contains("endpoint_id")) {
-      need(a, 1, "connect NODE | --endpoint ID [...]");
-      p["node_id"] = a[0];
+    if (msg->value("method", "") != "event") continue;
+    if (o.json_output) {
+      printf("%s\n", (*msg)["params"].dump().c_str());
+      fflush(stdout);
     } else {
-      need(a, 0, "connect --endpoint ID [...]");
+      print_event((*msg)["params"]);
     }
-    json result;
-    if (p.value("wait", false) && !o.json_output) {
-      // Each attempt as it happens, on stderr: "attempt 2/5 via endpoint 3
-      // (tcp): refused" and "next try in 2s".
-      // Without --retry a connect makes one attempt (API.md: no retry object).
-      AttemptProgress progress(p, p.contains("retry") ? p["retry"]["max_attempts"].get<long long>() : 1);
-      const json types{{"types", {"connecting", "connect_failed", "retry_scheduled"}}};
-      result = call(o, "connect", p, &types, [&](const json& e) { progress.show(e); });
+  }
+}
+
+int verb_watch(Options& o, const Arguments& a) {
+  json p = json::object();
+  if (!a.positional.empty()) p["types"] = a.positional;
+  if (!a.has("--plain") && !o.json_output && isatty(STDOUT_FILENO)) return live_view(o, p);
+  return stream_events(o, p);
+}
+
+int verb_call(Options& o, const Arguments& a) {
+  json params = json::object();
+  if (a.positional.size() == 2) {
+    params = json::parse(a.positional[1], nullptr, false);
+    if (params.is_discarded()) usage_error("JSON-PARAMS is not valid JSON");
+  }
+  printf("%s\n", call(o, a.positional[0], params).dump(o.json_output ? -1 : 2).c_str());
+  return 0;
+}
+
+// --- the table ------------------------------------------------------------------------------
+
+// The commands, in the order --help lists them. Each row: the name, the
+// positional arguments (synopsis, how many, what each completes to), the
+// options, the handler and the help line; see verbs.h.
+const Verbs kVerbs = {
+    {.name = "status", .handler = verb_status, .help = "the daemon's identity, counts and configuration"},
+    {.name = "nodes",
+     .flags = {{.name = "--limit", .value = "N"}, {.name = "--after", .value = "ID", .completes = Completion::kNodeId}},
+     .handler = verb_nodes, .help = "list nodes"},
+    {.name = "node", .args = "ID", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_node, .help = "one node with its endpoints"},
+    {.name = "endpoints", .args = "NODE", .min_args = 1, .max_args = 1,
+     .flags = {{.name = "--protocol", .value = "P", .completes = Completion::kProtocol}},
+     .arg_completions = {Completion::kNodeId}, .handler = verb_endpoints, .help = "a node's endpoints, best first"},
+    {.name = "add-node", .args = "ID", .min_args = 1, .max_args = 1,
+     .flags = {{.name = "--name", .value = "NAME"},
+               {.name = "--endpoint", .value = "PROTO://HOST:PORT", .completes = Completion::kEndpointSpec,
+                .repeats = true}},
+     .handler = verb_add_node, .help = "add a node, with its endpoints"},
+    {.name = "remove-node", .args = "ID", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_remove_node, .help = "remove a node and its endpoints"},
+    {.name = "add-endpoint", .args = "NODE PROTO HOST PORT", .min_args = 4, .max_args = 4,
+     .flags = {{.name = "--server-name", .value = "S"}, {.name = "--alpn", .value = "A"},
+               {.name = "--pin", .value = "SHA256"}},
+     .arg_completions = {Completion::kNodeId, Completion::kProtocol}, .handler = verb_add_endpoint,
+     .help = "add an endpoint to a node"},
+    {.name = "remove-endpoint", .args = "ENDPOINT_ID", .min_args = 1, .max_args = 1,
+     .handler = verb_remove_endpoint, .help = "remove an endpoint"},
+    {.name = "connect", .args = "NODE | --endpoint ID", .min_args = 0, .max_args = 1,
+     .flags = {{.name = "--endpoint", .value = "ID", .in_args = true},
+               {.name = "--protocol", .value = "P", .completes = Completion::kProtocol},
+               {.name = "--timeout", .value = "DURATION"}, {.name = "--retry", .value = "N"}, {.name = "--wait"},
+               {.name = "--reconnect"}},
+     .arg_completions = {Completion::kNodeId}, .handler = verb_connect,
+     .help = "link a node (DURATION: 5s, 500ms, 1m)"},
+    {.name = "disconnect", .args = "NODE", .min_args = 1, .max_args = 1, .arg_completions = {Completion::kNodeId},
+     .handler = verb_disconnect, .help = "close a node's link, cancel its attempts"},
+    {.name = "links", .flags = {{.name = "--all"}}, .handler = verb_links,
+     .help = "established links (--all: also pending)"},
+    {.name = "watch", .args = "[TYPE ...]", .max_args = kUnlimited, .flags = {{.name = "--plain"}},
+     .arg_completions = {Completion::kEventType}, .handler = verb_watch,
+     .help = "events as they happen; on a terminal a live view of the links over the latest events (Ctrl-C ends)"},
+    {.name = "call", .args = "METHOD [JSON-PARAMS]", .min_args = 1, .max_args = 2,
+     .arg_completions = {Completion::kMethod}, .handler = verb_call, .help = "any method, raw", .raw = true},
+    {.name = "help", .max_args = kUnlimited, .handler = verb_help, .help = "this text", .raw = true},
+};
+
+// The options before the command; --json also after it (but among call's raw
+// arguments). --help and --version have no line in --help's Options.
+const std::vector<Flag> kGlobalOptions = {
+    {.name = "--socket", .value = "PATH", .completes = Completion::kFile, .help = "the daemon's socket (see below)"},
+    {.name = "--json", .help = "print the result as JSON (one line), for scripts", .after_command = true},
+    {.name = "--timeout", .value = "DURATION",
+     .help = "how long to wait for an answer [60s; connect --wait: no limit]"},
+    {.name = "--help"},
+    {.name = "--version"},
+};
+
+constexpr const char* kHelpNotes =
+    "Exit status: 0 success, 1 error answer (message on stderr), 2 usage error,\n"
+    "3 the daemon cannot be reached or did not answer.\n"
+    "\n"
+    "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
+    "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users (/tmp/connmgr-UID/connmgrd.sock\n"
+    "without XDG_RUNTIME_DIR), as connmgrd's own default; a user without a daemon of their\n"
+    "own gets /run/connmgr/connmgrd.sock when it exists. Colour only on a terminal, never\n"
+    "with NO_COLOR set.\n";
+
+std::string help_text() {
+  return "Usage: connmgrctl [--socket PATH] [--json] [--timeout DURATION] COMMAND [ARGS]\n\nCommands:\n" +
+         connmgr::ctl::commands_help(kVerbs) + "\nOptions:\n" + connmgr::ctl::options_help(kGlobalOptions) + "\n" +
+         kHelpNotes;
+}
+
+// --- completion ------------------------------------------------------------------------------
+
+// What `watch` and `call` complete to: the event types and the methods of
+// proto/connmgr.openrpc.json (tests/install/docs_drift_test.py compares them).
+const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
+                                              "disconnected", "node_added", "node_removed"};
+const std::vector<std::string> kMethods = {
+    "nodes.list",       "nodes.get",    "endpoints.list", "connect",          "disconnect",
+    "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",
+    "events.subscribe", "events.unsubscribe", "status"};
+const std::vector<std::string> kProtocols = {"tcp", "quic"};
+
+// The daemon's node ids, asked on the socket the command line names, within
+// 2 s; exits 1 or 3 (message on stderr) when it cannot answer.
+std::vector<std::string> node_ids(const Arguments& globals) {
+  Options o;
+  o.socket = globals.value("--socket").value_or(default_socket());
+  o.timeout_s = 2;
+  const json result = call(o, "nodes.list", {{"limit", 10000}});
+  std::vector<std::string> ids;
+  for (const auto& n : result["nodes"]) ids.push_back(text(n["id"]));
+  return ids;
+}
+
+// `connmgrctl __complete WORD...`, for connmgrctl.bash: WORDs are the command
+// line after the program name up to the word being completed (the last one).
+// Prints how bash completes it ("words", "nospace": words after which no
+// space goes, or "files") and then the words, one a line, before filtering by
+// what is typed already.
+int complete_command_line(const std::vector<std::string>& words) {
+  auto request = connmgr::ctl::complete(kVerbs, kGlobalOptions, words);
+  std::vector<std::string>& out = request.words;
+  const char* how = "words";
+  switch (request.kind) {
+    case Completion::kNone:
+    case Completion::kWords: break;
+    case Completion::kFile: how = "files"; break;
+    case Completion::kNodeId: out = node_ids(request.globals); break;
+    case Completion::kProtocol: out = kProtocols; break;
+    case Completion::kEndpointSpec:
+      how = "nospace";
+      for (const auto& p : kProtocols) out.push_back(p + "://");
+      break;
+    case Completion::kEventType: out = kEventTypes; break;
+    case Completion::kMethod: out = kMethods; break;
+  }
+  printf("%s\n", how);
+  for (const auto& w : out) printf("%s\n", w.c_str());
+  return 0;
+}
+
+// --- main -------------------------------------------------------------------------------------
+
+void set_global_option(Options& o, const std::string& name, const std::string& value) {
+  if (name == "--socket") o.socket = value;
+  else o.timeout_s = static_cast<double>(duration_ms(value, "--timeout")) / 1000;
+}
+
+// The global options before the command; returns where the command starts.
+// --help and --version print and exit.
+size_t parse_global_options(const std::vector<std::string>& args, Options& o) {
+  size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      fputs(help_text().c_str(), stdout);
+      exit(0);
+    }
+    if (a == "--version") {
+      printf("connmgrctl %s\n", CONNMGR_VERSION);
+      exit(0);
+    }
+    if (a == "--json") {
+      o.json_output = true;
+    } else if (a == "--socket" || a == "--timeout") {
+      if (i + 1 >= args.size()) usage_error(a + " needs a value");
+      set_global_option(o, a, args[++i]);
+    } else if (a.rfind("--socket=", 0) == 0 || a.rfind("--timeout=", 0) == 0) {
+      set_global_option(o, a.substr(0, a.find('=')), a.substr(a.find('=') + 1));
+    } else if (a.rfind("--", 0) == 0) {
+      usage_error("unknown option " + a);
     } else {
-      result = call(o, "connect", p);
-    }
-    return show(result, [](const json& l) {
-      printf("%s %s via %s %s:%s (%s attempt%s)\n", text(l["node_id"]).c_str(),
-             l["reused"].get<bool>() ? "already linked" : "linked", text(l["protocol"]).c_str(),
-             text(l["address"]).c_str(), text(l["port"]).c_str(), text(l["attempts"]).c_str(),
-             l["attempts"] == 1 ? "" : "s");
-    });
-  }
-  if (cmd == "disconnect") {
-    need(a, 1, "disconnect NODE");
-    return show(call(o, "disconnect", {{"node_id", a[0]}}), [](const json& r) {
-      printf("%s: %s\n", text(r["node_id"]).c_str(),
-             r["was_connected"].get<bool>()   ? "disconnected"
-             : r["cancelled_attempts"].get<bool>() ? "attempts cancelled"
-                                                   : "was not linked");
-    });
-  }
-  if (cmd == "links") {
-    const bool all = take_flag(a, "--all");
-    need(a, 0, "links [--all]");
-    return show(call(o, "connections.list", {{"include_pending", all}}),
-                [](const json& r) { print_links(r["connections"]); });
-  }
-  if (cmd == "watch") {
-    const bool plain = take_flag(a, "--plain");
-    json p = json::object();
-    if (!a.empty()) p["types"] = a;
-    if (!plain && !o.json_output && isatty(STDOUT_FILENO)) return live_view(o, p);
-    Connection c(o.socket, 0);
-    c.send(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "events.subscribe"}, {"params", p}});
-    for (;;) {
-      auto msg = c.receive();
-      if (!msg) return 0;  // the daemon stopped
-      if (msg->contains("error")) {
-        fprintf(stderr, "connmgrctl: %s\n", (*msg)["error"].value("message", "error").c_str());
-        return kExitError;
-      }
-      if (msg->value("method", "") != "event") continue;
-      if (o.json_output) {
-        printf("%s\n", (*msg)["params"].dump().c_str());
-        fflush(stdout);
-      } else {
-        print_event((*msg)["params"]);
-      }
+      break;
     }
   }
-  if (cmd == "call") {
-    if (a.empty() || a.size() > 2) usage_error("usage: connmgrctl call METHOD [JSON-PARAMS]");
-    json params = json::object();
-    if (a.size() == 2) {
-      params = json::parse(a[1], nullptr, false);
-      if (params.is_discarded()) usage_error("JSON-PARAMS is not valid JSON");
+  return i;
+}
+
+// --json after the command (`connmgrctl nodes --json`): its first occurrence.
+bool take_json_flag(std::vector<std::string>& words) {
+  for (auto it = words.begin(); it != words.end(); ++it)
+    if (*it == "--json") {
+      words.erase(it);
+      return true;
     }
-    printf("%s\n", call(o, a[0], params).dump(o.json_output ? -1 : 2).c_str());
-    return 0;
-  }
-  usage_error("unknown command '" + cmd + "'");
+  return false;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "__complete") return complete_command_line({args.begin() + 1, args.end()});
   Options o;
   o.socket = default_socket();
-  std::vector<std::string> args(argv + 1, argv + argc);
-  // Global options come before the command.
-  size_t i = 0;
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") {
-      fputs(kHelp, stdout);
-      return 0;
-    }
-    if (a == "--version") {
-      printf("connmgrctl %s\n", CONNMGR_VERSION);
-      return 0;
-    }
-    if (a == "--json") o.json_output = true;
-    else if (a == "--socket" || a == "--timeout") {
-      if (i + 1 >= args.size()) usage_error(a + " needs a value");
-      const std::string& v = args[++i];
-      if (a == "--socket") o.socket = v;
-      else o.timeout_s = static_cast<double>(duration_ms(v, "--timeout")) / 1000;
-    } else if (a.rfind("--socket=", 0) == 0) o.socket = a.substr(9);
-    else if (a.rfind("--timeout=", 0) == 0) o.timeout_s = static_cast<double>(duration_ms(a.substr(10), "--timeout")) / 1000;
-    else if (a.rfind("--", 0) == 0) usage_error("unknown option " + a);
-    else break;
-  }
-  o.args.assign(args.begin() + static_cast<long>(i), args.end());
-  // --json is also taken after the command (`connmgrctl nodes --json`), except
-  // among call's raw arguments.
-  if (!o.args.empty() && o.args[0] != "call" && take_flag(o.args, "--json")) o.json_output = true;
-  return run(o);
+  std::vector<std::string> words(args.begin() + static_cast<long>(parse_global_options(args, o)), args.end());
+  if (words.empty()) usage_error("no command");
+  const Verb* verb = connmgr::ctl::find_verb(kVerbs, words[0]);
+  if (!verb) usage_error("unknown command '" + words[0] + "'");
+  words.erase(words.begin());
+  if (!verb->raw && take_json_flag(words)) o.json_output = true;
+  return verb->handler(o, connmgr::ctl::parse_arguments(*verb, words));
 }

@@ -11,6 +11,39 @@ import unittest
 from daemon import CONNMGRCTL, PROTO_DOC, DaemonTest, Listener, closed_port, wait_for
 
 PIN = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+COMPLETION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "daemon", "ctl", "connmgrctl.bash")
+
+
+def help_rows(help_text):
+    """The Commands section of `connmgrctl --help`: name -> its lines (a row's
+    first line starts with two spaces and the name, its continuations with more)."""
+    rows, current, section = {}, None, False
+    for line in help_text.splitlines():
+        if line == "Commands:":
+            section = True
+        elif not line.strip():
+            section = False
+        elif section and re.match(r"^  \S", line):
+            current = line.split()[0]
+            rows[current] = [line]
+        elif section:
+            rows[current].append(line)
+    return rows
+
+
+def complete(*words, env=None):
+    """What bash offers for the last of `words` with connmgrctl.bash sourced."""
+    script = f". {json.dumps(COMPLETION)}\n" + r"""
+COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
+_connmgrctl connmgrctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}"
+"""
+    env = dict(env or os.environ)
+    # The completion runs `connmgrctl`: the one under test.
+    env["PATH"] = os.path.dirname(os.path.abspath(CONNMGRCTL)) + os.pathsep + env.get("PATH", "")
+    out = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash", "connmgrctl"] + list(words),
+                         capture_output=True, text=True, timeout=30, env=env, check=True)
+    return out.stdout.split()
 
 
 class CtlTest(DaemonTest):
@@ -86,6 +119,77 @@ class CtlTest(DaemonTest):
                         "remove-endpoint", "connect", "disconnect", "links", "watch", "call", "--json",
                         "--socket", "--timeout"]:
                 self.assertIn(cmd, out.stdout)
+
+    def test_help_lists_every_row_of_the_command_table(self):
+        # The table's rows as the completion gets them from connmgrctl itself.
+        table = subprocess.run([CONNMGRCTL, "__complete", ""], capture_output=True, text=True, timeout=10,
+                               check=True).stdout.split()
+        self.assertEqual(table[0], "words")
+        self.assertGreaterEqual(len(table), 15)
+        for args in (["--help"], ["help"]):
+            out = subprocess.run([CONNMGRCTL] + args, capture_output=True, text=True, timeout=10)
+            self.assertEqual(out.returncode, 0)
+            rows = help_rows(out.stdout)
+            self.assertEqual(list(rows), table[1:])
+            for name, lines in rows.items():
+                # Each row with its help line, at column 39.
+                self.assertTrue(any(len(l) > 39 and l[38] == " " and l[39] != " " for l in lines), lines)
+
+    def test_a_wrong_argument_count_or_option_names_the_commands_synopsis_and_exits_2(self):
+        usage = {
+            "status": "status",
+            "node": "node ID",
+            "nodes": "nodes [--limit N] [--after ID]",
+            "add-endpoint": "add-endpoint NODE PROTO HOST PORT [--server-name S] [--alpn A] [--pin SHA256]",
+            "connect": "connect NODE | --endpoint ID [--protocol P] [--timeout DURATION] [--retry N] [--wait] "
+                       "[--reconnect]",
+            "links": "links [--all]",
+            "call": "call METHOD [JSON-PARAMS]",
+        }
+        cases = [
+            (("status", "extra"), "status", None),
+            (("node",), "node", None),
+            (("node", "a", "b"), "node", None),
+            (("add-endpoint", "n1", "tcp"), "add-endpoint", None),
+            (("connect",), "connect", None),
+            (("connect", "n1", "--endpoint", "3"), "connect", None),
+            (("call",), "call", None),
+            (("call", "status", "{}", "more"), "call", None),
+            (("nodes", "--bogus"), "nodes", "unknown option --bogus for nodes"),
+            (("links", "--all", "--all"), "links", "--all given twice"),
+            (("links", "--all=yes"), "links", "--all takes no value"),
+        ]
+        help_text = self.ctl("--help", check=0).stdout
+        for args, cmd, what in cases:
+            with self.subTest(args=args):
+                out = self.ctl(*args, check=2)
+                self.assertEqual(out.stdout, "")
+                self.assertIn("usage: connmgrctl " + usage[cmd] + " (see connmgrctl --help)", out.stderr)
+                if what:
+                    self.assertIn(what, out.stderr)
+        for cmd in ("status", "node", "nodes", "add-endpoint", "links", "call"):
+            self.assertRegex(help_text, r"\n  " + re.escape(usage[cmd]) + r"[ \n]")  # as --help's row
+        self.assertIn("unknown command 'frobnicate'", self.ctl("frobnicate", check=2).stderr)
+        self.assertEqual(self.d.result("nodes.list")["nodes"], [])  # none of these reached the daemon
+
+    def test_completion_offers_the_tables_commands_and_a_commands_options(self):
+        rows = help_rows(self.ctl("--help", check=0).stdout)
+        self.assertEqual(complete(""), list(rows))
+        self.assertEqual(complete("add-"), ["add-node", "add-endpoint"])
+        for cmd, lines in rows.items():
+            with self.subTest(command=cmd):
+                options = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", "\n".join(lines))))
+                if cmd not in ("call", "help"):  # --json after any command but these raw ones
+                    options = sorted(options + ["--json"])
+                self.assertEqual(sorted(complete(cmd, "--")), options)
+        self.assertEqual(complete("--"), ["--socket", "--json", "--timeout", "--help", "--version"])
+        # Values: node ids asked of the daemon the command line names, protocols.
+        for node in ("web1", "web2", "db1"):
+            self.ctl("add-node", node, check=0)
+        self.assertEqual(complete("--socket", self.d.sock, "connect", "web"), ["web1", "web2"])
+        self.assertEqual(complete("--socket=" + self.d.sock, "add-endpoint", ""), ["db1", "web1", "web2"])
+        self.assertEqual(complete("--socket", self.d.sock, "add-endpoint", "db1", ""), ["tcp", "quic"])
+        self.assertEqual(complete("--socket", self.d.sock, "endpoints", "db1", "--protocol", "t"), ["tcp"])
 
     def test_every_command_has_its_method_and_json_output(self):
         self.ctl_json("nodes.add", "add-node", "n1", "--name", "one")

@@ -12,8 +12,10 @@ and compared, both ways, so that none can drift:
   whether SIGHUP changes it; no key that does not exist.
 - connmgrctl(1): every command of `connmgrctl --help` with each of its
   options, the global options, the exit statuses, the environment variables.
-- daemon/ctl/connmgrctl.bash: the same commands and options, the methods and
-  event types of proto/; and it completes node ids asked of a live daemon.
+- daemon/ctl/connmgrctl.bash: it lists nothing itself but asks connmgrctl
+  (`connmgrctl __complete`, from its command table); what it offers is
+  compared with `connmgrctl --help` (commands, options) and proto/ (methods,
+  event types), and it completes node ids asked of a live daemon.
 
 Environment (tests/install/meson.build): CONNMGRD, CONNMGRCTL, SAMPLE_CONF,
 MAN_DIR (the .scd sources), COMPLETION, PROTO.
@@ -274,8 +276,9 @@ class ManPages(unittest.TestCase):
 
 # --- the bash completion ------------------------------------------------------------------
 
-def completion_probe(script, env=None):
-    """Runs bash with the completion sourced and `script` after it."""
+def completion_probe(script, env):
+    """Runs bash with the completion sourced and `script` after it; `t WORD...`
+    prints what completing the last word offers."""
     src = f". {json.dumps(ENV['COMPLETION'])}\n" + r"""
 t() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}
       COMPREPLY=(); _connmgrctl connmgrctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
@@ -285,30 +288,53 @@ t() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMP_LINE="$*"; 
                           text=True, timeout=30, env=env).stdout.splitlines()
 
 
+def env_with_connmgrctl_in_path(tmp):
+    """The environment, with the connmgrctl under test first in PATH (the
+    completion runs `connmgrctl`) and no systemd variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "JOURNAL_STREAM")}
+    bindir = os.path.join(tmp, "bin")
+    os.mkdir(bindir)
+    os.symlink(os.path.abspath(ENV["CONNMGRCTL"]), os.path.join(bindir, "connmgrctl"))
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
 class Completion(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.chelp = CtlHelp(run(ENV["CONNMGRCTL"], "--help"))
         with open(ENV["PROTO"], encoding="utf-8") as f:
             cls.proto = json.load(f)
-        cmds = sorted(cls.chelp.commands)
-        lines = completion_probe(
-            'echo "$_connmgrctl_commands"; echo "$_connmgrctl_global_options"; '
-            'echo "$_connmgrctl_methods"; echo "$_connmgrctl_event_types"; '
-            + " ".join(f'_connmgrctl_command_options {c};' for c in cmds))
+        cls.tmp = tempfile.mkdtemp(prefix="connmgr-completion-")
+        cls.env = env_with_connmgrctl_in_path(cls.tmp)
+        cmds = list(cls.chelp.commands)
+        lines = completion_probe("t connmgrctl ''; t connmgrctl --; t connmgrctl call ''; t connmgrctl watch ''; "
+                                 + " ".join(f"t connmgrctl {c} --;" for c in cmds), cls.env)
         cls.commands, cls.global_options, cls.methods, cls.event_types = (l.split() for l in lines[:4])
         cls.command_options = {c: lines[4 + i].split() for i, c in enumerate(cmds)}
 
-    def test_it_knows_exactly_the_commands_of_connmgrctl_help(self):
-        self.assertEqual(sorted(self.commands), sorted(self.chelp.commands))
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_it_lists_no_command_or_option_itself(self):
+        code = "\n".join(l for l in read(ENV["COMPLETION"]).splitlines() if not l.lstrip().startswith("#"))
+        self.assertEqual(re.findall(r"(?<![\w-])--[a-z][a-z-]*", code), [], "options spelled in connmgrctl.bash")
+        for cmd in self.chelp.commands:
+            self.assertNotRegex(code, rf"(?<![\w-]){re.escape(cmd)}(?![\w-])", f"connmgrctl.bash spells {cmd}")
+
+    def test_it_offers_exactly_the_commands_of_connmgrctl_help_in_its_order(self):
+        self.assertEqual(self.commands, list(self.chelp.commands))
 
     def test_it_knows_the_options_of_each_command(self):
         for cmd, options in self.chelp.commands.items():
             with self.subTest(command=cmd):
                 got = set(self.command_options[cmd])
-                self.assertEqual(sorted(set(options) - got), [], f"{cmd}: options connmgrctl.bash lacks")
+                self.assertEqual(sorted(set(options) - got), [], f"{cmd}: options the completion lacks")
                 extra = got - set(options) - {"--json"}
                 self.assertEqual(sorted(extra), [], f"{cmd}: options connmgrctl --help does not list")
+                # --json is taken after any command but among call's raw arguments.
+                self.assertEqual("--json" in got, cmd not in ("call", "help"), cmd)
 
     def test_it_knows_the_global_options(self):
         self.assertEqual(sorted(set(self.chelp.global_options) - set(self.global_options)), [])
@@ -323,17 +349,28 @@ class Completion(unittest.TestCase):
         out = completion_probe("t connmgrctl ''; t connmgrctl dis; t connmgrctl --j; "
                                "t connmgrctl --socket /x connect --re; t connmgrctl links --a; "
                                "t connmgrctl endpoints web1 --protocol q; t connmgrctl watch node_; "
-                               "t connmgrctl call events.; t connmgrctl add-endpoint web1 t")
+                               "t connmgrctl call events.; t connmgrctl add-endpoint web1 t; "
+                               "t connmgrctl endpoints web1 --protocol=q; t connmgrctl add-node x --endpoint q; "
+                               "t connmgrctl connect --endpoint ''; t connmgrctl frobnicate ''", self.env)
         self.assertEqual(out[0].split(), self.commands)
         self.assertEqual(out[1:], ["disconnect", "--json", "--retry --reconnect", "--all", "quic",
-                                   "node_added node_removed", "events.subscribe events.unsubscribe", "tcp"])
+                                   "node_added node_removed", "events.subscribe events.unsubscribe", "tcp",
+                                   "quic", "quic://", "", ""])
+
+    def test_a_connmgrctl_that_fails_offers_nothing(self):
+        bindir = os.path.join(self.tmp, "failing")
+        os.mkdir(bindir)
+        with open(os.path.join(bindir, "connmgrctl"), "w", encoding="utf-8") as f:
+            f.write("#!/bin/sh\necho words; echo status; exit 127\n")
+        os.chmod(os.path.join(bindir, "connmgrctl"), 0o755)
+        env = dict(self.env, PATH=bindir + os.pathsep + self.env["PATH"])
+        self.assertEqual(completion_probe("t connmgrctl ''; t connmgrctl nodes --", env), ["", ""])
 
     def test_it_completes_node_ids_from_a_running_daemon(self):
         tmp = tempfile.mkdtemp(prefix="connmgr-completion-")
         sock = os.path.join(tmp, "connmgrd.sock")
-        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "JOURNAL_STREAM")}
         daemon = subprocess.Popen([ENV["CONNMGRD"], "--database", os.path.join(tmp, "db"), "--socket", sock],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         try:
             deadline = time.monotonic() + 20
             while not os.path.exists(sock):
@@ -343,15 +380,12 @@ class Completion(unittest.TestCase):
                 time.sleep(0.05)
             for node in ("alpha", "alpine", "beta"):
                 run(ENV["CONNMGRCTL"], "--socket", sock, "add-node", node)
-            # The completion runs `connmgrctl`: the one under test first in PATH.
-            bindir = os.path.join(tmp, "bin")
-            os.mkdir(bindir)
-            os.symlink(os.path.abspath(ENV["CONNMGRCTL"]), os.path.join(bindir, "connmgrctl"))
-            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
             out = completion_probe(f"t connmgrctl --socket {sock} connect al; "
                                    f"t connmgrctl --socket={sock} node ''; "
-                                   f"t connmgrctl --socket {sock} add-endpoint b", env=env)
-            self.assertEqual(out, ["alpha alpine", "alpha alpine beta", "beta"])
+                                   f"t connmgrctl --socket {sock} add-endpoint b; "
+                                   f"t connmgrctl --socket {sock} nodes --after alp; "
+                                   f"t connmgrctl --socket {sock}.absent node ''", env=self.env)
+            self.assertEqual(out, ["alpha alpine", "alpha alpine beta", "beta", "alpha alpine", ""])
         finally:
             daemon.terminate()
             try:
