@@ -3,9 +3,12 @@
 
 proto/ is the one description of the API (the end-to-end tests check the
 daemon's answers against it); docs/api.md is made from it so that the two
-cannot disagree. Every method (params with types, constraints and defaults,
-the cross-param rules, the result, the errors), every schema of
-components/schemas, every error code and the event notification are written.
+cannot disagree. The transport and framing rules (x-transport), every
+method (params with types, constraints and defaults, the cross-param rules,
+the result, the errors), every schema of components/schemas, every error
+code with when it is answered (x-error-meaning) and the event notification
+are written. docs/guide.md and docs/operations.md hold the rest of the
+contract in prose (choosing endpoints, retries, configuration, systemd).
 
 Usage:
   gen_api_md.py PROTO                 print the reference on stdout
@@ -57,6 +60,7 @@ class Writer:
         self.schemas = doc.get("components", {}).get("schemas", {})
         self.errors = doc.get("components", {}).get("errors", {})
         self.error_data = doc.get("x-error-data", {})
+        self.error_meaning = doc.get("x-error-meaning", {})
         self.lines = []
 
     def out(self, line=""):
@@ -244,7 +248,9 @@ class Writer:
         self.out("     fails while this file and proto/ disagree. -->")
         self.out()
         self.out(f"API version {info['version']}, OpenRPC {self.doc['openrpc']}. "
-                 "The contract is ../shared/API.md; concepts are in [guide.md](guide.md).")
+                 "Concepts (choosing an endpoint, retries, supervised links, permissions) are in "
+                 "[guide.md](guide.md); configuration, systemd and the database in "
+                 "[operations.md](operations.md).")
         self.out()
         self.out(info.get("description", ""))
         self.out()
@@ -252,6 +258,7 @@ class Writer:
                  '`{"jsonrpc":"2.0","id":1,"method":"nodes.get","params":{"node_id":"web1"}}`; '
                  "params are by name and may be left out when none is required.")
         self.out()
+        self.transport()
         self.out("## Methods")
         self.out()
         self.out("| method | summary | changes state |")
@@ -259,6 +266,16 @@ class Writer:
         for m in self.doc["methods"]:
             self.out(f"| [{code(m['name'])}](#{anchor(m['name'])}) | {cell(m.get('summary', ''))} "
                      f"| {'yes' if m.get('x-changes-state') else 'no'} |")
+        self.out()
+
+    def transport(self):
+        rules = self.doc.get("x-transport", [])
+        if not rules:
+            return
+        self.out("## Transport and framing")
+        self.out()
+        for r in rules:
+            self.out("- " + r)
         self.out()
 
     def method(self, m):
@@ -372,7 +389,8 @@ class Writer:
         self.out("## Errors")
         self.out()
         self.out("An error answer is `{\"jsonrpc\":\"2.0\",\"id\":ID,\"error\":{code, message, data?}}`. "
-                 "Server errors carry `data` as an object (API.md §3).")
+                 "Server errors (-32001 and beyond) carry `data` as an object that names what the "
+                 "error is about. Messages are for people; scripts test `code` and `data`.")
         self.out()
         users = {}
         for m in self.doc["methods"]:
@@ -382,19 +400,22 @@ class Writer:
                 users.setdefault("PermissionDenied", [])
                 if m["name"] not in users["PermissionDenied"]:
                     users["PermissionDenied"].append(m["name"])
-        self.out("| code | name | message | data | answered by |")
+        self.out("| code | name | when | data | answered by |")
         self.out("|---|---|---|---|---|")
         for name, e in self.errors.items():
             data = "-"
             if name in self.error_data:
                 data = self.type_of(self.error_data[name])
             by = ", ".join(code(x) for x in users.get(name, [])) or "any request"
-            self.out(f"| {e['code']} | {name} | {cell(e['message'])} | {cell(data)} | {by} |")
+            when = self.error_meaning.get(name, e["message"])
+            self.out(f"| {e['code']} | {name} | {cell(when)} | {cell(data)} | {by} |")
         self.out()
         for name, e in self.errors.items():
             self.out(f"### {name}")
             self.out()
             self.out(f"Code {e['code']}, message {code(e['message'])}.")
+            if name in self.error_meaning:
+                self.out("When: " + self.error_meaning[name] + ".")
             if name in self.error_data:
                 self.out(f"`data` follows {self.type_of(self.error_data[name])}.")
             if "data" in e:

@@ -275,7 +275,8 @@ class Bench:
         self.stop_daemon(d, rpc)
 
     def add_nodes_sql(self, db, nodes):
-        """Nodes written into the database as another program would (API.md §1):
+        """Nodes written into the database as another program would (plain SQL
+        on the schema of docs/operations.md):
         nodes = [(id, [(protocol, address, port, pin), ...]), ...]."""
         c = sqlite3.connect(db, timeout=30)
         with c:

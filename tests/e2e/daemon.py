@@ -451,7 +451,7 @@ def wait_for(pred, timeout=10.0, step=0.02):
 
 
 def duration_ms(text):
-    """'1m' -> 60000, '250ms' -> 250, '10' -> 10000 (API.md §5 durations)."""
+    """'1m' -> 60000, '250ms' -> 250, '10' -> 10000 (durations as connmgrd.conf(5) spells them)."""
     units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000}
     for unit in ("ms", "s", "m", "h"):
         if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():

@@ -75,7 +75,7 @@ class ConfigurationTest(unittest.TestCase):
         try:
             cfg = d.result("status")["config"]
             self.assertEqual(cfg["max_retry_count"], "9")
-            # Durations may be spelled in any unit (API.md leaves it open): compare values.
+            # status.config may spell a duration in any unit: compare values.
             self.assertEqual(duration_ms(cfg["base_retry_interval"]), 250)
             self.assertEqual(duration_ms(cfg["max_retry_interval"]), 60000)
         finally:

@@ -1,5 +1,5 @@
 """proto/connmgr.openrpc.json on its own: an OpenRPC 1.2 document naming every
-method and error code of API.md, whose schemas are valid, whose references
+method and error code of the API (docs/api.md), whose schemas are valid, whose references
 resolve, whose examples follow its own schemas, and whose per-method params
 schema agrees with the params list. Needs no daemon."""
 import unittest
@@ -153,7 +153,7 @@ class DocumentTest(unittest.TestCase):
 
 
 class SchemaBehaviourTest(unittest.TestCase):
-    """The schemas accept what API.md allows and refuse what it does not."""
+    """The schemas accept what the API allows and refuse what it does not."""
 
     def test_param_ranges(self):
         self.assertTrue(valid("nodes.list", {"limit": 1}))

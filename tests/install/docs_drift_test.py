@@ -10,6 +10,8 @@ and compared, both ways, so that none can drift:
 - connmgrd.conf(5): every key, with its default as the generated
   connmgrd.conf writes it (for `none`-like defaults, as --help words it) and
   whether SIGHUP changes it; no key that does not exist.
+- docs/operations.md: its table of keys, likewise (the defaults as --help
+  words them; * for the keys that need a restart).
 - connmgrctl(1): every command of `connmgrctl --help` with each of its
   options, the global options, the exit statuses, the environment variables.
 - daemon/ctl/connmgrctl.bash: it lists nothing itself but asks connmgrctl
@@ -233,6 +235,19 @@ class ManPages(unittest.TestCase):
                 self.check_key_body("connmgrd.conf.5", key, keys[key][1])
         self.assertEqual(sorted(set(keys) - set(self.dhelp.keys)), [],
                          "connmgrd.conf.5 documents keys that do not exist")
+
+    def test_operations_md_has_every_key_with_its_default(self):
+        text = read(os.path.join(os.path.dirname(ENV["MAN_DIR"].rstrip("/")), "operations.md"))
+        rows = {m.group(1): (m.group(2) == "*", m.group(3).strip().strip("`"))
+                for m in re.finditer(r"^\| `([a-z_]+)`(\*?) \| ([^|]+) \|", text, re.M)}
+        self.assertEqual(sorted(rows), sorted(self.dhelp.keys),
+                         "docs/operations.md's table of keys and connmgrd --help differ")
+        for key, (restart, default) in rows.items():
+            with self.subTest(key=key):
+                self.assertEqual(restart, not self.dhelp.keys[key]["live"],
+                                 f"operations.md: {key} must be marked * exactly when it needs a restart")
+                if key not in ("database", "socket"):  # they depend on the user: "see above"
+                    self.assertEqual(default, self.dhelp.keys[key]["default"], f"operations.md: {key}")
 
     def test_connmgrctl_1_has_every_command_and_option(self):
         text = page("connmgrctl.1")
