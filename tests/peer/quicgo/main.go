@@ -303,21 +303,53 @@ func pipeStream(o *clientOptions, conn quic.Connection, c *counters) (int, error
 	if err != nil {
 		return exitUsage, fmt.Errorf("open stream: %w", err)
 	}
-	writeDone := make(chan error, 1)
-	go func() { writeDone <- sendAll(o, s, os.Stdin, &c.sent) }()
-	readErr := copyCounted(os.Stdout, s, &c.received)
-	if readErr != nil {
+	var first firstError
+	writeDone := make(chan struct{})
+	go func() {
+		if first.set(sendAll(o, s, os.Stdin, &c.sent), "stream write") {
+			s.CancelWrite(1)
+		}
+		close(writeDone)
+	}()
+	if first.set(copyCounted(os.Stdout, s, &c.received), "stream read") {
 		s.CancelWrite(1)
-		return classify(readErr), fmt.Errorf("stream read: %w", readErr)
+		return first.result()
 	}
-	if err := <-writeDone; err != nil {
-		return classify(err), fmt.Errorf("stream write: %w", err)
+	<-writeDone
+	return first.result()
+}
+
+// firstError keeps the error that happened first: a write that timed out
+// makes the server reset the stream, and the read then fails too.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error, what string) bool {
+	if err == nil {
+		return false
 	}
-	return exitOK, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = fmt.Errorf("%s: %w", what, err)
+	}
+	return true
+}
+
+func (f *firstError) result() (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		return exitOK, nil
+	}
+	return classify(f.err), f.err
 }
 
 // sendAll copies r to the stream, each write bounded by --write-timeout, then
-// half-closes the stream.
+// half-closes the stream. On an error the caller resets the stream, once it
+// has noted the error (the server answers a reset with a reset).
 func sendAll(o *clientOptions, s quic.Stream, r io.Reader, sent *int64) error {
 	buf := make([]byte, chunkSize)
 	for {
@@ -329,7 +361,6 @@ func sendAll(o *clientOptions, s quic.Stream, r io.Reader, sent *int64) error {
 			w, err := s.Write(buf[:n])
 			atomic.AddInt64(sent, int64(w))
 			if err != nil {
-				s.CancelWrite(1)
 				return err
 			}
 		}
@@ -337,7 +368,6 @@ func sendAll(o *clientOptions, s quic.Stream, r io.Reader, sent *int64) error {
 			return s.Close()
 		}
 		if rerr != nil {
-			s.CancelWrite(1)
 			return rerr
 		}
 	}
@@ -400,14 +430,22 @@ func echoCheck(o *clientOptions, conn quic.Connection, i int, c *counters) (int,
 		return exitStreamError, fmt.Errorf("open stream: %w", err)
 	}
 	want := pattern(i, o.bytes)
-	writeDone := make(chan error, 1)
-	go func() { writeDone <- sendAll(o, s, bytes.NewReader(want), &c.sent) }()
+	var first firstError
+	writeDone := make(chan struct{})
+	go func() {
+		if first.set(sendAll(o, s, bytes.NewReader(want), &c.sent), "stream write") {
+			s.CancelWrite(1)
+		}
+		close(writeDone)
+	}()
 	var got bytes.Buffer
-	if err := copyCounted(&got, s, &c.received); err != nil {
-		return classify(err), err
+	if first.set(copyCounted(&got, s, &c.received), "stream read") {
+		s.CancelWrite(1)
+		return first.result()
 	}
-	if err := <-writeDone; err != nil {
-		return classify(err), err
+	<-writeDone
+	if code, err := first.result(); err != nil {
+		return code, err
 	}
 	if !bytes.Equal(got.Bytes(), want) {
 		return exitMismatch, fmt.Errorf("echo differs: sent %d bytes, got %d back", len(want), got.Len())
