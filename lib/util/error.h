@@ -34,6 +34,7 @@ enum class ErrorCode : int {
   kUnsupportedProtocol = -32004,
   kConnectFailed = -32010,
   kCancelled = -32011,
+  kStreamRefused = -32012,
   kStorage = -32020,
   kPermissionDenied = -32030,
   kAlreadyExists = -32040,
@@ -69,6 +70,12 @@ class Error {
   }
   static Error cancelled(std::string message, std::string reason = {}) {
     return Error(ErrorCode::kCancelled, std::move(message), std::move(reason));
+  }
+  // The link is up but no stream could be opened over it. `reason`: "limit"
+  // (max_streams), "stream_limit" (the peer's credit never came), "link_lost",
+  // "refused" (the stream's own TCP dial failed).
+  static Error stream_refused(std::string message, std::string reason) {
+    return Error(ErrorCode::kStreamRefused, std::move(message), std::move(reason));
   }
   // `reason`: "locked", "read_only", "corrupt", ... (storage/store.h).
   static Error storage(std::string message, std::string reason = {}) {
