@@ -26,6 +26,8 @@ def available():
     """Why sshd cannot run here, or None when it can."""
     if not (SSHD and SSH and SSH_KEYGEN):
         return "openssh-server and openssh-client are not installed"
+    if not os.path.isdir("/run/sshd") and os.geteuid() != 0:
+        return "sshd needs its privilege-separation directory /run/sshd (made by root)"
     return None
 
 
