@@ -88,11 +88,29 @@ class MethodsTest(DaemonTest):
             ("connect", {"endpoint_id": 1, "protocol": "tcp"}, "protocol"),
             ("events.subscribe", {"types": ["exploded"]}, "types"),
             ("status", {"verbose": True}, "verbose"),
+            # An address is an IP literal or a host name; anything else is refused.
+            ("nodes.add", {"id": "x", "endpoints": [{"protocol": "tcp", "address": "no such host", "port": 1}]},
+             "endpoints[0].address"),
+            ("nodes.add", {"id": "x", "endpoints": [{"protocol": "tcp", "address": "tcp://h:1", "port": 1}]},
+             "endpoints[0].address"),
+            ("endpoints.add", {"node_id": "x", "protocol": "tcp", "address": "a.1", "port": 1}, "address"),
+            ("endpoints.add", {"node_id": "x", "protocol": "tcp", "address": "-bad.example", "port": 1}, "address"),
         ]
         for method, params, word in cases:
             with self.subTest(method=method, params=params):
                 err = self.assertError(self.d.call(method, params), -32602)
                 self.assertIn(word, err["message"])
+
+    def test_addresses_that_are_literals_or_host_names_are_stored(self):
+        endpoints = [{"protocol": "tcp", "address": a, "port": 1}
+                     for a in ("example.com.", "2001:db8::1", "10.0.0.1", "a-b.example")]
+        node = self.d.call("nodes.add", {"id": "addr-ok", "endpoints": endpoints})["result"]
+        self.assertEqual(sorted(e["address"] for e in node["endpoints"]),
+                         sorted(e["address"] for e in endpoints))
+        err = self.assertError(self.d.call("nodes.add", {"id": "addr-bad", "endpoints": [
+            {"protocol": "tcp", "address": "no such host", "port": 1}]}), -32602)
+        self.assertEqual(err["data"]["param"], "endpoints[0].address")
+        self.assertError(self.d.call("nodes.get", {"node_id": "addr-bad"}), -32001)  # nothing stored
 
     def test_invalid_params_data_names_the_param_and_unknown_methods_their_name(self):
         err = self.assertError(self.d.call("nodes.list", {"limit": 0}), -32602)
