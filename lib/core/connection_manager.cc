@@ -80,13 +80,6 @@ Event link_event(EventType type, const ConnectionManager::Link& link) {
   return ev;
 }
 
-// Error::unsupported_protocol() leaves `reason` empty, while the daemon
-// answers the protocol in the error's `data` from it: set here.
-Error unsupported_protocol(const std::string& protocol, std::optional<std::string> message = {}) {
-  const Error named = Error::unsupported_protocol(protocol);
-  return Error(named.code(), message.value_or(named.message()), protocol);
-}
-
 }  // namespace
 
 std::string_view link_state_name(LinkState state) {
@@ -170,7 +163,7 @@ void ConnectionManager::connect(const ConnectRequest& request, ConnectDone done)
     return;
   }
   if (request.protocol && !connectors_.find(*request.protocol)) {
-    answer_error(unsupported_protocol(*request.protocol));
+    answer_error(Error::unsupported_protocol(*request.protocol));
     return;
   }
   // The node and its ranked endpoints in one read: the first attempt uses
@@ -298,7 +291,7 @@ Result<Endpoint> ConnectionManager::choose_endpoint(Link& link,
   if (link.fixed_endpoint) {
     auto ep = store_.get_endpoint(*link.fixed_endpoint);
     if (!ep) return ep.error();
-    if (!connectors_.find(ep->protocol)) return unsupported_protocol(ep->protocol);
+    if (!connectors_.find(ep->protocol)) return Error::unsupported_protocol(ep->protocol);
     return ep;
   }
   if (ranked) return best_ranked(link, *ranked);  // what connect() just read
@@ -325,8 +318,8 @@ Result<Endpoint> ConnectionManager::best_ranked(Link& link, const std::vector<En
   if (best) return *best;
   const std::string node = "node '" + link.node_id + "'";
   if (!ranked.empty()) {
-    return unsupported_protocol(ranked.front().protocol,
-                                node + " has no endpoint of a supported protocol");
+    return Error::unsupported_protocol(ranked.front().protocol,
+                                       node + " has no endpoint of a supported protocol");
   }
   if (link.protocol)
     return Error::no_usable_endpoint(node + " has no " + *link.protocol + " endpoint");

@@ -61,8 +61,10 @@ class Error {
   static Error no_usable_endpoint(std::string message) {
     return Error(ErrorCode::kNoUsableEndpoint, std::move(message));
   }
-  static Error unsupported_protocol(const std::string& protocol) {
-    return Error(ErrorCode::kUnsupportedProtocol, "unsupported protocol '" + protocol + "': no connector for it");
+  // `reason` is the protocol, which the daemon's answer names in its data.
+  static Error unsupported_protocol(const std::string& protocol, std::string message = {}) {
+    if (message.empty()) message = "unsupported protocol '" + protocol + "': no connector for it";
+    return Error(ErrorCode::kUnsupportedProtocol, std::move(message), protocol);
   }
   // `reason`: one of the failure reasons of net/failure_reason.h.
   static Error connect_failed(std::string message, std::string reason) {
