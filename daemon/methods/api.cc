@@ -68,11 +68,15 @@ json details_for(const Error& e, const std::optional<std::string>& node_id,
 
 }  // namespace
 
-Api::Api(ApiContext context) : ctx_(std::move(context)), alive_(std::make_shared<bool>(true)) {}
+Api::Api(ApiContext context) : ctx_(std::move(context)) {}
 
+// Writes still being retried are cancelled with retries_ (their answers are
+// dropped); sessions that outlive the Api forget its close hooks.
 Api::~Api() {
-  *alive_ = false;
-  for (const auto& [session, sub] : subscriptions_) ctx_.events->unsubscribe(sub);
+  for (const auto& [session_id, sub] : subscriptions_) {
+    ctx_.events->unsubscribe(sub.events);
+    if (auto session = sub.session.lock()) session->forget_close_hook(sub.close_hook);
+  }
 }
 
 std::vector<rpc::Method> Api::methods() {
@@ -120,7 +124,7 @@ bool Api::connected(const std::string& node_id) const {
 }
 
 void Api::write(std::function<Status()> fn, std::function<void(Status)> done) {
-  retry_when_locked(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
+  retries_.start(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
 }
 
 void Api::publish_node_event(EventType type, const std::string& node_id) {
@@ -201,8 +205,7 @@ void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
         *added = std::move(r).value();
         return ok_status();
       },
-      [this, alive = alive_, reply, added, id = spec.id](Status st) mutable {
-        if (!*alive) return;
+      [this, reply, added, id = spec.id](Status st) mutable {
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
         publish_node_event(EventType::kNodeAdded, id);
         reply.result(to_json(**added, false));
@@ -218,9 +221,8 @@ void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
   // A removed node has no link left: nodes.remove disconnects it first.
   ctx_.manager->disconnect_node(node_id);
   write([this, node_id] { return ctx_.store->remove_node(node_id); },
-        [this, alive = alive_, reply, node_id](Status st) mutable {
-          if (!*alive) return;
-          if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
+        [this, reply, node_id](Status st) mutable {
+            if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
           publish_node_event(EventType::kNodeRemoved, node_id);
           reply.result(json{{"node_id", node_id}, {"removed", true}});
         });
@@ -253,8 +255,7 @@ void Api::endpoints_add(const Params& params, const Ctx&, Reply reply) {
         *added = std::move(r).value();
         return ok_status();
       },
-      [this, alive = alive_, reply, added, node_id](Status st) mutable {
-        if (!*alive) return;
+      [this, reply, added, node_id](Status st) mutable {
         if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
         reply.result(to_json(**added));
       });
@@ -265,9 +266,8 @@ void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
   const auto endpoint_id = p.req_int("endpoint_id", 1, INT64_MAX);
   if (!p.finish()) return reply.error(p.error());
   write([this, endpoint_id] { return ctx_.store->remove_endpoint(endpoint_id); },
-        [this, alive = alive_, reply, endpoint_id](Status st) mutable {
-          if (!*alive) return;
-          if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
+        [this, reply, endpoint_id](Status st) mutable {
+            if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
             reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
         });
 }
@@ -356,20 +356,22 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
   if (!ctx.session) return reply.error(to_rpc_error(Error::internal("no session to deliver events to")));
 
   const uint64_t sid = ctx.session->id();
-  const bool first = subscriptions_.count(sid) == 0;
-  unsubscribe(sid);
   std::weak_ptr<rpc::Session> weak = ctx.session;
+  auto [it, first] = subscriptions_.try_emplace(sid);
+  Subscription& sub = it->second;
+  if (first) {
+    sub.session = weak;
+    // Forgotten by unsubscribe() and by ~Api: never called on a gone Api.
+    sub.close_hook = ctx.session->on_close([this, sid] { unsubscribe(sid); });
+  } else {
+    ctx_.events->unsubscribe(sub.events);  // the new types replace the old
+  }
   // The bus filters by type (and so knows when no one wants an event).
-  subscriptions_[sid] = ctx_.events->subscribe(
+  sub.events = ctx_.events->subscribe(
       [weak](const Event& e) {
         if (auto s = weak.lock()) s->notify(event_notification(e));
       },
       mask);
-  if (first) {
-    ctx.session->on_close([this, alive = alive_, sid] {
-      if (*alive) unsubscribe(sid);
-    });
-  }
   reply.result(json{{"subscribed", true}});
 }
 
@@ -383,7 +385,8 @@ void Api::events_unsubscribe(const Params& params, const Ctx& ctx, Reply reply) 
 void Api::unsubscribe(uint64_t session_id) {
   auto it = subscriptions_.find(session_id);
   if (it == subscriptions_.end()) return;
-  ctx_.events->unsubscribe(it->second);
+  ctx_.events->unsubscribe(it->second.events);
+  if (auto session = it->second.session.lock()) session->forget_close_hook(it->second.close_hook);
   subscriptions_.erase(it);
 }
 

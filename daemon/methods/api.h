@@ -87,12 +87,17 @@ class Api {
   void publish_node_event(EventType type, const std::string& node_id);
 
   ApiContext ctx_;
-  std::map<uint64_t, EventBus::SubscriptionId> subscriptions_;
-  // Live flag captured by callbacks that may run after the Api is gone: a
-  // session's close hook (rpc::Session has no way to take one back, and a
-  // session may close after the daemon has destroyed the Api) and a write
-  // retry's `done`. It holds no handle; nothing else is kept alive by it.
-  std::shared_ptr<bool> alive_;
+  // Per subscribed session: its bus subscription and the close hook that
+  // ends it (forgotten when the subscription or the Api ends first).
+  struct Subscription {
+    EventBus::SubscriptionId events{};
+    std::weak_ptr<rpc::Session> session;
+    rpc::Session::CloseHookId close_hook = 0;
+  };
+  std::map<uint64_t, Subscription> subscriptions_;
+  // Store writes being retried while another process holds the lock; those
+  // still running when the Api goes are cancelled with it (no late answer).
+  WriteRetries retries_;
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;
   std::string status_scratch_;  // the last result written, kept for its capacity

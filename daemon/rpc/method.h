@@ -44,10 +44,14 @@ class Session {
   // Dropped silently once the client has gone.
   virtual void notify(const json& notification) = 0;
   virtual bool closed() const = 0;
-  // Called once, on the loop, when the client goes away (e.g. to unsubscribe
-  // from events), also when the server closes it at shutdown. Not called
-  // when registered after the session has closed (check closed()).
-  virtual void on_close(std::function<void()> hook) = 0;
+  // `hook` is called once, on the loop, when the client goes away (e.g. to
+  // unsubscribe from events), also when the server closes it at shutdown.
+  // Not called when registered after the session has closed (check
+  // closed()), nor after forget_close_hook() with the id returned here: an
+  // owner that may go first (the Api) forgets its hooks when it goes.
+  using CloseHookId = uint64_t;
+  virtual CloseHookId on_close(std::function<void()> hook) = 0;
+  virtual void forget_close_hook(CloseHookId id) = 0;
 };
 
 // A JSON-RPC error: its code (one of ErrorCode's, docs/api.md "Errors"),

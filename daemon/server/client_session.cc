@@ -103,7 +103,7 @@ void ClientSession::set_state(State next) {
     case State::kClosed: {
       auto hooks = std::move(close_hooks_);
       close_hooks_.clear();
-      for (auto& h : hooks) h();
+      for (auto& [id, hook] : hooks) hook();
       release_handles();
       // The server drops its reference here: whoever called in (a libuv
       // callback, the dispatcher's answer, the server) holds one.

@@ -79,7 +79,13 @@ class ClientSession final : public rpc::Session,
   const rpc::PeerCredentials& credentials() const override { return creds_; }
   void notify(const rpc::json& notification) override;
   bool closed() const override { return state_ == State::kClosed; }
-  void on_close(std::function<void()> hook) override { close_hooks_.push_back(std::move(hook)); }
+  CloseHookId on_close(std::function<void()> hook) override {
+    close_hooks_.emplace_back(++last_close_hook_, std::move(hook));
+    return last_close_hook_;
+  }
+  void forget_close_hook(CloseHookId id) override {
+    std::erase_if(close_hooks_, [id](const auto& entry) { return entry.first == id; });
+  }
 
  private:
   enum class State { kReading, kBacklogged, kDraining, kFinishing, kClosed };
@@ -139,7 +145,8 @@ class ClientSession final : public rpc::Session,
   std::string out_;         // lines waiting for the next write
   bool corked_ = false;     // dispatching a read chunk: hold writes
   size_t owed_ = 0;         // requests read but not yet answered
-  std::vector<std::function<void()>> close_hooks_;
+  std::vector<std::pair<CloseHookId, std::function<void()>>> close_hooks_;
+  CloseHookId last_close_hook_ = 0;
 };
 
 }  // namespace connmgr::server

@@ -11,7 +11,7 @@
 // busy timeout near zero. Reads work under a foreign write lock (WAL). A write
 // that meets SQLITE_BUSY either fails at once with ErrorCode::kStorage and
 // reason "locked" (the add/remove calls: callers may retry them, see
-// retry_when_locked in storage/write_retry.h), or, for statistics, stays
+// WriteRetries in storage/write_retry.h), or, for statistics, stays
 // queued and is retried from the timer: an acknowledged record_* call is never
 // lost while the process lives, and close() keeps trying for a bounded time.
 #pragma once

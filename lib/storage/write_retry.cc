@@ -101,12 +101,4 @@ void WriteRetries::remove(Id id) {
   retries_.remove_if([id](const Entry& entry) { return entry.id == id; });
 }
 
-void retry_when_locked(uv_loop_t* loop, std::chrono::milliseconds limit, std::function<Status()> write,
-                       std::function<void(Status)> done) {
-  // One set per thread, and so per loop in practice; its retries end
-  // before their loop does (their timers keep the loop running).
-  thread_local WriteRetries retries;
-  retries.start(loop, limit, std::move(write), std::move(done));
-}
-
 }  // namespace connmgr

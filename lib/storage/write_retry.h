@@ -91,10 +91,4 @@ class WriteRetries {
   Id next_id_ = 1;
 };
 
-// Former interface, kept until daemon/methods/api.cc owns a WriteRetries:
-// the retry goes into a set of this thread's (the loop's thread), which
-// owns it until it ends.
-void retry_when_locked(uv_loop_t* loop, std::chrono::milliseconds limit, std::function<Status()> write,
-                       std::function<void(Status)> done);
-
 }  // namespace connmgr

@@ -46,7 +46,8 @@ class RootSession final : public rpc::Session {
     rpc::append_json(line, n);  // as ClientSession writes notifications
   }
   bool closed() const override { return false; }
-  void on_close(std::function<void()> hook) override { (void)hook; }
+  CloseHookId on_close(std::function<void()>) override { return 1; }
+  void forget_close_hook(CloseHookId) override {}
 
  private:
   rpc::PeerCredentials creds_;

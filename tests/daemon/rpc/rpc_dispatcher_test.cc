@@ -27,7 +27,8 @@ class TestSession final : public Session {
   const PeerCredentials& credentials() const override { return creds_; }
   void notify(const json& n) override { notes.push_back(n); }
   bool closed() const override { return false; }
-  void on_close(std::function<void()>) override {}
+  CloseHookId on_close(std::function<void()>) override { return 1; }
+  void forget_close_hook(CloseHookId) override {}
   std::vector<json> notes;
 
  private:

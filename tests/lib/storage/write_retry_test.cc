@@ -1,4 +1,4 @@
-// WriteRetry, WriteRetries and retry_when_locked against a real foreign write
+// WriteRetry and WriteRetries against a real foreign write
 // lock (a second connection holding BEGIN EXCLUSIVE).
 #include "storage_fixture.h"
 
@@ -7,14 +7,14 @@ using namespace connmgr::storage_test;
 
 // --- write retries ------------------------------------------------------------
 
-// retry_when_locked: the same, its retry owned by a set of the thread's.
 TEST_CASE_METHOD(Fixture, "a write that meets a lock is retried until the lock is gone") {
   open();
+  WriteRetries retries;
   Other locker(db_path());
   REQUIRE(locker.exec("BEGIN EXCLUSIVE") == SQLITE_OK);
   int tries = 0;
   std::optional<Status> result;
-  retry_when_locked(
+  retries.start(
       &loop, 5s,
       [&] {
         ++tries;
