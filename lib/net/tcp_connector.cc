@@ -13,17 +13,31 @@
 #include "net/failure_reason.h"
 #include "net/resolver.h"
 #include "net/socket_address.h"
+#include "net/tcp_stream.h"
 #include "util/uv_handle.h"
 
 namespace connmgr {
 
 class TcpDial;
 
+// What a dial hands over: the connected socket and the IP that answered.
+struct TcpConnected {
+  UvHandle<uv_tcp_t> socket;
+  std::string ip;
+};
+using TcpDialDone = std::function<void(Result<TcpConnected>)>;
+
 // The dials of one connector still under way, which it owns: a dial leaves
 // (and is destroyed) when it ends, and destroying the connector destroys
-// those left. Shared with the dials' handles only as a weak_ptr, so that a
-// handle cancelled after the connector went does nothing.
-struct TcpConnector::Dials {
+// those left. Links share it too, to dial their streams' connections (a
+// TCP stream is a connection of its own); dial handles hold it only as a
+// weak_ptr, so that a handle cancelled after the dials went does nothing.
+struct TcpConnector::Dials : std::enable_shared_from_this<TcpConnector::Dials> {
+  Dials(uv_loop_t* l, TcpOptions o) : loop(l), options(o) {}
+  DialHandle start(const DialRequest& request, TcpDialDone done);
+
+  uv_loop_t* loop;
+  TcpOptions options;
   std::unordered_map<uint64_t, std::unique_ptr<TcpDial>> under_way;
   uint64_t next_id = 1;
 };
@@ -36,12 +50,15 @@ const std::string kTcp = "tcp";
 
 // The link's socket is a UvHandle<uv_tcp_t>: one pointer here, the handle's
 // own heap block (248 bytes) freed in its close callback, so the connection
-// may be destroyed at any time. Nothing else rides along: a held link costs
-// its handle and this object.
+// may be destroyed at any time. Nothing else rides along but a share of the
+// connector's dials (for open_stream): a held link costs its handle and this
+// object.
 class TcpConnection final : public Connection {
  public:
-  TcpConnection(UvHandle<uv_tcp_t> link, const DialRequest& req, std::string remote_ip)
+  TcpConnection(UvHandle<uv_tcp_t> link, const DialRequest& req, std::string remote_ip,
+                std::shared_ptr<TcpConnector::Dials> dials)
       : link_(std::move(link)),
+        dials_(std::move(dials)),
         node_id_(req.node_id),
         endpoint_id_(req.endpoint_id),
         remote_(std::move(remote_ip)),
@@ -84,6 +101,23 @@ class TcpConnection final : public Connection {
   // uv_close on a TCP handle close(2)s the socket: the peer reads EOF.
   void close() override { link_.close(); }
 
+  // A stream is a new connection to the address that answered for the link
+  // (a literal: the dial resolves nothing), dialled like the link was.
+  DialHandle open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done) override {
+    DialRequest req;
+    req.node_id = node_id_;
+    req.endpoint_id = endpoint_id_;
+    req.protocol = kTcp;
+    req.address = remote_;
+    req.port = port_;
+    req.timeout = timeout;
+    uv_loop_t* loop = dials_->loop;
+    return dials_->start(req, [loop, limits, done = std::move(done)](Result<TcpConnected> r) {
+      if (!r.ok()) return done(r.error());
+      done(make_tcp_stream(loop, std::move(r.value().socket), limits));
+    });
+  }
+
  private:
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
     // The bytes are never looked at: one scratch buffer per thread serves all links.
@@ -104,6 +138,7 @@ class TcpConnection final : public Connection {
   }
 
   UvHandle<uv_tcp_t> link_;
+  std::shared_ptr<TcpConnector::Dials> dials_;
   std::string node_id_;
   int64_t endpoint_id_;
   std::string remote_;
@@ -121,7 +156,7 @@ class TcpConnection final : public Connection {
 // members that close themselves.
 class TcpDial {
  public:
-  TcpDial(uv_loop_t* loop, const DialRequest& req, ConnectCallback done, const TcpOptions& options,
+  TcpDial(uv_loop_t* loop, const DialRequest& req, TcpDialDone done, const TcpOptions& options,
           TcpConnector::Dials* dials, uint64_t id)
       : loop_(loop), req_(req), done_(std::move(done)), options_(options), dials_(dials), id_(id) {
     target_ = (req_.address.find(':') != std::string::npos ? "[" + req_.address + "]" : req_.address) +
@@ -196,8 +231,8 @@ class TcpDial {
     uv_tcp_nodelay(attempt_.get(), 1);
     if (options_.keepalive.count() > 0)
       uv_tcp_keepalive(attempt_.get(), 1, static_cast<unsigned>(options_.keepalive.count()));
-    // The socket now belongs to the connection.
-    answer(std::unique_ptr<Connection>(std::make_unique<TcpConnection>(std::move(attempt_), req_, current_ip_)));
+    // The socket now belongs to the link or stream the caller makes of it.
+    answer(TcpConnected{std::move(attempt_), current_ip_});
   }
 
   void on_timeout() {
@@ -221,7 +256,7 @@ class TcpDial {
 
   // The dial leaves its connector (which destroys it: the timer, the
   // resolution and any socket still connecting close), then answers.
-  void answer(Result<std::unique_ptr<Connection>> result) {
+  void answer(Result<TcpConnected> result) {
     auto done = std::move(done_);
     TcpConnector::Dials* dials = dials_;
     dials->under_way.erase(id_);  // destroys this
@@ -230,7 +265,7 @@ class TcpDial {
 
   uv_loop_t* loop_;
   DialRequest req_;
-  ConnectCallback done_;
+  TcpDialDone done_;
   TcpOptions options_;
   TcpConnector::Dials* dials_;  // the owner
   uint64_t id_;
@@ -247,21 +282,31 @@ class TcpDial {
   int last_error_ = 0;
 };
 
+DialHandle TcpConnector::Dials::start(const DialRequest& request, TcpDialDone done) {
+  const uint64_t id = next_id++;
+  auto dial = std::make_unique<TcpDial>(loop, request, std::move(done), options, this, id);
+  TcpDial* started = dial.get();
+  under_way.emplace(id, std::move(dial));
+  started->start();
+  return DialHandle([dials = weak_from_this(), id] {
+    // A no-op once the dial has answered (it left the set) or the dials went.
+    if (auto d = dials.lock()) d->under_way.erase(id);
+  });
+}
+
 TcpConnector::TcpConnector(uv_loop_t* loop, TcpOptions options)
-    : loop_(loop), options_(options), dials_(std::make_shared<Dials>()) {}
+    : dials_(std::make_shared<Dials>(loop, options)) {}
 
 // The dials still under way go with their owner; their callbacks never run.
+// Links already made keep the (then empty) set for their streams.
 TcpConnector::~TcpConnector() { dials_->under_way.clear(); }
 
 DialHandle TcpConnector::connect(const DialRequest& request, ConnectCallback done) {
-  const uint64_t id = dials_->next_id++;
-  auto dial = std::make_unique<TcpDial>(loop_, request, std::move(done), options_, dials_.get(), id);
-  TcpDial* started = dial.get();
-  dials_->under_way.emplace(id, std::move(dial));
-  started->start();
-  return DialHandle([dials = std::weak_ptr<Dials>(dials_), id] {
-    // A no-op once the dial has answered (it left the set) or the connector went.
-    if (auto d = dials.lock()) d->under_way.erase(id);
+  // The dials own this callback (with the dial): a raw pointer, not a share.
+  return dials_->start(request, [request, dials = dials_.get(), done = std::move(done)](Result<TcpConnected> r) {
+    if (!r.ok()) return done(r.error());
+    done(std::unique_ptr<Connection>(std::make_unique<TcpConnection>(
+        std::move(r.value().socket), request, std::move(r.value().ip), dials->shared_from_this())));
   });
 }
 

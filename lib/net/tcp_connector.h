@@ -14,6 +14,11 @@
 // arrives. remote_address() is the IP literal that answered, local_address()
 // "ip:port" / "[ip]:port", rtt_ms() the kernel's smoothed RTT (TCP_INFO).
 //
+// Streams: a link's open_stream() dials a new TCP connection to the IP
+// that answered for the link and its port (no resolution), within the
+// stream's timeout and with the same socket options, and hands it over as a
+// TcpStream (net/tcp_stream.h); a failure is the dial's Error{kConnectFailed}.
+//
 // Callbacks: as Connector says: exactly once, never inside connect(), never
 // after the handle's cancel(). Ownership: owned by a ConnectorFactory.
 // Destroying the connector cancels the dials still under way (their
@@ -47,9 +52,7 @@ class TcpConnector final : public Connector {
   struct Dials;  // the dials under way, which the connector owns (tcp_connector.cc)
 
  private:
-  uv_loop_t* loop_;
-  TcpOptions options_;
-  std::shared_ptr<Dials> dials_;
+  std::shared_ptr<Dials> dials_;  // shared with the links, which dial their streams
 };
 
 }  // namespace connmgr

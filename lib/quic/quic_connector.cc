@@ -170,7 +170,7 @@ class QuicConnection final : public Connection {
  public:
   QuicConnection(std::unique_ptr<QuicSession> session, const DialRequest& req)
       : session_(std::move(session)), node_id_(req.node_id), endpoint_id_(req.endpoint_id),
-        protocol_(req.protocol), port_(req.port) {
+        protocol_(req.protocol), port_(req.port), loop_(session_->connector_.loop) {
     session_->owner_ = this;
   }
   ~QuicConnection() override {
@@ -193,6 +193,19 @@ class QuicConnection final : public Connection {
     session_.reset();
   }
 
+  // Not yet: QUIC streams land in the next commit. Answers on the next turn
+  // (never inside the call) with reason "unsupported". The timer owns itself
+  // through its callback until it fires or the handle cancels it.
+  DialHandle open_stream(std::chrono::milliseconds, StreamLimits, StreamCallback done) override {
+    auto timer = std::make_shared<Timer>(loop_);
+    timer->start(0, [timer, done = std::move(done)] {
+      done(Error::connect_failed("streams over QUIC links are not supported yet", "unsupported"));
+    });
+    return DialHandle([weak = std::weak_ptr<Timer>(timer)] {
+      if (auto t = weak.lock()) t->stop();
+    });
+  }
+
   // From the session: the link ended on its own. The session stays (closed)
   // until this connection goes: it is still on the stack here.
   void on_drop(const std::string& reason) {
@@ -209,6 +222,7 @@ class QuicConnection final : public Connection {
   int64_t endpoint_id_;
   std::string protocol_;
   int port_;
+  uv_loop_t* loop_;
   std::string empty_;
 };
 
