@@ -1,5 +1,7 @@
 #include "server/stream_splice.h"
 
+#include <poll.h>
+
 namespace connmgr::server {
 
 namespace {
@@ -59,6 +61,10 @@ void StreamSplice::read_cb(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
 void StreamSplice::on_client_read(ssize_t n, const uv_buf_t* buf) {
   if (finished_ || n == 0) return;
   if (n == UV_EOF) {
+    // A Unix socket reads EOF both when the client shut its writing side and
+    // when it closed the socket; only a close also hangs the socket up (as
+    // does our own shutdown toward it: then both ways are over anyway).
+    if (!client_shut_ && client_hung_up()) return finish(true);  // client_closed
     // Half-close: the end of the stream toward the node; the node may still send.
     client_eof_ = true;
     update_reading();
@@ -68,6 +74,13 @@ void StreamSplice::on_client_read(ssize_t n, const uv_buf_t* buf) {
   if (n < 0) return finish(true);  // the client reset or closed: client_closed
   if (!ended_) stream_->write(std::string_view(buf->base, static_cast<size_t>(n)));
   update_reading();
+}
+
+bool StreamSplice::client_hung_up() const {
+  uv_os_fd_t fd = -1;
+  if (uv_fileno(pipe_.as_handle(), &fd) != 0) return true;
+  pollfd p{fd, POLLOUT, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 // Reads the client while the stream holds at most buffer_ bytes toward the node.

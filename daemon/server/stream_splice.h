@@ -5,7 +5,8 @@
 // the client pauses while stream->buffered() is over the buffer limit and
 // resumes on the stream's on_writable. The client's half-close (EOF) becomes
 // stream->shutdown_write(); a client that closes or resets its socket (a read
-// error, or a write to it failing) resets the stream (the manager's wrapper
+// error, EOF on a socket also hung up, or a write to it failing) resets the
+// stream (the manager's wrapper
 // names that end client_closed).
 //
 // Toward the client: bytes from the node are written to the client's socket
@@ -71,6 +72,7 @@ class StreamSplice {
 
   void on_client_read(ssize_t n, const uv_buf_t* buf);
   void update_reading();
+  bool client_hung_up() const;
   // Writes `bytes` to the client; `consume` of them are the stream's, to be
   // consume()d once written.
   void write_to_client(std::string_view bytes, size_t consume);
