@@ -125,7 +125,8 @@ class ConnectionManager::ManagedStream final : public Stream {
   }
   void consume(size_t n) override { inner_->consume(n); }
   void reset() override {
-    inner_->reset();  // fires nothing
+    inner_->reset();  // fires nothing, and neither does this
+    user_ = {};
     finish(stream_reason::kClientClosed);
   }
 

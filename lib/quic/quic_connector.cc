@@ -8,12 +8,15 @@
 #include <sys/random.h>
 
 #include <cstring>
+#include <map>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "net/failure_reason.h"
 #include "net/socket_address.h"
 #include "quic/peer_identity.h"
+#include "quic/quic_stream.h"
 #include "util/uv_handle.h"
 
 namespace connmgr {
@@ -25,6 +28,9 @@ constexpr const char* kPriority =
     "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:"
     "+AES-128-CCM:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:%DISABLE_TLS13_COMPAT_MODE";
 constexpr size_t kMaxUdpPayload = 1452;
+// The application error code of every RESET_STREAM and STOP_SENDING we send
+// (connmgr speaks no application protocol of its own over streams).
+constexpr uint64_t kStreamAbortCode = 0x1;
 
 uint64_t now_ns() { return uv_hrtime(); }
 
@@ -81,7 +87,16 @@ class QuicConnection;
 // the callback that reports the end, so nothing may touch it afterwards.
 // ngtcp2's and GnuTLS's callbacks only note facts (flags); the decisions
 // are taken after ngtcp2 returns.
-class QuicSession {
+// Streams: the session registers each QuicStream it opened (quic_stream.h)
+// by stream id, hands ngtcp2's stream events to it, and writes the streams'
+// bytes round-robin into packets. Pending open_stream() calls wait in
+// `opens_` for the peer's stream credit. Flow control: the transport
+// parameters give the peer no window at all (no stream, no connection
+// credit); each stream we open grants its own window (StreamLimits::buffer)
+// on the stream and on the connection, and credit comes back only as its
+// user consumes. A window of a stream that ends is reused by the next one
+// (`spare_credit_`): QUIC cannot take credit back.
+class QuicSession final : public quic::QuicStreamHost {
  public:
   QuicSession(QuicConnector::Impl& connector, const DialRequest& req, ConnectCallback done, uint64_t id)
       : connector_(connector), req_(req), done_(std::move(done)), id_(id) {
@@ -90,12 +105,22 @@ class QuicSession {
     };
     conn_ref_.user_data = this;
   }
-  ~QuicSession() { release_quic(); }
+  ~QuicSession() override {
+    end_streams();
+    release_quic();
+  }
   QuicSession(const QuicSession&) = delete;
   QuicSession& operator=(const QuicSession&) = delete;
 
   void start();
   void close_by_owner();  // QuicConnection::close()
+  DialHandle open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done);
+  uint64_t refused_peer_streams() const { return refused_; }
+
+  // QuicStreamHost
+  void send_soon() override;
+  void return_credit(int64_t id, uint64_t n) override;
+  void release(quic::QuicStream* stream) override;
   std::optional<double> rtt_ms() const;
   bool active() const { return state_ == State::kEstablished; }
   const std::string& local() const { return local_; }
@@ -103,6 +128,21 @@ class QuicSession {
 
  private:
   enum class State { kResolving, kHandshake, kEstablished, kClosed };
+
+  // One open_stream() until it is answered: waiting for credit (no stream
+  // yet) or answered on the next turn. Its timer is the timeout, then the
+  // answer; the opens go with the session (their callbacks never run).
+  struct PendingOpen {
+    StreamLimits limits;
+    StreamCallback done;
+    Timer timer;
+    std::unique_ptr<quic::QuicStream> stream;  // opened, to hand over
+    std::optional<Error> error;                // or the refusal
+  };
+  struct PendingOpens {
+    std::map<uint64_t, std::unique_ptr<PendingOpen>> waiting;  // in call order
+    uint64_t next_key = 1;
+  };
 
   // Dial steps, one per event.
   void start_deadline();
@@ -126,6 +166,16 @@ class QuicSession {
   void establish();
   void release_tls();
   void release_quic();
+  // Stream steps.
+  bool try_open(PendingOpen* open);
+  void open_waiting();
+  void answer_soon(uint64_t key, PendingOpen* open);
+  void answer(uint64_t key);
+  void refuse_peer_streams();
+  bool write_stream_packets(uint8_t* buf, size_t len, ngtcp2_path_storage* ps, ngtcp2_tstamp ts);
+  quic::QuicStream* stream(int64_t id) const;
+  void on_stream_close(int64_t id, bool reset);
+  void end_streams();
   std::string tls_failure_reason(int rv, std::string* message);
   // Endings.
   void fail(const std::string& reason, const std::string& message);
@@ -163,6 +213,17 @@ class QuicSession {
   bool handshake_confirmed_ = false;
   bool stateless_reset_ = false;
 
+  std::map<int64_t, quic::QuicStream*> streams_;  // registered: open in ngtcp2
+  // Bytes of released streams that ngtcp2 may still read (retransmission)
+  // until it closes them: freed on stream_close or with the connection.
+  std::unordered_map<int64_t, quic::SendQueue> orphans_;
+  std::shared_ptr<PendingOpens> opens_;  // made by the first open_stream()
+  std::vector<int64_t> to_refuse_;       // peer-opened streams, reset after the read
+  uint64_t refused_ = 0;
+  uint64_t spare_credit_ = 0;  // connection credit left by ended streams
+  bool streams_credit_ = false;  // extend_max_local_streams_bidi came
+  int64_t last_sender_ = -1;     // round-robin position
+
   friend class QuicConnection;
 };
 
@@ -170,7 +231,7 @@ class QuicConnection final : public Connection {
  public:
   QuicConnection(std::unique_ptr<QuicSession> session, const DialRequest& req)
       : session_(std::move(session)), node_id_(req.node_id), endpoint_id_(req.endpoint_id),
-        protocol_(req.protocol), port_(req.port), loop_(session_->connector_.loop) {
+        protocol_(req.protocol), port_(req.port) {
     session_->owner_ = this;
   }
   ~QuicConnection() override {
@@ -186,25 +247,19 @@ class QuicConnection final : public Connection {
   std::string local_address() const override { return live() ? session_->local() : std::string(); }
   bool is_active() const override { return live() && session_->active(); }
   std::optional<double> rtt_ms() const override { return live() ? session_->rtt_ms() : std::nullopt; }
+  // The session stays (closed, small) until this connection goes, so that
+  // streams and pending opens end through it ("link_lost").
   void close() override {
-    if (!session_) return;
+    if (closed_) return;
+    closed_ = true;
     session_->owner_ = nullptr;
     if (!dropped_) session_->close_by_owner();
-    session_.reset();
   }
 
-  // Not yet: QUIC streams land in the next commit. Answers on the next turn
-  // (never inside the call) with reason "unsupported". The timer owns itself
-  // through its callback until it fires or the handle cancels it.
-  DialHandle open_stream(std::chrono::milliseconds, StreamLimits, StreamCallback done) override {
-    auto timer = std::make_shared<Timer>(loop_);
-    timer->start(0, [timer, done = std::move(done)] {
-      done(Error::connect_failed("streams over QUIC links are not supported yet", "unsupported"));
-    });
-    return DialHandle([weak = std::weak_ptr<Timer>(timer)] {
-      if (auto t = weak.lock()) t->stop();
-    });
+  DialHandle open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done) override {
+    return session_->open_stream(timeout, limits, std::move(done));
   }
+  uint64_t refused_peer_streams() const override { return session_->refused_peer_streams(); }
 
   // From the session: the link ended on its own. The session stays (closed)
   // until this connection goes: it is still on the stack here.
@@ -214,15 +269,15 @@ class QuicConnection final : public Connection {
   }
 
  private:
-  bool live() const { return session_ && !dropped_; }
+  bool live() const { return !closed_ && !dropped_; }
 
-  std::unique_ptr<QuicSession> session_;
+  std::unique_ptr<QuicSession> session_;  // for the connection's whole life
+  bool closed_ = false;
   bool dropped_ = false;
   std::string node_id_;
   int64_t endpoint_id_;
   std::string protocol_;
   int port_;
-  uv_loop_t* loop_;
   std::string empty_;
 };
 
@@ -395,6 +450,51 @@ ngtcp2_callbacks QuicSession::callbacks() {
     static_cast<QuicSession*>(self)->stateless_reset_ = true;
     return 0;
   };
+  // Streams: the stream objects only take note; nothing they do calls
+  // ngtcp2 or a user callback from here.
+  cb.extend_max_local_streams_bidi = [](ngtcp2_conn*, uint64_t, void* self) {
+    static_cast<QuicSession*>(self)->streams_credit_ = true;
+    return 0;
+  };
+  cb.stream_open = [](ngtcp2_conn* conn, int64_t id, void* self) {
+    // The transport parameters allow the peer no stream: one that opens
+    // anyway is refused after the read (ngtcp2 is not to be called here).
+    if (!ngtcp2_conn_is_local_stream(conn, id)) {
+      static_cast<QuicSession*>(self)->to_refuse_.push_back(id);
+      static_cast<QuicSession*>(self)->refused_++;
+    }
+    return 0;
+  };
+  cb.recv_stream_data = [](ngtcp2_conn* conn, uint32_t flags, int64_t id, uint64_t, const uint8_t* data,
+                           size_t n, void* self, void*) {
+    if (auto* s = static_cast<QuicSession*>(self)->stream(id))
+      s->on_data(data, n, flags & NGTCP2_STREAM_DATA_FLAG_FIN);
+    else
+      ngtcp2_conn_extend_max_offset(conn, n);  // nobody takes them: the connection's credit comes back
+    return 0;
+  };
+  cb.acked_stream_data_offset = [](ngtcp2_conn*, int64_t id, uint64_t offset, uint64_t n, void* self, void*) {
+    auto* session = static_cast<QuicSession*>(self);
+    if (auto* s = session->stream(id)) {
+      s->on_acked(offset + n);
+    } else if (auto it = session->orphans_.find(id); it != session->orphans_.end()) {
+      it->second.acked_to(offset + n);
+    }
+    return 0;
+  };
+  cb.stream_reset = [](ngtcp2_conn*, int64_t id, uint64_t, uint64_t, void* self, void*) {
+    if (auto* s = static_cast<QuicSession*>(self)->stream(id)) s->on_peer_reset();
+    return 0;
+  };
+  cb.stream_stop_sending = [](ngtcp2_conn*, int64_t id, uint64_t, void* self, void*) {
+    // ngtcp2 answers STOP_SENDING with RESET_STREAM on its own.
+    if (auto* s = static_cast<QuicSession*>(self)->stream(id)) s->on_peer_reset();
+    return 0;
+  };
+  cb.stream_close = [](ngtcp2_conn*, uint32_t flags, int64_t id, uint64_t, void* self, void*) {
+    static_cast<QuicSession*>(self)->on_stream_close(id, flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET);
+    return 0;
+  };
   return cb;
 }
 
@@ -408,17 +508,26 @@ ngtcp2_settings client_settings(std::chrono::milliseconds handshake_timeout) {
   // LAN or loopback should not wait that long.
   settings.initial_rtt = 100 * NGTCP2_MILLISECONDS;
   settings.handshake_timeout = static_cast<ngtcp2_duration>(handshake_timeout.count()) * NGTCP2_MILLISECONDS;
+  // No window auto-tuning: a stream's receive window is exactly the bytes
+  // its user may leave unconsumed (QuicStream), never more.
+  settings.max_window = 0;
+  settings.max_stream_window = 0;
   return settings;
 }
 
 ngtcp2_transport_params client_params(std::chrono::milliseconds idle_timeout) {
   ngtcp2_transport_params params;
   ngtcp2_transport_params_default(&params);
-  // connmgr opens no streams; a peer (e.g. HTTP/3) may open a few of its own.
-  params.initial_max_stream_data_bidi_local = 64 * 1024;
-  params.initial_max_stream_data_bidi_remote = 64 * 1024;
-  params.initial_max_stream_data_uni = 64 * 1024;
-  params.initial_max_data = 256 * 1024;
+  // The peer may open no bidirectional stream toward us (streams are ours
+  // to open), and gets no credit up front: each stream we open grants its
+  // own window, on the stream and on the connection (QuicSession::try_open).
+  // Three unidirectional streams stay allowed, with no credit: an HTTP/3
+  // server (gtlsserver) refuses a client that allows fewer than its three
+  // control streams. Any stream it opens is refused (refuse_peer_streams).
+  params.initial_max_stream_data_bidi_local = 0;
+  params.initial_max_stream_data_bidi_remote = 0;
+  params.initial_max_stream_data_uni = 0;
+  params.initial_max_data = 0;
   params.initial_max_streams_bidi = 0;
   params.initial_max_streams_uni = 3;
   params.max_idle_timeout = static_cast<ngtcp2_duration>(idle_timeout.count()) * NGTCP2_MILLISECONDS;
@@ -468,25 +577,77 @@ void QuicSession::start_reading() {
 
 // --- packets and timers -------------------------------------------------------
 
-// Writes what ngtcp2 has to send. False when that ended the session.
+// Writes what ngtcp2 has to send, the streams' bytes included. False when
+// that ended the session.
 bool QuicSession::write_packets() {
   if (!conn_ || state_ == State::kClosed) return false;
   uint8_t buf[kMaxUdpPayload];
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
+  const ngtcp2_tstamp ts = now_ns();
+  if (write_stream_packets(buf, sizeof buf, &ps, ts)) return true;
+  if (state_ == State::kHandshake)
+    fail(reason::kHandshake, "QUIC: cannot write a packet");
+  else
+    drop(reason::kClosed);
+  return false;
+}
+
+// The write loop of ngtcp2's examples: streams with something to send take
+// turns (round robin from the one after the last served), several STREAM
+// frames share a packet (FLAG_MORE), and a burst stops at ngtcp2's send
+// quantum, after which pacing (the expiry timer) resumes it. False on a
+// connection error.
+bool QuicSession::write_stream_packets(uint8_t* buf, size_t len, ngtcp2_path_storage* ps, ngtcp2_tstamp ts) {
+  std::vector<quic::QuicStream*> senders;
+  if (state_ == State::kEstablished) {
+    for (auto it = streams_.upper_bound(last_sender_); it != streams_.end(); ++it)
+      if (it->second->wants_to_send()) senders.push_back(it->second);
+    for (auto it = streams_.begin(); it != streams_.end() && it->first <= last_sender_; ++it)
+      if (it->second->wants_to_send()) senders.push_back(it->second);
+  }
+  const size_t max_packets = std::max<size_t>(1, ngtcp2_conn_get_send_quantum(conn_) / len);
+  size_t packets = 0, next = 0;
   ngtcp2_pkt_info pi{};
   for (;;) {
-    const ngtcp2_ssize n = ngtcp2_conn_write_pkt(conn_, &ps.path, &pi, buf, sizeof buf, now_ns());
-    if (n < 0) {
-      if (state_ == State::kHandshake)
-        fail(reason::kHandshake, std::string("QUIC: ") + ngtcp2_strerror(static_cast<int>(n)));
-      else
-        drop(reason::kClosed);
-      return false;
+    quic::QuicStream* s = next < senders.size() ? senders[next] : nullptr;
+    ngtcp2_vec vecs[8];
+    size_t nvecs = 0;
+    uint32_t flags = NGTCP2_WRITE_STREAM_FLAG_NONE;
+    int64_t id = -1;
+    if (s) {
+      id = s->transport_id();
+      nvecs = s->send_queue().unsent(vecs, 8);
+      flags = NGTCP2_WRITE_STREAM_FLAG_MORE;
+      // The FIN rides with the last bytes when they all fit in the vectors.
+      uint64_t offered = 0;
+      for (size_t i = 0; i < nvecs; ++i) offered += vecs[i].len;
+      if (s->fin_pending() && offered == s->send_queue().unsent_bytes()) flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
     }
-    if (n == 0) return true;
+    ngtcp2_ssize accepted = -1;
+    const ngtcp2_ssize n =
+        ngtcp2_conn_writev_stream(conn_, &ps->path, &pi, buf, len, &accepted, flags, id, vecs, nvecs, ts);
+    if (s && accepted >= 0) {
+      const uint64_t offered_all = s->send_queue().unsent_bytes();
+      const bool fin = (flags & NGTCP2_WRITE_STREAM_FLAG_FIN) && static_cast<uint64_t>(accepted) == offered_all;
+      s->on_sent(static_cast<uint64_t>(accepted), fin);
+      last_sender_ = id;
+      if (!s->wants_to_send()) ++next;
+    }
+    if (n == NGTCP2_ERR_WRITE_MORE) continue;  // room left in the packet for another stream
+    if (n == NGTCP2_ERR_STREAM_DATA_BLOCKED || n == NGTCP2_ERR_STREAM_SHUT_WR || n == NGTCP2_ERR_STREAM_NOT_FOUND) {
+      ++next;  // this stream waits (flow control) or cannot send; the others go on
+      continue;
+    }
+    if (n < 0) return false;
+    if (n == 0) break;  // nothing more, or congestion-limited
     send(buf, static_cast<size_t>(n));
+    if (++packets == max_packets) break;
   }
+  // Pacing only for a link's bytes: the handshake's last flight goes at once
+  // (the dial answers right after it).
+  if (state_ == State::kEstablished) ngtcp2_conn_update_pkt_tx_time(conn_, ts);
+  return true;
 }
 
 // uv_udp_try_send: synchronous, no request to outlive the session. A full
@@ -591,8 +752,19 @@ void QuicSession::on_packet_error(int rv) {
 // After packets came in: answer them, and finish the handshake when it is
 // done. Last in its callers: the session may have ended or been handed over.
 void QuicSession::after_io() {
+  if (state_ == State::kEstablished) {
+    refuse_peer_streams();
+    if (std::exchange(streams_credit_, false)) open_waiting();
+  }
   if (!write_packets()) return;
-  if (handshake_confirmed_ && tls_) release_tls();
+  if (handshake_confirmed_ && tls_) {
+    release_tls();
+    // Opens waited for confirmation (try_open): they may go now.
+    if (opens_ && !opens_->waiting.empty()) {
+      open_waiting();
+      if (!write_packets()) return;
+    }
+  }
   if (state_ == State::kHandshake && handshake_done_) return establish();
   arm_timer();
 }
@@ -687,7 +859,162 @@ void QuicSession::stop_io() {
   expiry_.close();
   deadline_.close();
   udp_.close();
+  end_streams();
   release_quic();
+  orphans_.clear();  // ngtcp2, which read them, is gone
+}
+
+// --- streams --------------------------------------------------------------------
+
+DialHandle QuicSession::open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done) {
+  if (!opens_) opens_ = std::make_shared<PendingOpens>();
+  const uint64_t key = opens_->next_key++;
+  auto owned = std::make_unique<PendingOpen>();
+  PendingOpen* open = owned.get();
+  open->limits = limits;
+  open->done = std::move(done);
+  open->timer.init(connector_.loop);
+  opens_->waiting.emplace(key, std::move(owned));
+  // Opens wait their turn: one still waiting for credit goes first.
+  bool first = true;
+  for (auto& [k, other] : opens_->waiting)
+    if (k != key && !other->stream && !other->error) first = false;
+  if (state_ != State::kEstablished) {
+    open->error = Error::stream_refused("the QUIC link to " + remote_ + " has ended", "link_lost");
+  } else if (!first || !try_open(open)) {
+    uv_update_time(connector_.loop);  // the timeout counts from now
+    const auto ms = static_cast<uint64_t>(std::max<int64_t>(1, timeout.count()));
+    open->timer.start(ms, [this, key, open, ms] {
+      open->error = Error::stream_refused("the QUIC peer " + remote_ + " allowed no new stream within " +
+                                              std::to_string(ms) + " ms (its stream limit is reached)",
+                                          "stream_limit");
+      answer(key);
+    });
+    return DialHandle([opens = std::weak_ptr<PendingOpens>(opens_), key] {
+      if (auto o = opens.lock()) o->waiting.erase(key);
+    });
+  }
+  answer_soon(key, open);
+  return DialHandle([opens = std::weak_ptr<PendingOpens>(opens_), key] {
+    if (auto o = opens.lock()) o->waiting.erase(key);
+  });
+}
+
+// Opens the QUIC stream of `open` if the peer allows one more, granting it
+// its receive window. False while the peer's stream limit is reached.
+bool QuicSession::try_open(PendingOpen* open) {
+  // Not before the handshake is confirmed: ngtcp2 0.12.1 may then leave a
+  // new stream's window (MAX_STREAM_DATA) out of the packets that carry
+  // its first bytes, and once those are acknowledged it is never sent: the
+  // peer could never answer (seen with the test peer).
+  if (!handshake_confirmed_) return false;
+  int64_t id = -1;
+  const int rv = ngtcp2_conn_open_bidi_stream(conn_, &id, nullptr);
+  if (rv == NGTCP2_ERR_STREAM_ID_BLOCKED) return false;
+  if (rv != 0) {
+    open->error = Error::internal(std::string("cannot open a QUIC stream: ") + ngtcp2_strerror(rv));
+    return true;
+  }
+  const uint64_t window = std::max<size_t>(open->limits.buffer, 1);
+  ngtcp2_conn_extend_max_stream_offset(conn_, id, window);
+  const uint64_t reused = std::min(spare_credit_, window);
+  spare_credit_ -= reused;
+  ngtcp2_conn_extend_max_offset(conn_, window - reused);
+  open->stream = std::make_unique<quic::QuicStream>(connector_.loop, this, id, open->limits);
+  streams_[id] = open->stream.get();
+  send_soon();  // the window (MAX_STREAM_DATA) tells the peer of the stream
+  return true;
+}
+
+// The peer allowed more streams: the waiting opens take them in order.
+void QuicSession::open_waiting() {
+  if (!opens_) return;
+  for (auto& [key, open] : opens_->waiting) {
+    if (open->stream || open->error) continue;  // answered already
+    if (!try_open(open.get())) return;
+    answer_soon(key, open.get());
+  }
+}
+
+void QuicSession::answer_soon(uint64_t key, PendingOpen* open) {
+  open->timer.start(0, [this, key] { answer(key); });
+}
+
+// The open leaves the set, then its callback runs: last, since it may
+// destroy the connection.
+void QuicSession::answer(uint64_t key) {
+  auto it = opens_->waiting.find(key);
+  if (it == opens_->waiting.end()) return;
+  std::unique_ptr<PendingOpen> open = std::move(it->second);
+  opens_->waiting.erase(it);
+  auto done = std::move(open->done);
+  if (open->stream)
+    done(std::unique_ptr<Stream>(std::move(open->stream)));
+  else
+    done(open->error ? *open->error : Error::internal("stream open answered without a result"));
+}
+
+// Streams the peer opened although the transport parameters allow none
+// (a peer that ignores them): RESET_STREAM + STOP_SENDING.
+void QuicSession::refuse_peer_streams() {
+  for (const int64_t id : to_refuse_) ngtcp2_conn_shutdown_stream(conn_, id, kStreamAbortCode);
+  to_refuse_.clear();
+}
+
+quic::QuicStream* QuicSession::stream(int64_t id) const {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+void QuicSession::send_soon() {
+  if (state_ == State::kEstablished && conn_) expiry_.start(0, [this] { on_expiry(); });
+}
+
+void QuicSession::return_credit(int64_t id, uint64_t n) {
+  if (!conn_ || !stream(id)) return;
+  ngtcp2_conn_extend_max_stream_offset(conn_, id, n);
+  ngtcp2_conn_extend_max_offset(conn_, n);
+}
+
+// The stream's user is done with it while ngtcp2 still has it open.
+void QuicSession::release(quic::QuicStream* s) {
+  const int64_t id = s->transport_id();
+  auto it = streams_.find(id);
+  if (it == streams_.end() || it->second != s) return;
+  streams_.erase(it);
+  if (!conn_) return;
+  // The connection credit of the bytes it held comes back; its window
+  // serves the next stream.
+  ngtcp2_conn_extend_max_offset(conn_, s->outstanding());
+  spare_credit_ += s->limit();
+  ngtcp2_conn_shutdown_stream(conn_, id, kStreamAbortCode);
+  if (!s->send_queue().empty()) orphans_.emplace(id, s->take_send_queue());
+  send_soon();
+}
+
+// From ngtcp2's stream_close: the stream is gone from ngtcp2.
+void QuicSession::on_stream_close(int64_t id, bool reset) {
+  orphans_.erase(id);
+  auto it = streams_.find(id);
+  if (it == streams_.end()) return;
+  quic::QuicStream* s = it->second;
+  streams_.erase(it);
+  ngtcp2_conn_extend_max_offset(conn_, s->outstanding());  // a counter: safe inside the callback
+  spare_credit_ += s->limit();
+  s->on_closed(reset);
+}
+
+// The link ends: waiting opens are refused ("link_lost", next turn), open
+// streams end with "link_lost".
+void QuicSession::end_streams() {
+  if (opens_) {
+    for (auto& [key, open] : opens_->waiting) {
+      open->stream.reset();  // releases it while ngtcp2 is still here
+      open->error = Error::stream_refused("the QUIC link to " + remote_ + " ended", "link_lost");
+      if (open->timer.initialized() && state_ == State::kClosed) answer_soon(key, open.get());
+    }
+  }
+  for (auto& [id, s] : std::exchange(streams_, {})) s->on_link_lost();
 }
 
 }  // namespace

@@ -10,6 +10,17 @@
 // A held link sends keepalives every options.keepalive and ends after
 // options.idle_timeout of silence (drop reason "idle_timeout"); a peer
 // CONNECTION_CLOSE or stateless reset ends it with "closed" / "reset".
+// Streams: a link's open_stream() opens a client-initiated bidirectional
+// stream on it (quic/quic_stream.h), once the handshake is confirmed and the
+// peer's stream limit allows; it waits for both until its timeout, then
+// fails with Error::stream_refused(..., "stream_limit"), or "link_lost" when
+// the link ends first. Streams share the link; each has its own receive
+// window (StreamLimits::buffer, granted on the stream and the connection),
+// refilled only as its user consumes. The peer may open no bidirectional
+// stream; unidirectional ones (an HTTP/3 server's control streams) are
+// refused with STOP_SENDING and counted (refused_peer_streams()). When the
+// link ends, open streams end with "link_lost" and pending opens are
+// refused; after the Connection's destruction pending opens never answer.
 // Owned by a ConnectorFactory; must outlive its links. Destroying it
 // cancels the dials still under way (their callbacks never run). Memory of
 // closed sockets and timers is freed by libuv close callbacks: keep running

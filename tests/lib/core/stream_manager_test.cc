@@ -101,6 +101,82 @@ class EchoListener {
   std::vector<std::unique_ptr<Peer>> peers_;
 };
 
+// A transport with streams of its own (as QUIC), faked: its links come up
+// after `dial_delay`; a stream's open is answered with `answer` on the next
+// turn, or held (as a QUIC open waiting for the peer's credit) when unset.
+struct FakeNet {
+  uv_loop_t* loop = nullptr;
+  uint64_t dial_delay_ms = 0;
+  std::optional<Error> answer;
+  std::vector<std::chrono::milliseconds> timeouts;  // what each open was given
+  std::vector<size_t> buffers;
+  int cancelled = 0;
+  Connection* last = nullptr;
+  std::vector<std::unique_ptr<Timer>> timers;  // every answer's, kept to the end
+
+  Timer& timer() {
+    timers.push_back(std::make_unique<Timer>(loop));
+    return *timers.back();
+  }
+};
+
+class FakeConnection final : public Connection {
+ public:
+  FakeConnection(FakeNet& net, const DialRequest& r)
+      : net_(net), node_(r.node_id), endpoint_(r.endpoint_id), protocol_(r.protocol), address_(r.address),
+        port_(r.port) {
+    net.last = this;
+  }
+  ~FakeConnection() override {
+    if (net_.last == this) net_.last = nullptr;
+  }
+  const std::string& node_id() const override { return node_; }
+  int64_t endpoint_id() const override { return endpoint_; }
+  const std::string& protocol() const override { return protocol_; }
+  const std::string& remote_address() const override { return address_; }
+  int remote_port() const override { return port_; }
+  std::string local_address() const override { return "127.0.0.1:1"; }
+  bool is_active() const override { return true; }
+  std::optional<double> rtt_ms() const override { return std::nullopt; }
+  void close() override {}
+  DialHandle open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done) override {
+    net_.timeouts.push_back(timeout);
+    net_.buffers.push_back(limits.buffer);
+    Timer& t = net_.timer();
+    if (net_.answer) t.start(0, [done, e = *net_.answer] { done(e); });
+    FakeNet* net = &net_;
+    return DialHandle([net, &t] {
+      ++net->cancelled;
+      t.stop();
+    });
+  }
+  void drop(const std::string& reason) { notify_drop(reason); }
+
+ private:
+  FakeNet& net_;
+  std::string node_;
+  int64_t endpoint_;
+  std::string protocol_, address_;
+  int port_;
+};
+
+class FakeConnector final : public Connector {
+ public:
+  explicit FakeConnector(FakeNet& net) : net_(net) {}
+  std::string_view name() const override { return "fake"; }
+  DialHandle connect(const DialRequest& request, ConnectCallback done) override {
+    Timer& t = net_.timer();
+    FakeNet* net = &net_;
+    t.start(net_.dial_delay_ms, [net, request, done] {
+      done(std::unique_ptr<Connection>(std::make_unique<FakeConnection>(*net, request)));
+    });
+    return DialHandle([&t] { t.stop(); });
+  }
+
+ private:
+  FakeNet& net_;
+};
+
 // What open_stream answered.
 struct Opened {
   bool inside = false;  // open_stream() is running
@@ -129,6 +205,8 @@ class Fixture {
     REQUIRE(s.ok());
     store = std::move(s).value();
     connectors.add(std::make_unique<TcpConnector>(&loop, TcpOptions{}));
+    net.loop = &loop;
+    connectors.add(std::make_unique<FakeConnector>(net));
     events.subscribe([this](const Event& e) { seen.push_back(e); });
     ConnectionConfig cfg;
     cfg.connection_timeout = 2000ms;
@@ -140,15 +218,16 @@ class Fixture {
     manager.reset();
     store->close();
     store.reset();
+    net.timers.clear();
     connmgr::test::drain_loop(&loop);
     uv_loop_close(&loop);
   }
 
-  int64_t add_node(const std::string& id, int port) {
+  int64_t add_node(const std::string& id, int port, const std::string& protocol = "tcp") {
     NodeSpec spec;
     spec.id = id;
     EndpointSpec e;
-    e.protocol = "tcp";
+    e.protocol = protocol;
     e.address = "127.0.0.1";
     e.port = port;
     spec.endpoints.push_back(e);
@@ -226,6 +305,7 @@ class Fixture {
   }
 
   uv_loop_t loop{};
+  FakeNet net;
   TempDir dir;
   std::unique_ptr<Store> store;
   ConnectorFactory connectors;
@@ -535,4 +615,66 @@ TEST_CASE_METHOD(Fixture, "destroying the manager ends the streams with shutdown
   CHECK(s2.ends == 1);
   a.reset();
   CHECK(run_until(&loop, [&] { return node.ended(1) && node.ended(2); }));
+}
+
+TEST_CASE_METHOD(Fixture, "the request's timeout covers the link's dial and the stream's open together") {
+  add_node("q1", 1, "fake");
+  net.dial_delay_ms = 300;
+  ConnectionConfig cfg = manager->config();
+  cfg.stream_buffer = 12345;
+  manager->set_config(cfg);
+  ConnectRequest req;
+  req.node_id = "q1";
+  req.timeout = 1000ms;
+  manager->open_stream(req, {}, [](Result<OpenedStream>, const ConnectFailure*) {});
+  REQUIRE(run_until(&loop, [&] { return net.timeouts.size() == 1; }));
+  // What the dial left (the loop's cached clock may fire the 300 ms dial early).
+  CHECK(net.timeouts[0] <= 780ms);
+  CHECK(net.timeouts[0] >= 200ms);
+  CHECK(net.buffers[0] == 12345);
+}
+
+TEST_CASE_METHOD(Fixture, "a transport's own refusal passes through and is no dial") {
+  const int64_t ep = add_node("q1", 1, "fake");
+  net.answer = Error::stream_refused("no credit", "stream_limit");
+  auto o = open("q1");
+  REQUIRE_FALSE(o->result.ok());
+  CHECK(o->result.error().code() == ErrorCode::kStreamRefused);
+  CHECK(o->result.error().reason() == "stream_limit");
+  CHECK_FALSE(o->failure);
+  CHECK(stats(ep) == std::make_pair<int64_t, int64_t>(1, 0));  // the link's dial only
+  CHECK(manager->active_count() == 1);
+}
+
+TEST_CASE_METHOD(Fixture, "opens under way are cancelled when the link ends") {
+  add_node("q1", 1, "fake");
+  auto held = start("q1");  // held: no credit comes
+  REQUIRE(run_until(&loop, [&] { return net.timeouts.size() == 1; }));
+  ConnectionConfig cfg = manager->config();
+  cfg.max_streams = 1;
+  manager->set_config(cfg);
+  auto over = open("q1");  // an open under way counts toward max_streams
+  REQUIRE_FALSE(over->result.ok());
+  CHECK(over->result.error().reason() == "limit");
+
+  SECTION("disconnect: kCancelled") {
+    manager->disconnect_node("q1");
+    CHECK(net.cancelled == 1);
+    REQUIRE(run_until(&loop, [&] { return held->done; }));
+    CHECK(held->result.error().code() == ErrorCode::kCancelled);
+    CHECK(held->result.error().reason() == "disconnect");
+  }
+  SECTION("a drop: link_lost") {
+    REQUIRE(net.last);
+    static_cast<FakeConnection*>(net.last)->drop("reset");
+    REQUIRE(run_until(&loop, [&] { return held->done; }));
+    CHECK(net.cancelled == 1);
+    CHECK(held->result.error().code() == ErrorCode::kStreamRefused);
+    CHECK(held->result.error().reason() == "link_lost");
+  }
+  CHECK(held->calls == 1);
+  // Nothing is left counted against max_streams.
+  net.answer = Error::stream_refused("no credit", "stream_limit");
+  auto next = open("q1");
+  CHECK(next->result.error().reason() == "stream_limit");
 }
