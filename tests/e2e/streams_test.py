@@ -13,7 +13,7 @@ import unittest
 from daemon import PROTO_DOC, Client, Daemon, DaemonTest, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peer"))
-from peers import TestPeer, pattern  # noqa: E402
+from peers import Certificate, TestPeer, pattern  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -449,6 +449,70 @@ class RefusedDialTest(DaemonTest):
             self.assertEqual(len(self.d.result("connections.list")["connections"]), 1)
         finally:
             conn.close()
+
+
+class QuicStreamsTest(DaemonTest):
+    """Streams on the node's one QUIC connection."""
+    daemon_args = ("--quic-idle-timeout=2s", "--quic-keepalive=500ms")
+
+    def setUp(self):
+        super().setUp()
+        import tempfile
+        self.tmp = tempfile.TemporaryDirectory()
+        cert = Certificate(self.tmp.name)
+        self.peer = TestPeer("--quic", "0", "--cert", cert.cert, "--key", cert.key, "--quic-streams", "echo")
+        self.d.result("nodes.add", {"id": "q1", "endpoints": [
+            {"protocol": "quic", "address": "127.0.0.1", "port": self.peer.quic_port, "pin_sha256": cert.pin}]})
+        self.events = Client(self.d.sock)
+        self.assertIn("result", self.events.call("events.subscribe", {"types": ["stream_closed"]}))
+
+    def tearDown(self):
+        self.events.close()
+        self.peer.stop()
+        self.tmp.cleanup()
+        super().tearDown()
+
+    open = StreamsTest.open
+    closed_event = StreamsTest.closed_event
+
+    def test_several_streams_at_once_on_one_link(self):
+        pipes = [self.open(node_id="q1") for _ in range(4)]
+        for p in pipes:
+            self.assertTrue(p.ok, p.answer)
+            self.assertEqual(p.answer["result"]["protocol"], "quic")
+        self.assertEqual([p.answer["result"]["link_reused"] for p in pipes], [False, True, True, True])
+        datas = [os.urandom(300000) for _ in pipes]
+        threads = []
+        for p, data in zip(pipes, datas):
+            def write(p=p, data=data):
+                p.sock.sendall(data)
+                p.sock.shutdown(socket.SHUT_WR)
+            t = threading.Thread(target=write)
+            t.start()
+            threads.append(t)
+        for p, data in zip(pipes, datas):
+            self.assertTrue(p.read_to_eof(timeout=60) == data, "echo differs")
+        for t in threads:
+            t.join(30)
+        for p in pipes:
+            e = self.closed_event(p.answer["result"]["stream_id"])
+            self.assertEqual(e["reason"], "eof")
+            p.close()
+        links = self.d.result("connections.list")["connections"]
+        self.assertEqual(len(links), 1)
+        self.assertEqual((links[0]["bytes_in"], links[0]["bytes_out"]), (4 * 300000, 4 * 300000))
+
+    def test_peer_killed_is_link_lost(self):
+        p = self.open(node_id="q1")
+        self.assertTrue(p.ok, p.answer)
+        p.sock.sendall(b"ping")
+        self.assertEqual(p.read_exactly(4), b"ping")
+        self.peer.command("vanish")
+        self.peer.proc.wait(10)
+        # The link ends at the QUIC idle timeout (or an ICMP error): the stream with it.
+        self.assertTrue(p.closed_soon(timeout=60))
+        self.assertEqual(self.closed_event(p.answer["result"]["stream_id"], timeout=10)["reason"], "link_lost")
+        p.close()
 
 
 if __name__ == "__main__":
