@@ -114,12 +114,16 @@ class StreamsTest(DaemonTest):
         return Pipe(self.d, params, first)
 
     def closed_event(self, stream_id, timeout=10.0):
+        """The stream_closed event of `stream_id` (others are kept for later calls)."""
+        seen = self.__dict__.setdefault("closed_events", {})
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while stream_id not in seen and time.monotonic() < deadline:
             e = self.events.next_event(max(0.01, deadline - time.monotonic()))
-            if e["type"] == "stream_closed" and e["stream_id"] == stream_id:
-                return e
-        raise AssertionError("no stream_closed for %d" % stream_id)
+            if e["type"] == "stream_closed":
+                seen[e["stream_id"]] = e
+        if stream_id not in seen:
+            raise AssertionError("no stream_closed for %d" % stream_id)
+        return seen.pop(stream_id)
 
 
 class EchoTest(StreamsTest):
