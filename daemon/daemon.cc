@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "connmgr_version.h"
@@ -65,6 +66,8 @@ ConnectionConfig connection_config(const config::DaemonConfig& c) {
   cc.max_retry_count = c.max_retry_count;
   cc.retry_jitter = c.retry_jitter;
   cc.max_concurrent_dials = static_cast<int>(c.max_concurrent_dials);
+  cc.stream_buffer = c.stream_buffer;
+  cc.max_streams = c.max_streams;
   return cc;
 }
 
@@ -114,6 +117,7 @@ class Daemon {
   void begin_shutdown();
   std::string summary() const;
   void log_event(const Event& e);
+  void add_stream_fields(const Event& e, Fields& f);
   void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
@@ -140,6 +144,9 @@ class Daemon {
   std::string socket_path_;
   std::optional<EventBus::SubscriptionId> log_subscription_;
   EventTypeMask log_types_ = 0;
+  // Who opened each open stream, for its closing line (the event does not
+  // say; the manager forgets the stream before it publishes the close).
+  std::map<uint64_t, StreamClient> stream_clients_;
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -186,7 +193,30 @@ void Daemon::log_event(const Event& e) {
   if (e.reason) f.emplace_back("reason", *e.reason);
   if (e.attempt) f.emplace_back("attempt", std::to_string(*e.attempt));
   if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
+  if (e.stream_id) add_stream_fields(e, f);
   log_.log(level, std::string(event_type_name(e.type)), f);
+}
+
+// A stream's line: its id, the client's uid and pid, and at its end the
+// bytes it carried.
+void Daemon::add_stream_fields(const Event& e, Fields& f) {
+  const uint64_t id = *e.stream_id;
+  f.emplace_back("stream", std::to_string(id));
+  std::optional<StreamClient> client;
+  if (e.type == EventType::kStreamOpened) {
+    for (const auto& s : manager_->list_streams())
+      if (s.stream_id == id) client = s.client;
+    if (client) stream_clients_[id] = *client;
+  } else if (auto it = stream_clients_.find(id); it != stream_clients_.end()) {
+    client = it->second;
+    stream_clients_.erase(it);
+  }
+  if (client) {
+    f.emplace_back("uid", std::to_string(client->uid));
+    f.emplace_back("pid", std::to_string(client->pid));
+  }
+  if (e.bytes_in) f.emplace_back("bytes_in", std::to_string(*e.bytes_in));
+  if (e.bytes_out) f.emplace_back("bytes_out", std::to_string(*e.bytes_out));
 }
 
 // The event types log_event writes a line for at `level` (it decides on each

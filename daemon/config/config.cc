@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -18,7 +19,8 @@ using std::chrono::milliseconds;
 
 // How a key's text is read. kDuration refuses 0; kDurationOrOff takes 0 as
 // "off" (tcp_keepalive).
-enum class Kind { kPath, kText, kOptText, kDuration, kDurationOrOff, kCount, kMode, kLevel, kFraction };
+// kSize is a byte count: plain bytes or with KiB, MiB, GiB (powers of 1024).
+enum class Kind { kPath, kText, kOptText, kDuration, kDurationOrOff, kCount, kSize, kMode, kLevel, kFraction };
 
 // Where a key's value lands in DaemonConfig.
 using Target = std::variant<std::string DaemonConfig::*, std::optional<std::string> DaemonConfig::*,
@@ -75,6 +77,10 @@ const Key kKeys[] = {
      16 * 1024 * kMiB, "answers queued for a client that does not read before it is cut off"},
     {"partial_request_timeout", Kind::kDuration, &DaemonConfig::partial_request_timeout, "60s", true, 0, 0,
      "a client that stops in the middle of a line is cut off after this"},
+    {"stream_buffer", Kind::kSize, &DaemonConfig::stream_buffer, "256KiB", true, 4096, 1024 * kMiB,
+     "bytes buffered each way per stream; applies to streams opened after a reload"},
+    {"max_streams", Kind::kCount, &DaemonConfig::max_streams, "4096", true, 1, 1000000,
+     "streams open at once over all links; streams.open beyond it is refused"},
     {"lock_timeout", Kind::kDuration, &DaemonConfig::lock_timeout, "5s", true, 0, 0,
      "how long a write waits for another process's database lock"},
     {"log_level", Kind::kLevel, &DaemonConfig::log_level, "info", true, 0, 0, "debug, info, warning or error"},
@@ -149,6 +155,29 @@ std::optional<int64_t> parse_count(const std::string& text) {
   if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos || text.size() > 18)
     return std::nullopt;
   return std::stoll(text);
+}
+
+// "262144", "256KiB", "1MiB", "1GiB": bytes, or a whole number of a binary unit.
+std::optional<int64_t> parse_size(const std::string& text) {
+  const size_t number_end = text.find_first_not_of("0123456789");
+  const std::string unit = number_end == std::string::npos ? "" : text.substr(number_end);
+  auto n = parse_count(text.substr(0, number_end));
+  if (!n) return std::nullopt;
+  int64_t scale = 1;
+  if (unit == "KiB") scale = 1024;
+  else if (unit == "MiB") scale = 1024 * 1024;
+  else if (unit == "GiB") scale = 1024 * 1024 * 1024;
+  else if (!unit.empty() && unit != "B") return std::nullopt;
+  if (*n > INT64_MAX / scale) return std::nullopt;
+  return *n * scale;
+}
+
+// The shortest exact spelling: 262144 is "256KiB", 1048576 is "1MiB".
+std::string format_size(int64_t n) {
+  if (n != 0 && n % (1024 * 1024 * 1024) == 0) return std::to_string(n / (1024 * 1024 * 1024)) + "GiB";
+  if (n != 0 && n % (1024 * 1024) == 0) return std::to_string(n / (1024 * 1024)) + "MiB";
+  if (n != 0 && n % 1024 == 0) return std::to_string(n / 1024) + "KiB";
+  return std::to_string(n);
 }
 
 std::string format_fraction(double f) {
@@ -275,6 +304,15 @@ Result<std::string> read_count(const Key& k, const Setting& s, DaemonConfig& c) 
   return std::to_string(*n);
 }
 
+Result<std::string> read_size(const Key& k, const Setting& s, DaemonConfig& c) {
+  auto n = parse_size(s.value);
+  if (!n || *n < k.min || *n > k.max)
+    return refuse(k, s, "must be a size from " + format_size(k.min) + " to " + format_size(k.max) +
+                            " (bytes, or with KiB, MiB, GiB), got '" + s.value + "'");
+  c.*std::get<size_t DaemonConfig::*>(k.target) = static_cast<size_t>(*n);
+  return format_size(*n);
+}
+
 Result<std::string> read_mode(const Key& k, const Setting& s, DaemonConfig& c) {
   const std::string& v = s.value;
   if (v.empty() || v.size() > 4 || v.find_first_not_of("01234567") != std::string::npos)
@@ -315,6 +353,7 @@ Result<std::string> read_value(const Key& k, const Setting& s, DaemonConfig& c) 
     case Kind::kDuration:
     case Kind::kDurationOrOff: return read_duration(k, s, c);
     case Kind::kCount: return read_count(k, s, c);
+    case Kind::kSize: return read_size(k, s, c);
     case Kind::kMode: return read_mode(k, s, c);
     case Kind::kLevel: return read_level(k, s, c);
     case Kind::kFraction: return read_fraction(k, s, c);
@@ -436,7 +475,8 @@ std::string help_text(const Environment& env) {
       "Every key may be set in FILE as 'key = value' (# comments, [sections] ignored)\n"
       "or as a flag, with '-' for '_' (--connection-timeout=2s). Flags win over the\n"
       "file, the file over the defaults below. Durations take a unit: ms, s, m, h\n"
-      "(a bare number is seconds). SIGHUP re-reads FILE; keys marked * need a restart.\n"
+      "(a bare number is seconds); sizes are bytes or take KiB, MiB, GiB.\n"
+      "SIGHUP re-reads FILE; keys marked * need a restart.\n"
       "\n"
       "Keys [default]:\n";
   auto column = [](std::string line) {
@@ -462,6 +502,7 @@ std::string sample_file_text() {
       "# connmgrd configuration: `key = value`; flags (--key=value) win over this file.\n"
       "# Every key is listed with its built-in default, commented out.\n"
       "# Durations take a unit: ms, s, m, h (a bare number is seconds).\n"
+      "# Sizes are bytes or take a unit: KiB, MiB, GiB.\n"
       "# Keys marked (restart) keep their running value on `systemctl reload connmgrd`.\n";
   for (const auto& k : kKeys) {
     const std::string def = default_for(k, root);

@@ -53,6 +53,8 @@ struct DaemonConfig {
   size_t max_request_bytes = 1048576;
   size_t max_output_bytes = 16 * 1024 * 1024;
   std::chrono::milliseconds partial_request_timeout{60000};
+  size_t stream_buffer = 256 * 1024;  // bytes each way per stream
+  size_t max_streams = 4096;
   std::chrono::milliseconds lock_timeout{5000};
   LogLevel log_level = LogLevel::kInfo;
   std::string quic_alpn = "connmgr";

@@ -66,6 +66,25 @@ json details_for(const Error& e, const std::optional<std::string>& node_id,
   return d;
 }
 
+// lib/net's Stream as the RPC layer's RawStream (the session's splice
+// drives it; daemon/server knows no transport).
+class StreamForSession final : public rpc::RawStream {
+ public:
+  explicit StreamForSession(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
+  void start(Callbacks cb) override {
+    stream_->start(Stream::Callbacks{std::move(cb.on_data), std::move(cb.on_eof), std::move(cb.on_writable),
+                                     std::move(cb.on_end)});
+  }
+  void write(std::string_view bytes) override { stream_->write(bytes); }
+  size_t buffered() const override { return stream_->buffered(); }
+  void shutdown_write() override { stream_->shutdown_write(); }
+  void consume(size_t n) override { stream_->consume(n); }
+  void reset() override { stream_->reset(); }
+
+ private:
+  std::unique_ptr<Stream> stream_;
+};
+
 }  // namespace
 
 Api::Api(ApiContext context) : ctx_(std::move(context)) {}
@@ -99,6 +118,8 @@ std::vector<rpc::Method> Api::methods() {
       {"connect", true, &Api::connect},
       {"disconnect", true, &Api::disconnect},
       {"connections.list", false, &Api::connections_list},
+      {"streams.open", true, &Api::streams_open},
+      {"streams.list", false, &Api::streams_list},
       {"events.subscribe", false, &Api::events_subscribe},
       {"events.unsubscribe", false, &Api::events_unsubscribe},
       {"status", false, &Api::status},
@@ -219,7 +240,7 @@ void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
   auto node = ctx_.store->get_node(node_id);
   if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
   // A removed node has no link left: nodes.remove disconnects it first.
-  ctx_.manager->disconnect_node(node_id);
+  ctx_.manager->remove_node_links(node_id);
   write([this, node_id] { return ctx_.store->remove_node(node_id); },
         [this, reply, node_id](Status st) mutable {
             if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
@@ -274,9 +295,9 @@ void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
 
 // --- links --------------------------------------------------------------------
 
-void Api::connect(const Params& params, const Ctx&, Reply reply) {
-  ParamReader p(params);
-  ConnectRequest req;
+// connect's and streams.open's params (wait aside), into `req`; problems go
+// to `p`, except the nested retry object's, which are returned.
+std::optional<rpc::RpcError> Api::read_connect_request(ParamReader& p, ConnectRequest& req) {
   req.endpoint_id = p.opt_int("endpoint_id", 1, INT64_MAX);
   req.node_id = p.opt_string("node_id", kMaxIdBytes);
   req.protocol = p.opt_string("protocol", 64);
@@ -290,15 +311,27 @@ void Api::connect(const Params& params, const Ctx&, Reply reply) {
         rp.opt_int("initial_delay_ms", 0, kMaxDelayMs).value_or(retry.initial_delay.count()));
     retry.max_delay = std::chrono::milliseconds(
         rp.opt_int("max_delay_ms", 0, kMaxDelayMs).value_or(retry.max_delay.count()));
-    if (!rp.finish()) return reply.error(rp.error());
+    if (!rp.finish()) return rp.error();
     req.retry = retry;
   }
-  req.wait = p.opt_bool("wait").value_or(false);
   req.reconnect = p.opt_bool("reconnect").value_or(false);
+  return std::nullopt;
+}
+
+// Exactly one of endpoint_id and node_id; protocol with node_id only.
+void Api::check_target(ParamReader& p, const ConnectRequest& req) {
   if (p.ok() && req.endpoint_id.has_value() == req.node_id.has_value())
     p.fail("give exactly one of endpoint_id and node_id");
   if (p.ok() && req.protocol && req.endpoint_id)
     p.fail("protocol goes with node_id only (an endpoint has its own protocol)");
+}
+
+void Api::connect(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  ConnectRequest req;
+  if (auto nested = read_connect_request(p, req)) return reply.error(std::move(*nested));
+  req.wait = p.opt_bool("wait").value_or(false);
+  check_target(p, req);
   if (!p.finish()) return reply.error(p.error());
 
   ctx_.manager->connect(req, [reply, node_id = req.node_id, endpoint_id = req.endpoint_id](
@@ -333,6 +366,77 @@ void Api::connections_list(const Params& params, const Ctx&, Reply reply) {
   reply.result(json{{"connections", std::move(list)}});
 }
 
+// --- streams ------------------------------------------------------------------
+
+void Api::streams_open(const Params& params, const Ctx& ctx, Reply reply) {
+  ParamReader p(params);
+  ConnectRequest req;
+  if (auto nested = read_connect_request(p, req)) return reply.error(std::move(*nested));
+  req.wait = true;
+  check_target(p, req);
+  // After the answer the connection carries the stream's bytes: nothing
+  // else may be owed on it, and nothing may be sent on it unasked.
+  if (p.ok() && ctx.in_batch)
+    p.fail("streams.open must be alone on its connection: not inside a batch");
+  if (p.ok() && ctx.session && subscriptions_.count(ctx.session->id()) != 0)
+    p.fail("streams.open must be alone on its connection: this one is subscribed to events "
+           "(use another connection)");
+  if (!p.finish()) return reply.error(p.error());
+  if (!ctx.session) return reply.error(to_rpc_error(Error::internal("no connection to carry a stream")));
+  if (!ctx.session->claim_raw()) {
+    ParamReader refused(json::object());
+    refused.fail("streams.open must be alone on its connection: other requests of this "
+                 "connection are still unanswered");
+    return reply.error(refused.error());
+  }
+
+  const auto& creds = ctx.session->credentials();
+  StreamClient client;
+  client.pid = creds.pid;
+  client.uid = static_cast<int64_t>(creds.uid);
+  std::weak_ptr<rpc::Session> weak = ctx.session;
+  // The answer needs nothing of the Api: the manager answers opens still
+  // under way (cancelled) when it shuts down, after the Api has gone.
+  ctx_.manager->open_stream(
+      req, client,
+      [reply, weak, buffer = ctx_.manager->config().stream_buffer, node_id = req.node_id,
+       endpoint_id = req.endpoint_id](Result<OpenedStream> r, const ConnectFailure* failure) mutable {
+        if (!r.ok()) return reply.error(open_stream_error(r.error(), failure, node_id, endpoint_id));
+        auto session = weak.lock();
+        if (!session || session->closed()) return;  // the Stream resets: client_closed
+        OpenedStream& opened = r.value();
+        session->attach_stream(std::make_unique<StreamForSession>(std::move(opened.stream)), buffer);
+        reply.result(json{{"stream_id", opened.stream_id},
+                          {"node_id", opened.link.node_id},
+                          {"endpoint_id", opened.link.endpoint_id},
+                          {"protocol", opened.link.protocol},
+                          {"link_reused", opened.link_reused}});
+      });
+}
+
+// streams.open's errors: -32012 with its reason (and the dial's for a
+// refused TCP stream), a failed connect's details, or the server error.
+rpc::RpcError Api::open_stream_error(const Error& error, const ConnectFailure* failure,
+                                     const std::optional<std::string>& node_id,
+                                     const std::optional<int64_t>& endpoint_id) {
+  if (error.code() == ErrorCode::kStreamRefused) {
+    json data = json::object();
+    if (failure && !failure->reason.empty()) data["dial_reason"] = failure->reason;
+    if (failure && failure->endpoint_id != 0) data["endpoint_id"] = failure->endpoint_id;
+    return to_rpc_error(error, std::move(data));
+  }
+  if (failure) return connect_failed_error(error, *failure);
+  return to_rpc_error(error, details_for(error, node_id, endpoint_id));
+}
+
+void Api::streams_list(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  if (!p.finish()) return reply.error(p.error());
+  json list = json::array();
+  for (const auto& s : ctx_.manager->list_streams()) list.push_back(to_json(s));
+  reply.result(json{{"streams", std::move(list)}});
+}
+
 // --- events -------------------------------------------------------------------
 
 void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
@@ -344,7 +448,7 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
       if (!type) {
         p.fail("types has an unknown event type " + t.dump() +
                " (known: connecting, connected, connect_failed, retry_scheduled, disconnected, "
-               "node_added, node_removed)");
+               "node_added, node_removed, stream_opened, stream_closed)");
         break;
       }
       mask |= event_type_bit(*type);
@@ -421,6 +525,7 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   live.active = ctx_.manager->active_count();
   live.pending = ctx_.manager->pending_count();
   live.clients = ctx_.client_count ? ctx_.client_count() : 0;
+  live.streams = ctx_.manager->stream_count();
   status_.write(live, status_scratch_);
   reply.result_text(status_scratch_);
 }

@@ -18,6 +18,7 @@
 
 #include "core/connection_manager.h"
 #include "core/events.h"
+#include "methods/params.h"
 #include "methods/status_text.h"
 #include "net/connector_factory.h"
 #include "rpc/method.h"
@@ -75,9 +76,17 @@ class Api {
   void connect(const Params&, const Ctx&, Reply);
   void disconnect(const Params&, const Ctx&, Reply);
   void connections_list(const Params&, const Ctx&, Reply);
+  void streams_open(const Params&, const Ctx&, Reply);
+  void streams_list(const Params&, const Ctx&, Reply);
   void events_subscribe(const Params&, const Ctx&, Reply);
   void events_unsubscribe(const Params&, const Ctx&, Reply);
   void status(const Params&, const Ctx&, Reply);
+
+  std::optional<rpc::RpcError> read_connect_request(ParamReader& p, ConnectRequest& req);
+  static void check_target(ParamReader& p, const ConnectRequest& req);
+  static rpc::RpcError open_stream_error(const Error& error, const ConnectFailure* failure,
+                                         const std::optional<std::string>& node_id,
+                                         const std::optional<int64_t>& endpoint_id);
 
   // Runs a Store write, retrying it while another process holds the lock.
   void write(std::function<Status()> fn, std::function<void(Status)> done);

@@ -63,6 +63,9 @@ json to_json(const LinkInfo& l) {
       {"attempts", l.attempts},
       {"rtt_ms", l.rtt_ms ? json(*l.rtt_ms) : json(nullptr)},
       {"reconnect", l.reconnect},
+      {"streams", l.streams},
+      {"bytes_in", l.bytes_in},
+      {"bytes_out", l.bytes_out},
   };
   if (l.next_attempt_at) j["next_attempt_at"] = format_rfc3339_ms(*l.next_attempt_at);
   return j;
@@ -80,7 +83,23 @@ json to_json(const Event& e) {
   if (e.attempt) j["attempt"] = *e.attempt;
   if (e.delay_ms) j["delay_ms"] = *e.delay_ms;
   if (e.next_attempt_at) j["next_attempt_at"] = format_rfc3339_ms(*e.next_attempt_at);
+  if (e.stream_id) j["stream_id"] = *e.stream_id;
+  if (e.bytes_in) j["bytes_in"] = *e.bytes_in;
+  if (e.bytes_out) j["bytes_out"] = *e.bytes_out;
   return j;
+}
+
+json to_json(const StreamInfo& s) {
+  return json{
+      {"stream_id", s.stream_id},
+      {"node_id", s.node_id},
+      {"endpoint_id", s.endpoint_id},
+      {"protocol", s.protocol},
+      {"opened_at", format_rfc3339_ms(s.opened_at)},
+      {"bytes_in", s.bytes_in},
+      {"bytes_out", s.bytes_out},
+      {"client", json{{"pid", s.client.pid}, {"uid", s.client.uid}}},
+  };
 }
 
 json event_notification(const Event& e) {

@@ -18,6 +18,8 @@ rpc::json to_json(const Node& node, bool connected);
 // The node with an `endpoints` array (nodes.get, nodes.add).
 rpc::json to_json(const NodeWithEndpoints& node, bool connected);
 rpc::json to_json(const LinkInfo& link);
+// A stream as streams.list shows it.
+rpc::json to_json(const StreamInfo& stream);
 // The params of an `event` notification.
 rpc::json to_json(const Event& event);
 // A whole notification line's object.

@@ -37,6 +37,7 @@ class StatusText {
     uint64_t active = 0;
     uint64_t pending = 0;
     uint64_t clients = 0;
+    uint64_t streams = 0;
   };
 
   // The parts kept as text; each setter re-serializes its part.
@@ -93,6 +94,8 @@ class StatusText {
     append_number(out, live.nodes);
     out += R"(,"pending":)";
     append_number(out, live.pending);
+    out += R"(,"streams":)";
+    append_number(out, live.streams);
     out += middle_;
     append_number(out, live.uptime_s);
     out += tail_;

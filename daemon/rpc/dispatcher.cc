@@ -90,12 +90,12 @@ void Dispatcher::handle_batch(std::string_view line, const std::vector<Envelope>
       if (out.empty()) return batch->done(std::nullopt);
       out += ']';
       batch->done(std::move(out));
-    });
+    }, true);
   }
 }
 
 void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
-                            const std::shared_ptr<Session>& session, Done done) {
+                            const std::shared_ptr<Session>& session, Done done, bool in_batch) {
   using Type = Envelope::Type;
   if (!req.is_object) {
     done(error_answer("null", kInvalidRequest, "invalid request: not an object"));
@@ -134,7 +134,7 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
     if (auto denied = permission_error(*method, session ? session->credentials() : kUnknown))
       return fail(denied->code, denied->message, denied->data);
   }
-  run_method(*method, req, CallContext{session}, Reply(std::move(id_text), is_notification, std::move(done)));
+  run_method(*method, req, CallContext{session, in_batch}, Reply(std::move(id_text), is_notification, std::move(done)));
 }
 
 std::optional<std::string> Dispatcher::envelope_error(const Envelope& req) {

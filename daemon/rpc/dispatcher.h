@@ -77,7 +77,7 @@ class Dispatcher {
   void handle_batch(std::string_view line, const std::vector<Envelope>& requests,
                     const std::shared_ptr<Session>& session, Done done);
   void handle_one(const Envelope& request, std::string_view raw_id,
-                  const std::shared_ptr<Session>& session, Done done);
+                  const std::shared_ptr<Session>& session, Done done, bool in_batch = false);
   // The envelope's own rules (jsonrpc, method, params, members): an error
   // message for an invalid request, or nullopt.
   static std::optional<std::string> envelope_error(const Envelope& request);

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "rpc/raw_stream.h"
 #include "util/error.h"
 
 namespace connmgr::rpc {
@@ -52,6 +53,21 @@ class Session {
   using CloseHookId = uint64_t;
   virtual CloseHookId on_close(std::function<void()> hook) = 0;
   virtual void forget_close_hook(CloseHookId id) = 0;
+
+  // streams.open: after the answer to the current request the connection
+  // becomes a raw byte pipe joined to a Stream.
+  // claim_raw(), from the method's handler while it runs: true when the
+  // request is alone on the connection (no other request of it unanswered);
+  // from then on no more lines are read, and the bytes after the request's
+  // line are kept as the stream's first bytes. An error answer gives the
+  // connection back to JSON-RPC (the kept bytes are read as lines).
+  virtual bool claim_raw() { return false; }
+  // Before the success answer of a claimed request: the stream the pipe is
+  // joined to once the answer line is written; `buffer` bounds each way.
+  virtual void attach_stream(std::unique_ptr<RawStream> stream, size_t buffer) {
+    static_cast<void>(stream);
+    static_cast<void>(buffer);
+  }
 };
 
 // A JSON-RPC error: its code (one of ErrorCode's, docs/api.md "Errors"),
@@ -96,6 +112,7 @@ class Reply {
 
 struct CallContext {
   std::shared_ptr<Session> session;  // the caller's connection
+  bool in_batch = false;             // the call is a member of a batch
 };
 
 // A method: its name, whether it changes state (then only privileged callers

@@ -8,6 +8,7 @@
 
 #include "rpc/json_text.h"
 #include "server/socket_server.h"
+#include "server/stream_splice.h"
 
 namespace connmgr::server {
 
@@ -100,6 +101,11 @@ void ClientSession::set_state(State next) {
       stop_reading();
       uv_idle_stop(resume_idle_.get());
       break;
+    case State::kStreamPending:  // the bytes after the request line are the
+    case State::kStreaming:      // stream's: kept, then the splice's to read
+      stop_reading();
+      uv_idle_stop(resume_idle_.get());
+      break;
     case State::kClosed: {
       auto hooks = std::move(close_hooks_);
       close_hooks_.clear();
@@ -114,11 +120,11 @@ void ClientSession::set_state(State next) {
 }
 
 void ClientSession::start_reading() {
-  uv_read_start(pipe_.as_stream(), alloc_chunk, on_read_cb);
+  if (pipe_) uv_read_start(pipe_.as_stream(), alloc_chunk, on_read_cb);
 }
 
 void ClientSession::stop_reading() {
-  uv_read_stop(pipe_.as_stream());
+  if (pipe_) uv_read_stop(pipe_.as_stream());
   partial_timer_.stop();
 }
 
@@ -131,6 +137,8 @@ void ClientSession::release_handles() {
   pipe_.close();
   partial_timer_.close();
   resume_idle_.close();
+  splice_.reset();
+  stream_.reset();
 }
 
 void ClientSession::alloc_chunk(uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -184,6 +192,7 @@ void ClientSession::on_read(ssize_t n, const uv_buf_t* buf) {
   if (!cut.stopped) after_cut(cut);
   corked_ = false;
   after_queue();
+  maybe_hand_over();
 }
 
 // Serves the whole lines of a read chunk; keeps the start of an unfinished
@@ -213,6 +222,7 @@ ClientSession::Cut ClientSession::take_chunk(std::string_view chunk) {
 // After a chunk's lines were served: lines left for the next turn, a line
 // grown over the limit, or a new unfinished line with its own time limit.
 void ClientSession::after_cut(const Cut& cut) {
+  if (state_ == State::kStreamPending) return;  // in_ holds the stream's first bytes
   if (cut.lines_left)
     set_state(State::kBacklogged);
   else if (server_ && in_.size() > server_->limits().max_request_bytes)
@@ -232,7 +242,9 @@ void ClientSession::resume() {
   const Cut cut = take_lines(in_, 0);
   if (!cut.stopped) {
     in_.erase(0, cut.consumed);
-    if (cut.lines_left) {
+    if (state_ == State::kStreamPending) {
+      // in_ holds the stream's first bytes.
+    } else if (cut.lines_left) {
       scanned_ = 0;  // still backlogged: the next share on the next turn
     } else {
       scanned_ = in_.size();
@@ -247,6 +259,7 @@ void ClientSession::resume() {
   }
   corked_ = false;
   after_queue();
+  maybe_hand_over();
 }
 
 ClientSession::Cut ClientSession::take_lines(std::string_view data, size_t scan_from) {
@@ -274,10 +287,16 @@ ClientSession::Cut ClientSession::take_lines(std::string_view data, size_t scan_
       return cut;
     }
     if (is_blank(line)) continue;
+    in_take_ = true;
     dispatch(line);
+    in_take_ = false;
     ++dispatched;
     if (state_ == State::kFinishing || state_ == State::kClosed) {
       cut.stopped = true;
+      return cut;
+    }
+    if (state_ == State::kStreamPending || state_ == State::kStreaming) {
+      cut.lines_left = false;  // what follows is the stream's, not lines
       return cut;
     }
   }
@@ -337,7 +356,18 @@ void ClientSession::dispatch(std::string_view line) {
 
 void ClientSession::on_answer(std::optional<std::string> answer) {
   if (owed_ > 0) --owed_;
-  if (state_ == State::kClosed) return;
+  if (state_ == State::kClosed || state_ == State::kStreaming) return;
+  if (state_ == State::kStreamPending) {
+    if (answer) queue_line(*answer);
+    if (state_ == State::kClosed) return;
+    if (stream_) {
+      answered_stream_ = true;
+      maybe_hand_over();
+    } else {
+      give_back();
+    }
+    return;
+  }
   if (answer) queue_line(*answer);
   after_queue();
   maybe_finish();
@@ -352,7 +382,7 @@ bool ClientSession::queue_over_limit() const {
 }
 
 void ClientSession::notify(const rpc::json& notification) {
-  if (state_ == State::kFinishing || state_ == State::kClosed) return;
+  if (state_ == State::kFinishing || state_ == State::kClosed || state_ == State::kStreaming) return;
   rpc::append_json(out_, notification);
   out_.push_back('\n');
   if (queue_over_limit()) {
@@ -363,7 +393,7 @@ void ClientSession::notify(const rpc::json& notification) {
 }
 
 void ClientSession::queue_line(std::string_view line) {
-  if (state_ == State::kClosed) return;
+  if (state_ == State::kClosed || state_ == State::kStreaming) return;
   out_.append(line);
   out_.push_back('\n');
   // A client that does not read its answers is cut off rather than let its
@@ -372,7 +402,11 @@ void ClientSession::queue_line(std::string_view line) {
 }
 
 void ClientSession::after_queue() {
-  if (!corked_ && !writing_ && state_ != State::kClosed && !out_.empty()) start_write();
+  if (corked_ || writing_ || out_.empty()) return;
+  if (state_ == State::kClosed || state_ == State::kStreaming) return;
+  // The answer of a streams.open goes out with the splice's first write.
+  if (answered_stream_) return;
+  start_write();
 }
 
 void ClientSession::start_write() {
@@ -427,6 +461,10 @@ void ClientSession::on_write_done(int status) {
     close();
     return;
   }
+  if (answered_stream_) {
+    maybe_hand_over();
+    return;
+  }
   if (!out_.empty()) {
     start_write();
     return;
@@ -442,6 +480,7 @@ void ClientSession::maybe_finish() {
 
 void ClientSession::refuse(const std::string& line) {
   if (state_ == State::kFinishing || state_ == State::kClosed) return;
+  if (state_ == State::kStreaming || state_ == State::kStreamPending) return close();
   set_state(State::kFinishing);
   in_.clear();
   queue_line(line);
@@ -451,11 +490,77 @@ void ClientSession::refuse(const std::string& line) {
 
 void ClientSession::close_after_flush() {
   if (state_ == State::kClosed) return;
+  // A stream's bytes have no line to flush: the connection ends now.
+  if (state_ == State::kStreaming || state_ == State::kStreamPending) return close();
   set_state(State::kFinishing);
   after_queue();
   maybe_finish();
 }
 
 void ClientSession::close() { set_state(State::kClosed); }
+
+// --- raw streams (streams.open) ---------------------------------------------
+
+bool ClientSession::claim_raw() {
+  // This request is the one owed; any other unanswered one would have its
+  // answer land in the middle of the stream's bytes.
+  if (owed_ != 1) return false;
+  if (state_ != State::kReading && state_ != State::kBacklogged && state_ != State::kDraining)
+    return false;
+  claimed_from_ = state_;
+  set_state(State::kStreamPending);
+  return true;
+}
+
+void ClientSession::attach_stream(std::unique_ptr<rpc::RawStream> stream, size_t buffer) {
+  if (state_ != State::kStreamPending) return;  // dropped: the Stream resets
+  stream_ = std::move(stream);
+  stream_buffer_ = buffer;
+}
+
+void ClientSession::maybe_hand_over() {
+  if (state_ != State::kStreamPending || !answered_stream_ || in_take_ || writing_) return;
+  answered_stream_ = false;
+  uv_loop_t* loop = pipe_->loop;
+  std::weak_ptr<ClientSession> weak = weak_from_this();
+  set_state(State::kStreaming);
+  splice_ = std::make_unique<StreamSplice>(loop, std::move(pipe_), std::move(stream_), stream_buffer_,
+                                           [weak] {
+                                             if (auto s = weak.lock()) s->close();
+                                           });
+  std::string answer = std::move(out_);
+  std::string first = std::move(in_);
+  out_.clear();
+  in_.clear();
+  scanned_ = 0;
+  splice_->start(std::move(answer), std::move(first));
+}
+
+void ClientSession::give_back() {
+  stream_.reset();
+  answered_stream_ = false;
+  const State back = claimed_from_;
+  if (in_take_ || back == State::kDraining) {
+    // Answered from inside the dispatch (take_lines goes on with the chunk),
+    // or after EOF (the end is served as before).
+    set_state(back);
+    if (back == State::kDraining) {
+      after_queue();
+      maybe_finish();
+    }
+    return;
+  }
+  // The kept bytes are read as lines again: whole ones on the next turns.
+  scanned_ = 0;
+  if (memchr(in_.data(), '\n', in_.size()) != nullptr) {
+    set_state(State::kBacklogged);
+  } else {
+    set_state(State::kReading);
+    scanned_ = in_.size();
+    if (server_ && in_.size() > server_->limits().max_request_bytes) refuse_over_long();
+    else arm_partial_timer();
+  }
+  after_queue();
+}
 
 }  // namespace connmgr::server

@@ -22,6 +22,15 @@
 //   finishing   refused (over-long line, stalled partial line, too many
 //               clients) or the server stops: what is queued is written,
 //               then closed; nothing more is read.
+//   stream_pending  a streams.open alone on the connection was accepted
+//               (claim_raw): no more lines are read, the bytes after its line
+//               are kept in in_ as the stream's first bytes. Its success
+//               answer (after attach_stream) leads to streaming once the
+//               answer is in hand; an error answer goes back to the state it
+//               came from, the kept bytes read as lines.
+//   streaming   the pipe, the answer line not yet written and the kept bytes
+//               are handed to a StreamSplice (stream_splice.h); the session
+//               only waits for it to end, then closes.
 //   closed      handles closed, the server has forgotten the session, later
 //               answers are dropped.
 // A client that leaves its answers unread is cut (closed) once
@@ -50,6 +59,7 @@
 namespace connmgr::server {
 
 class SocketServer;
+class StreamSplice;
 
 class ClientSession final : public rpc::Session,
                             public std::enable_shared_from_this<ClientSession> {
@@ -86,9 +96,12 @@ class ClientSession final : public rpc::Session,
   void forget_close_hook(CloseHookId id) override {
     std::erase_if(close_hooks_, [id](const auto& entry) { return entry.first == id; });
   }
+  bool claim_raw() override;
+  void attach_stream(std::unique_ptr<rpc::RawStream> stream, size_t buffer) override;
+  bool streaming() const { return state_ == State::kStreaming; }
 
  private:
-  enum class State { kReading, kBacklogged, kDraining, kFinishing, kClosed };
+  enum class State { kReading, kBacklogged, kDraining, kFinishing, kStreamPending, kStreaming, kClosed };
   // What take_lines did with the bytes it was given.
   struct Cut {
     size_t consumed = 0;      // bytes of whole lines taken
@@ -117,6 +130,10 @@ class ClientSession final : public rpc::Session,
   void on_partial_timeout();
   void refuse_over_long();
   void dispatch(std::string_view line);
+  // Raw streams: the hand-over once the answer is in hand and no write of
+  // the session is under way; the way back to lines after an error answer.
+  void maybe_hand_over();
+  void give_back();
 
   // Output.
   void on_answer(std::optional<std::string> answer);
@@ -147,6 +164,14 @@ class ClientSession final : public rpc::Session,
   size_t owed_ = 0;         // requests read but not yet answered
   std::vector<std::pair<CloseHookId, std::function<void()>>> close_hooks_;
   CloseHookId last_close_hook_ = 0;
+
+  // streams.open (stream_pending, streaming).
+  State claimed_from_ = State::kReading;  // where an error answer goes back to
+  bool in_take_ = false;                  // inside take_lines: hand over afterwards
+  bool answered_stream_ = false;          // the success answer is queued in out_
+  std::unique_ptr<rpc::RawStream> stream_;  // attached, not yet handed over
+  size_t stream_buffer_ = 0;
+  std::unique_ptr<StreamSplice> splice_;
 };
 
 }  // namespace connmgr::server

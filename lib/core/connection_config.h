@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 
 namespace connmgr {
 
@@ -19,6 +20,10 @@ struct ConnectionConfig {
   // 10,000 connects let loose at once held the loop for ~100 ms, and every
   // other client's answer with it. Also bounds descriptors and ports in use.
   int max_concurrent_dials = 32;
+  // Streams over links: bytes held per stream and direction (beyond it the
+  // side that is ahead is no longer read), and streams open at once.
+  size_t stream_buffer = 256 * 1024;
+  size_t max_streams = 4096;
 };
 
 }  // namespace connmgr

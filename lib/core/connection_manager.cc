@@ -9,6 +9,31 @@
 
 namespace connmgr {
 
+// A link's streams: allocated with the link's first stream (a held link
+// without streams carries one null pointer), kept until the link ends or
+// drops, since its totals count every stream of the link since it came up.
+// The link's end takes it from the link and ends what it holds
+// (end_streams); its destructor only guards against a path that did not.
+struct ConnectionManager::LinkStreams {
+  LinkStreams() = default;
+  LinkStreams(const LinkStreams&) = delete;
+  LinkStreams& operator=(const LinkStreams&) = delete;
+  ~LinkStreams();
+
+  // A stream being opened over the link (Connection::open_stream under way).
+  struct Opening {
+    DialHandle dial;
+    StreamDone done;
+    StreamClient client;
+    bool reused = false;
+  };
+  std::list<ManagedStream*> open;     // each removes itself when it ends
+  std::map<uint64_t, Opening> opening;  // by a number of the link's own
+  uint64_t next_opening = 1;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+};
+
 // One node's link: the attempt under way, the retry timer, or the established
 // connection, and the callers waiting for it. One of `dial` (kConnecting),
 // `timer` (kWaitingRetry) and `connection` (kActive) is live; an attempt
@@ -64,7 +89,105 @@ struct ConnectionManager::Link {
   std::unique_ptr<Connection> connection;
   std::list<QueuedDial>::iterator queue_entry;
   std::vector<Waiter> waiters;
+  std::unique_ptr<LinkStreams> streams;  // only once a stream was opened
 };
+
+// The Stream open_stream() hands out: the transport's, with the bytes
+// counted into the link's totals and the stream's StreamInfo, and its end
+// published (stream_closed) with its reason. It is in its link's registry
+// until it ends; ended, it no longer touches the manager, so it may outlive
+// it. Callbacks pass through from the transport's stream, which never calls
+// back from inside a call on it; so neither does this.
+class ConnectionManager::ManagedStream final : public Stream {
+ public:
+  ManagedStream(ConnectionManager& manager, LinkStreams& streams, std::unique_ptr<Stream> inner,
+                StreamInfo info)
+      : manager_(&manager), streams_(&streams), inner_(std::move(inner)), info_(std::move(info)) {
+    entry_ = streams.open.insert(streams.open.end(), this);
+    ++manager.streams_open_;
+  }
+  // An unended stream goes as the user's reset (the transport's stream
+  // resets itself when destroyed unended).
+  ~ManagedStream() override { finish(stream_reason::kClientClosed); }
+
+  int64_t transport_id() const override { return inner_->transport_id(); }
+  void start(Callbacks callbacks) override;
+  void write(std::string_view bytes) override {
+    if (!streams_ || write_shut_) return;  // ignored, as the transport ignores it
+    info_.bytes_out += bytes.size();
+    streams_->bytes_out += bytes.size();
+    inner_->write(bytes);
+  }
+  size_t buffered() const override { return inner_->buffered(); }
+  void shutdown_write() override {
+    write_shut_ = true;
+    inner_->shutdown_write();
+  }
+  void consume(size_t n) override { inner_->consume(n); }
+  void reset() override {
+    inner_->reset();  // fires nothing, and neither does this
+    user_ = {};
+    finish(stream_reason::kClientClosed);
+  }
+
+  // The manager ends the stream (its link ends): reset toward the node, the
+  // user told with `reason`.
+  void end(const char* reason) {
+    inner_->reset();
+    ended(reason);
+  }
+  const StreamInfo& info() const { return info_; }
+
+ private:
+  void on_data(std::string_view bytes) {
+    info_.bytes_in += bytes.size();
+    if (streams_) streams_->bytes_in += bytes.size();
+    if (user_.on_data) user_.on_data(bytes);  // last: may destroy this
+  }
+  // Final: out of the registry, stream_closed published, then on_end.
+  void ended(const std::string& reason) {
+    auto on_end = std::move(user_.on_end);
+    user_ = {};
+    finish(reason);
+    if (on_end) on_end(reason);  // last: may destroy this
+  }
+  void finish(const std::string& reason);
+
+  ConnectionManager* manager_;
+  LinkStreams* streams_;  // null once ended
+  std::list<ManagedStream*>::iterator entry_;
+  std::unique_ptr<Stream> inner_;
+  StreamInfo info_;
+  Callbacks user_;
+  bool write_shut_ = false;
+};
+
+void ConnectionManager::ManagedStream::start(Callbacks callbacks) {
+  user_ = std::move(callbacks);
+  Callbacks mine;
+  mine.on_data = [this](std::string_view bytes) { on_data(bytes); };
+  mine.on_eof = [this] {
+    if (user_.on_eof) user_.on_eof();
+  };
+  mine.on_writable = [this] {
+    if (user_.on_writable) user_.on_writable();
+  };
+  mine.on_end = [this](const std::string& reason) { ended(reason); };
+  inner_->start(std::move(mine));
+}
+
+void ConnectionManager::ManagedStream::finish(const std::string& reason) {
+  if (!streams_) return;
+  streams_->open.erase(entry_);
+  streams_ = nullptr;
+  --manager_->streams_open_;
+  manager_->publish_stream(EventType::kStreamClosed, info_, &reason);
+}
+
+ConnectionManager::LinkStreams::~LinkStreams() {
+  for (auto& [id, o] : opening) o.dial.cancel();
+  while (!open.empty()) open.front()->end(stream_reason::kLinkLost);
+}
 
 namespace {
 
@@ -79,6 +202,32 @@ Event link_event(EventType type, const ConnectionManager::Link& link) {
   }
   return ev;
 }
+
+// An event about a stream: stream_opened, or stream_closed with its reason
+// and bytes.
+Event stream_event(EventType type, const StreamInfo& info, const std::string* reason) {
+  Event ev;
+  ev.type = type;
+  ev.node_id = info.node_id;
+  ev.endpoint_id = info.endpoint_id;
+  ev.protocol = info.protocol;
+  ev.stream_id = info.stream_id;
+  if (reason) {
+    ev.reason = *reason;
+    ev.bytes_in = info.bytes_in;
+    ev.bytes_out = info.bytes_out;
+  }
+  return ev;
+}
+
+// A failed dial's reason, for the endpoint's record and the answer.
+std::string dial_reason(const Error& error) {
+  return error.reason().empty() ? std::string("EIO") : error.reason();
+}
+
+// TCP has no streams: each of a TCP link's streams is a dial of its own,
+// which counts for the endpoint's statistics like any dial.
+constexpr std::string_view kTcpProtocol = "tcp";
 
 }  // namespace
 
@@ -396,7 +545,7 @@ void ConnectionManager::on_dial_done(Link& link, Result<std::unique_ptr<Connecti
 
 void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> connection) {
   const int64_t now = unix_now_ms();
-  store_.record_success(link.endpoint.id, now);
+  record_dial(link.endpoint.id, {});
   link.connection = std::move(connection);
   std::vector<int64_t>().swap(link.failed_endpoints);  // a held link keeps no capacity
   set_state(link, LinkState::kActive);
@@ -419,8 +568,8 @@ void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> con
 }
 
 void ConnectionManager::on_dial_failed(Link& link, const Error& error) {
-  const std::string reason = error.reason().empty() ? std::string("EIO") : error.reason();
-  store_.record_failure(link.endpoint.id, reason, unix_now_ms());
+  const std::string reason = dial_reason(error);
+  record_dial(link.endpoint.id, reason);
   link.failed_endpoints.push_back(link.endpoint.id);
   Event ev = link_event(EventType::kConnectFailed, link);
   ev.reason = reason;
@@ -435,6 +584,15 @@ void ConnectionManager::on_dial_failed(Link& link, const Error& error) {
   }
   answer_failure(link, Error::connect_failed(error.message(), reason), attempts_remain);
   if (link.state != LinkState::kWaitingRetry) erase_link(link);  // `link` dies here
+}
+
+// `failure_reason`: empty for a success.
+void ConnectionManager::record_dial(int64_t endpoint_id, const std::string& failure_reason) {
+  if (failure_reason.empty()) {
+    store_.record_success(endpoint_id, unix_now_ms());
+  } else {
+    store_.record_failure(endpoint_id, failure_reason, unix_now_ms());
+  }
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
@@ -507,24 +665,29 @@ void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
 }
 
 void ConnectionManager::on_drop(Link& link, const std::string& reason) {
+  // The streams and the connection leave the link first: the streams end
+  // last (their users, told, may disconnect the node and free `link`), and
+  // the connection goes after them.
+  std::unique_ptr<LinkStreams> streams = std::move(link.streams);
+  std::unique_ptr<Connection> connection = std::move(link.connection);
   Event ev = link_event(EventType::kDisconnected, link);
   ev.reason = reason;
   publish(std::move(ev));
-  link.connection.reset();
   if (!link.reconnect || shut_down_) {
     erase_link(link);  // `link` dies here, and its timer, whose callback this is
-    return;
+  } else {
+    // Supervised: re-establish on the backoff schedule, counting afresh.
+    link.attempts = 0;
+    link.since = unix_now_ms();
+    schedule_retry(link, 1);
   }
-  // Supervised: re-establish on the backoff schedule, counting afresh.
-  link.attempts = 0;
-  link.since = unix_now_ms();
-  schedule_retry(link, 1);
+  end_streams(std::move(streams), stream_reason::kLinkLost);
 }
 
 // --- disconnect and shutdown -------------------------------------------------
 
 void ConnectionManager::end_link(const std::string& node_id, const char* reason,
-                                 DisconnectOutcome* outcome) {
+                                 const char* streams_end, DisconnectOutcome* outcome) {
   auto it = links_.find(node_id);
   if (it == links_.end()) return;
   // Out of the map, queue and dial slot; its timer and dial go with it.
@@ -534,6 +697,9 @@ void ConnectionManager::end_link(const std::string& node_id, const char* reason,
     outcome->was_connected = was_connected;
     outcome->cancelled_attempts = !was_connected;
   }
+  // The streams end before their link (the link is out of the map: their
+  // users, told, cannot reach it).
+  end_streams(std::move(link->streams), streams_end);
   if (link->connection) {
     link->connection->set_drop_callback(nullptr);
     link->connection->close();
@@ -551,14 +717,161 @@ void ConnectionManager::end_link(const std::string& node_id, const char* reason,
 
 DisconnectOutcome ConnectionManager::disconnect_node(const std::string& node_id) {
   DisconnectOutcome outcome;
-  end_link(node_id, reason::kRequested, &outcome);
+  end_link(node_id, reason::kRequested, stream_reason::kDisconnect, &outcome);
+  return outcome;
+}
+
+DisconnectOutcome ConnectionManager::remove_node_links(const std::string& node_id) {
+  DisconnectOutcome outcome;
+  end_link(node_id, reason::kRequested, stream_reason::kNodeRemoved, &outcome);
   return outcome;
 }
 
 void ConnectionManager::shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  while (!links_.empty()) end_link(links_.begin()->first, reason::kShutdown, nullptr);
+  while (!links_.empty())
+    end_link(links_.begin()->first, reason::kShutdown, stream_reason::kShutdown, nullptr);
+}
+
+// --- streams -------------------------------------------------------------------
+
+void ConnectionManager::open_stream(const ConnectRequest& request, const StreamClient& client,
+                                    StreamDone done) {
+  ConnectRequest link_request = request;
+  link_request.wait = true;
+  const Deadline deadline =
+      std::chrono::steady_clock::now() + request.timeout.value_or(config_.connection_timeout);
+  // connect() answers on a later turn, or from its dial's callback, and
+  // before the manager is gone (its destructor runs what is posted).
+  connect(link_request, [this, deadline, client, done = std::move(done)](
+                            Result<ConnectOutcome> link, const ConnectFailure* failure) mutable {
+    on_stream_link(deadline, client, std::move(done), std::move(link), failure);
+  });
+}
+
+// The link is up (or its errors are the answer): the stream opens over it
+// within what remains of the request's timeout.
+void ConnectionManager::on_stream_link(Deadline deadline, const StreamClient& client,
+                                       StreamDone done, Result<ConnectOutcome> link,
+                                       const ConnectFailure* failure) {
+  if (!link) return done(link.error(), failure);
+  const std::string& node_id = link->link.node_id;
+  if (shut_down_) {
+    return done(Error::cancelled("the connection manager is shutting down", reason::kShutdown),
+                nullptr);
+  }
+  auto it = links_.find(node_id);
+  if (it == links_.end() || !it->second->connection) {
+    return done(Error::stream_refused("the link to node '" + node_id + "' was lost",
+                                      stream_reason::kLinkLost),
+                nullptr);
+  }
+  if (streams_open_ + streams_opening_ >= config_.max_streams) {
+    return done(Error::stream_refused("too many streams: max_streams (" +
+                                          std::to_string(config_.max_streams) + ") are open",
+                                      "limit"),
+                nullptr);
+  }
+  using std::chrono::milliseconds;
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+  begin_stream(*it->second, std::max(left, milliseconds(1)), client, link->reused, std::move(done));
+}
+
+ConnectionManager::LinkStreams& ConnectionManager::streams_of(Link& link) {
+  if (!link.streams) link.streams = std::make_unique<LinkStreams>();
+  return *link.streams;
+}
+
+void ConnectionManager::begin_stream(Link& link, std::chrono::milliseconds timeout,
+                                     const StreamClient& client, bool reused, StreamDone done) {
+  LinkStreams& streams = streams_of(link);
+  const uint64_t id = streams.next_opening++;
+  LinkStreams::Opening& opening = streams.opening[id];
+  opening.done = std::move(done);
+  opening.client = client;
+  opening.reused = reused;
+  ++streams_opening_;
+  // The link cancels the opens under way when it ends (end_streams), and a
+  // cancelled open never calls back: whenever this runs, the link is alive.
+  Link* held = &link;
+  opening.dial = link.connection->open_stream(
+      timeout, StreamLimits{config_.stream_buffer},
+      [this, held, id](Result<std::unique_ptr<Stream>> r) { on_stream_opened(*held, id, std::move(r)); });
+}
+
+void ConnectionManager::on_stream_opened(Link& link, uint64_t opening_id,
+                                         Result<std::unique_ptr<Stream>> result) {
+  LinkStreams& streams = *link.streams;
+  auto node = streams.opening.extract(opening_id);
+  LinkStreams::Opening& opening = node.mapped();
+  --streams_opening_;
+  if (link.endpoint.protocol == kTcpProtocol)
+    record_dial(link.endpoint.id, result.ok() ? std::string() : dial_reason(result.error()));
+  if (!result) return on_stream_failed(link, std::move(opening.done), result.error());
+
+  StreamInfo info;
+  info.stream_id = next_stream_id_++;
+  info.node_id = link.node_id;
+  info.endpoint_id = link.endpoint.id;
+  info.protocol = link.endpoint.protocol;
+  info.opened_at = unix_now_ms();
+  info.client = opening.client;
+  OpenedStream opened;
+  opened.stream_id = info.stream_id;
+  opened.link_reused = opening.reused;
+  opened.stream = std::make_unique<ManagedStream>(*this, streams, std::move(result).value(), info);
+  opened.link = info_of(link);
+  publish_stream(EventType::kStreamOpened, info);
+  opening.done(std::move(opened), nullptr);  // from the transport's callback: last
+}
+
+// A TCP stream's dial failed ("refused", with the dial's reason); other
+// refusals (QUIC's "stream_limit", "link_lost") pass through.
+void ConnectionManager::on_stream_failed(Link& link, StreamDone done, const Error& error) {
+  if (error.code() != ErrorCode::kConnectFailed) return done(error, nullptr);
+  ConnectFailure failure;
+  failure.endpoint_id = link.endpoint.id;
+  failure.attempts = 1;
+  failure.reason = dial_reason(error);
+  done(Error::stream_refused("the stream's dial to node '" + link.node_id + "' failed (" +
+                                 failure.reason + "): " + error.message(),
+                             "refused"),
+       &failure);
+}
+
+void ConnectionManager::end_streams(std::unique_ptr<LinkStreams> streams, const char* reason) {
+  if (!streams) return;
+  // Opens under way: cancelled (they never call back), answered on a later turn.
+  const std::string why = reason;
+  const Error error = why == stream_reason::kLinkLost
+                          ? Error::stream_refused("the link was lost", why)
+                          : Error::cancelled("the stream's open was cancelled (" + why + ")", why);
+  for (auto& [id, opening] : streams->opening) {
+    opening.dial.cancel();
+    --streams_opening_;
+    post([done = std::move(opening.done), error] { done(error, nullptr); });
+  }
+  streams->opening.clear();
+  // Each ends and leaves the registry; its user, told, may destroy others,
+  // which leave it too.
+  while (!streams->open.empty()) streams->open.front()->end(reason);
+}
+
+void ConnectionManager::publish_stream(EventType type, const StreamInfo& info,
+                                       const std::string* reason) {
+  if (!events_.wants(type)) return;  // nobody listens: not built
+  publish(stream_event(type, info, reason));
+}
+
+std::vector<StreamInfo> ConnectionManager::list_streams() const {
+  std::vector<StreamInfo> out;
+  out.reserve(streams_open_);
+  for (const auto& [id, link] : links_) {
+    if (!link->streams) continue;
+    for (const ManagedStream* s : link->streams->open) out.push_back(s->info());
+  }
+  return out;
 }
 
 // --- listing -----------------------------------------------------------------
@@ -579,6 +892,11 @@ LinkInfo ConnectionManager::info_of(const Link& link) const {
     info.rtt_ms = link.connection->rtt_ms();
   }
   if (link.state == LinkState::kWaitingRetry) info.next_attempt_at = link.next_attempt_at;
+  if (link.streams) {
+    info.streams = link.streams->open.size();
+    info.bytes_in = link.streams->bytes_in;
+    info.bytes_out = link.streams->bytes_out;
+  }
   return info;
 }
 

@@ -15,7 +15,19 @@
 //
 // Callbacks: a ConnectDone is called exactly once, on the loop thread, never
 // from inside connect() (even for an immediate answer such as a reused link
-// or an unknown node).
+// or an unknown node). So is a StreamDone, never from inside open_stream().
+//
+// Streams: open_stream() carries a program's bytes over a node's link (see
+// docs/api.md, "Streams"). The Stream it hands out is the manager's wrapper
+// around the transport's (net/stream.h): it counts the bytes into the
+// link's totals and its StreamInfo, and publishes stream_opened and
+// stream_closed. A stream never ends its link; the link's end ends its
+// streams first, each with on_end(reason) and a stream_closed event:
+// "link_lost" (the link dropped), "disconnect" (disconnect_node),
+// "node_removed" (remove_node_links), "shutdown". The user's reset(), or
+// destroying an unended stream, ends it with "client_closed"; the
+// transport's own ends ("eof", "reset", an errno name) pass through. A
+// stream may outlive the manager (it has ended by then: "shutdown").
 #pragma once
 
 #include <chrono>
@@ -34,11 +46,22 @@
 #include "core/connection_config.h"
 #include "core/events.h"
 #include "net/connector_factory.h"
+#include "net/stream.h"
 #include "storage/store.h"
 #include "util/error.h"
 #include "util/uv_handle.h"
 
 namespace connmgr {
+
+// Why a stream ended besides the transport's own reasons ("eof", "reset",
+// an errno name): stream_closed's `reason` and the Stream's on_end.
+namespace stream_reason {
+inline constexpr const char* kClientClosed = "client_closed";  // the user's reset()
+inline constexpr const char* kLinkLost = "link_lost";
+inline constexpr const char* kDisconnect = "disconnect";
+inline constexpr const char* kNodeRemoved = "node_removed";
+inline constexpr const char* kShutdown = "shutdown";
+}  // namespace stream_reason
 
 // What `connect` asks for (the parameters of the `connect` method).
 struct ConnectRequest {
@@ -68,6 +91,11 @@ struct LinkInfo {
   std::optional<double> rtt_ms;
   std::optional<int64_t> next_attempt_at;  // unix ms, kWaitingRetry only
   bool reconnect = false;
+  // Streams open on the link, and the bytes of every stream of the link
+  // since it came up, closed ones included (in: from the node; out: to it).
+  size_t streams = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
 };
 
 struct ConnectOutcome {
@@ -85,6 +113,33 @@ struct ConnectFailure {
 };
 
 using ConnectDone = std::function<void(Result<ConnectOutcome>, const ConnectFailure*)>;
+
+// Who opened a stream (the daemon's client, from its socket's credentials).
+struct StreamClient {
+  int64_t pid = 0;
+  int64_t uid = -1;
+};
+
+// A stream as `streams.list` shows it.
+struct StreamInfo {
+  uint64_t stream_id = 0;
+  std::string node_id;
+  int64_t endpoint_id = 0;
+  std::string protocol;
+  int64_t opened_at = 0;  // unix ms
+  uint64_t bytes_in = 0;   // from the node
+  uint64_t bytes_out = 0;  // to the node (as written to the stream)
+  StreamClient client;
+};
+
+struct OpenedStream {
+  uint64_t stream_id = 0;
+  LinkInfo link;  // the link it runs on (its `streams` counts this one)
+  bool link_reused = false;
+  std::unique_ptr<Stream> stream;  // the manager's wrapper around the transport's
+};
+
+using StreamDone = std::function<void(Result<OpenedStream>, const ConnectFailure*)>;
 
 struct DisconnectOutcome {
   bool was_connected = false;
@@ -116,6 +171,25 @@ class ConnectionManager {
   // Closes the node's link (peers see a clean close) and cancels its
   // attempts and timers; waiters get kCancelled. Idempotent.
   DisconnectOutcome disconnect_node(const std::string& node_id);
+  // The same for a node being removed: its streams end with "node_removed"
+  // rather than "disconnect" (the `disconnected` event says "requested").
+  DisconnectOutcome remove_node_links(const std::string& node_id);
+
+  // Opens a stream to a node (streams.open). The link is reused or made
+  // exactly as connect() with wait=true does (same choice, retries, errors:
+  // kConnectFailed with the ConnectFailure), then a stream is opened over it;
+  // `request.timeout` (else connection_timeout) covers the dial and the
+  // stream's opening together. Refusals once the link is up:
+  // Error::stream_refused(message, reason), reason "limit" (max_streams
+  // open or opening), "stream_limit" (QUIC: the peer's stream credit never
+  // came), "link_lost", or "refused" (a TCP stream's own dial failed: the
+  // message names the dial's reason, which ConnectFailure::reason carries,
+  // with ConnectFailure::endpoint_id). A TCP stream's dial counts for the
+  // endpoint's statistics like any dial. A link that ends while the stream
+  // opens answers "link_lost", or kCancelled on disconnect or shutdown.
+  void open_stream(const ConnectRequest& request, const StreamClient& client, StreamDone done);
+  std::vector<StreamInfo> list_streams() const;
+  size_t stream_count() const { return streams_open_; }
 
   std::vector<LinkInfo> get_active_connections(bool include_pending) const;
   std::optional<LinkInfo> link_of(const std::string& node_id) const;
@@ -136,6 +210,8 @@ class ConnectionManager {
   void shutdown();
 
   struct Link;  // one node's link state machine (in the .cc)
+  struct LinkStreams;  // a link's streams, open and opening (in the .cc)
+  class ManagedStream;  // the Stream open_stream() hands out (in the .cc)
 
  private:
   struct Waiter {
@@ -180,7 +256,24 @@ class ConnectionManager {
   void fail_link(Link& link, const Error& error);
   void answer_success(Link& link, bool reused);
   void answer_failure(Link& link, const Error& error, bool attempts_remain);
-  void end_link(const std::string& node_id, const char* reason, DisconnectOutcome* outcome);
+  // `streams_end`: the reason the link's streams end with.
+  void end_link(const std::string& node_id, const char* reason, const char* streams_end,
+                DisconnectOutcome* outcome);
+  void record_dial(int64_t endpoint_id, const std::string& failure_reason);
+
+  // Streams: the steps of open_stream, and the end of a link's streams.
+  using Deadline = std::chrono::steady_clock::time_point;
+  void on_stream_link(Deadline deadline, const StreamClient& client, StreamDone done,
+                      Result<ConnectOutcome> link, const ConnectFailure* failure);
+  void begin_stream(Link& link, std::chrono::milliseconds timeout, const StreamClient& client,
+                    bool reused, StreamDone done);
+  void on_stream_opened(Link& link, uint64_t opening_id, Result<std::unique_ptr<Stream>> result);
+  void on_stream_failed(Link& link, StreamDone done, const Error& error);
+  LinkStreams& streams_of(Link& link);
+  // Ends the streams (and cancels the opens) of a registry taken from its link.
+  void end_streams(std::unique_ptr<LinkStreams> streams, const char* reason);
+  // stream_opened, or stream_closed with `reason` and the bytes.
+  void publish_stream(EventType type, const StreamInfo& info, const std::string* reason = nullptr);
 
   // Every change of a link's state and every removal goes through these,
   // which keep active_ exact (`status` asks for it on every call).
@@ -203,6 +296,9 @@ class ConnectionManager {
   Links links_;
   size_t active_ = 0;  // links in kActive
   size_t dialing_ = 0;  // links whose dial is under way
+  size_t streams_open_ = 0;
+  size_t streams_opening_ = 0;
+  uint64_t next_stream_id_ = 1;
   std::list<QueuedDial> dial_queue_;  // oldest first
   bool shut_down_ = false;
   // post()'s calls, run by one unreferenced timer (it must not keep the loop

@@ -20,6 +20,8 @@ constexpr TypeName kTypeNames[] = {
     {EventType::kDisconnected, "disconnected"},
     {EventType::kNodeAdded, "node_added"},
     {EventType::kNodeRemoved, "node_removed"},
+    {EventType::kStreamOpened, "stream_opened"},
+    {EventType::kStreamClosed, "stream_closed"},
 };
 
 }  // namespace

@@ -29,6 +29,8 @@ enum class EventType {
   kDisconnected,    // reason: requested, closed, reset, idle_timeout, shutdown
   kNodeAdded,
   kNodeRemoved,
+  kStreamOpened,  // stream_id
+  kStreamClosed,  // stream_id, reason, bytes_in, bytes_out
 };
 
 // The protocol's spelling ("connect_failed"), and back; nullopt for an unknown name.
@@ -53,6 +55,11 @@ struct Event {
   std::optional<int> attempt;
   std::optional<int64_t> delay_ms;
   std::optional<int64_t> next_attempt_at;  // unix ms
+  // Streams: the stream's id, and at its end the bytes it carried (in: from
+  // the node; out: to the node).
+  std::optional<uint64_t> stream_id;
+  std::optional<uint64_t> bytes_in;
+  std::optional<uint64_t> bytes_out;
 };
 
 class EventBus {

@@ -10,10 +10,12 @@ from daemon import PROTO, PROTO_DOC
 
 API_METHODS = ["nodes.list", "nodes.get", "endpoints.list", "connect", "disconnect",
                "connections.list", "nodes.add", "nodes.remove", "endpoints.add",
-               "endpoints.remove", "events.subscribe", "events.unsubscribe", "status"]
+               "endpoints.remove", "events.subscribe", "events.unsubscribe", "status",
+               "streams.open", "streams.list"]
 API_CODES = [-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004,
-             -32010, -32011, -32020, -32030, -32040]
-STATE_CHANGING = {"connect", "disconnect", "nodes.add", "nodes.remove", "endpoints.add", "endpoints.remove"}
+             -32010, -32011, -32012, -32020, -32030, -32040]
+STATE_CHANGING = {"connect", "disconnect", "nodes.add", "nodes.remove", "endpoints.add", "endpoints.remove",
+                  "streams.open"}
 
 DOC = PROTO_DOC.doc
 SCHEMAS = DOC["components"]["schemas"]
@@ -203,7 +205,7 @@ class SchemaBehaviourTest(unittest.TestCase):
     def test_a_connection_carries_next_attempt_at_only_while_waiting(self):
         c = {"node_id": "n", "endpoint_id": 1, "protocol": "tcp", "address": "127.0.0.1", "port": 80,
              "local_address": "127.0.0.1:4000", "state": "active", "since": "2026-11-24T09:30:00.123Z",
-             "attempts": 1, "rtt_ms": 0.05, "reconnect": False}
+             "attempts": 1, "rtt_ms": 0.05, "reconnect": False, "streams": 0, "bytes_in": 0, "bytes_out": 0}
         s = SCHEMAS["Connection"]
         self.assertTrue(PROTO_DOC.is_valid(c, s))
         self.assertTrue(PROTO_DOC.is_valid(dict(c, rtt_ms=None), s))

@@ -53,7 +53,7 @@ const char* const kApiKeys[] = {
     "node_id",            "connection_timeout", "base_retry_interval", "max_retry_interval", "max_retry_count",
     "max_clients",        "max_request_bytes", "log_level",          "quic_alpn",          "quic_ca_file",
     "quic_idle_timeout",  "quic_keepalive",  "tcp_keepalive",       "max_output_bytes",   "partial_request_timeout",
-    "retry_jitter",       "max_concurrent_dials"};
+    "retry_jitter",       "max_concurrent_dials", "stream_buffer", "max_streams"};
 
 }  // namespace
 
@@ -179,6 +179,37 @@ TEST_CASE("malformed durations are refused") {
     auto r = parse_args(f, {std::string("--connection-timeout=") + bad});
     CHECK_FALSE(r.ok());
   }
+}
+
+TEST_CASE("sizes are bytes or take KiB, MiB, GiB; stream_buffer and max_streams reload") {
+  FakeEnv f;
+  auto b = [&](const std::string& v) -> int64_t {
+    auto r = parse_args(f, {"--stream-buffer=" + v});
+    return r.ok() ? static_cast<int64_t>(r->stream_buffer) : -1;
+  };
+  CHECK(b("262144") == 262144);
+  CHECK(b("256KiB") == 262144);
+  CHECK(b("1MiB") == 1048576);
+  CHECK(b("1GiB") == 1073741824);
+  CHECK(b("4096B") == 4096);
+  for (const char* bad : {"", "1 MiB", "1mb", "1KB", "-1", "1.5MiB", "0", "4095", "2GiB", "0x1000", "MiB",
+                          "99999999999999999999"}) {
+    INFO(bad);
+    CHECK(b(bad) == -1);
+  }
+  auto def = parse_args(f, {});
+  REQUIRE(def.ok());
+  CHECK(def->stream_buffer == 256u * 1024);
+  CHECK(def->max_streams == 4096u);
+  CHECK(def->effective.at("stream_buffer") == "256KiB");
+  auto r = parse_args(f, {"--stream-buffer=1048576", "--max-streams=10"});
+  REQUIRE(r.ok());
+  CHECK(r->effective.at("stream_buffer") == "1MiB");
+  CHECK(r->max_streams == 10u);
+  CHECK(error_of(f, {"--max-streams=0"}).rfind("max_streams: ", 0) == 0);
+  CHECK(error_of(f, {"--stream-buffer=lots"}).rfind("stream_buffer: must be a size", 0) == 0);
+  // Both change on reload (for streams opened afterwards).
+  CHECK(reload_diff(*def, *r).empty());
 }
 
 TEST_CASE("tcp_keepalive takes 0 to turn keepalives off") {

@@ -22,7 +22,7 @@ struct Values {
   std::vector<std::string> connectors{"tcp", "quic"};
   json config = json{{"socket", "/run/connmgr/connmgrd.sock"}, {"admin_group", nullptr},
                      {"max_clients", "1024"}};
-  StatusText::Live live{1234, 3, 7, 1, 2, 5};
+  StatusText::Live live{1234, 3, 7, 1, 2, 5, 9};
 };
 
 // The object as Api::status built it before it wrote text.
@@ -41,7 +41,8 @@ std::string as_object(const Values& v) {
         {"endpoints", v.live.endpoints},
         {"active", v.live.active},
         {"pending", v.live.pending},
-        {"clients", v.live.clients}}},
+        {"clients", v.live.clients},
+        {"streams", v.live.streams}}},
       {"config", v.config},
   };
   std::string out;
@@ -81,7 +82,8 @@ TEST_CASE("status counts are written in full, extremes included") {
   Values v;
   v.live = StatusText::Live{std::numeric_limits<uint64_t>::max(),
                             std::numeric_limits<int64_t>::min(),
-                            std::numeric_limits<int64_t>::max(), 0, 0, 0};
+                            std::numeric_limits<int64_t>::max(), 0, 0, 0,
+                            std::numeric_limits<uint64_t>::max()};
   CHECK(as_text(v) == as_object(v));
 }
 

@@ -1,0 +1,523 @@
+"""Streams through the daemon: streams.open turns the client's connection into a
+raw byte pipe to a stream over the node's link (connmgr-test-peer serves the
+streams: echo, send:N, reset, hold). Answers are checked against proto/."""
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import unittest
+
+from daemon import PROTO_DOC, Client, Daemon, DaemonTest, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peer"))
+from peers import Certificate, TestPeer, pattern  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+class Pipe:
+    """A client connection after streams.open: the answer, then raw bytes."""
+
+    def __init__(self, d, params, first=b"", timeout=15.0):
+        self.client = Client(d.sock, timeout=timeout)
+        req = {"jsonrpc": "2.0", "id": 1, "method": "streams.open", "params": params}
+        self.client.send_raw(json.dumps(req).encode() + b"\n" + first)
+        line = self.client.read_line(timeout)
+        assert line is not None, "closed before the answer"
+        self.answer = json.loads(line)
+        PROTO_DOC.validate_answer("streams.open", self.answer, params)
+        self.sock = self.client.sock
+        self.pending = self.client.buf  # raw bytes read with the answer line
+        self.client.buf = b""
+
+    @property
+    def ok(self):
+        return "result" in self.answer
+
+    def recv(self, n=65536, timeout=10.0):
+        if self.pending:
+            out, self.pending = self.pending[:n], self.pending[n:]
+            return out
+        self.sock.settimeout(timeout)
+        return self.sock.recv(n)
+
+    def read_exactly(self, n, timeout=20.0):
+        out = b""
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            chunk = self.recv(n - len(out), max(0.01, deadline - time.monotonic()))
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def read_to_eof(self, timeout=30.0):
+        out = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            chunk = self.recv(1 << 20, max(0.01, deadline - time.monotonic()))
+            if not chunk:
+                return out
+            out += chunk
+
+    def closed_soon(self, timeout=10.0):
+        """True when the daemon ends the connection (EOF or reset) within timeout."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not self.recv(65536, max(0.01, deadline - time.monotonic())):
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+class StreamsTest(DaemonTest):
+    peer_mode = "echo"
+    node_extra = ()
+
+    def setUp(self):
+        super().setUp()
+        self.peer = TestPeer("--tcp", "0", "--tcp-streams", self.peer_mode)
+        self.d.result("nodes.add", {"id": "n1", "endpoints": [
+            {"protocol": "tcp", "address": "127.0.0.1", "port": self.peer.tcp_port}]})
+        self.events = Client(self.d.sock)
+        self.assertIn("result", self.events.call("events.subscribe", {"types": ["stream_opened", "stream_closed"]}))
+
+    def tearDown(self):
+        self.events.close()
+        self.peer.stop()
+        super().tearDown()
+
+    def open(self, first=b"", **params):
+        params.setdefault("node_id", "n1")
+        return Pipe(self.d, params, first)
+
+    def closed_event(self, stream_id, timeout=10.0):
+        """The stream_closed event of `stream_id` (others are kept for later calls)."""
+        seen = self.__dict__.setdefault("closed_events", {})
+        deadline = time.monotonic() + timeout
+        while stream_id not in seen and time.monotonic() < deadline:
+            e = self.events.next_event(max(0.01, deadline - time.monotonic()))
+            if e["type"] == "stream_closed":
+                seen[e["stream_id"]] = e
+        if stream_id not in seen:
+            raise AssertionError("no stream_closed for %d" % stream_id)
+        return seen.pop(stream_id)
+
+
+class EchoTest(StreamsTest):
+    def test_echo_byte_exact_with_half_close(self):
+        data = os.urandom(4 * MiB)
+        p = self.open()
+        self.assertTrue(p.ok, p.answer)
+        r = p.answer["result"]
+        self.assertEqual((r["node_id"], r["protocol"], r["link_reused"]), ("n1", "tcp", False))
+
+        def write():
+            p.sock.sendall(data)
+            p.sock.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=write)
+        t.start()
+        got = p.read_to_eof(timeout=60)
+        t.join(30)
+        self.assertEqual(len(got), len(data))
+        self.assertTrue(got == data, "echo differs")
+        self.assertTrue(p.closed_soon())
+        e = self.closed_event(r["stream_id"])
+        self.assertEqual((e["reason"], e["bytes_in"], e["bytes_out"]), ("eof", len(data), len(data)))
+        links = self.d.result("connections.list")["connections"]
+        self.assertEqual(len(links), 1)
+        self.assertEqual((links[0]["streams"], links[0]["bytes_in"], links[0]["bytes_out"]),
+                         (0, len(data), len(data)))
+        self.assertEqual(self.d.result("status")["counts"]["streams"], 0)
+        p.close()
+        log = self.d.log_text()
+        self.assertRegex(log, r"stream_opened.*stream=%d.*uid=%d.*pid=%d" % (r["stream_id"], os.getuid(), os.getpid()))
+        self.assertRegex(log, r"stream_closed.*reason=eof.*stream=%d.*uid=%d" % (r["stream_id"], os.getuid()))
+
+    def test_bytes_after_the_request_line_come_first(self):
+        p = self.open(first=b"early bytes\n")
+        self.assertTrue(p.ok, p.answer)
+        p.sock.sendall(b"later")
+        self.assertEqual(p.read_exactly(len(b"early bytes\nlater")), b"early bytes\nlater")
+        p.close()
+
+    def test_list_counters_and_client_close(self):
+        p = self.open()
+        sid = p.answer["result"]["stream_id"]
+        p.sock.sendall(b"x" * 1000)
+        self.assertEqual(p.read_exactly(1000), b"x" * 1000)
+        streams = self.d.result("streams.list")["streams"]
+        self.assertEqual(len(streams), 1)
+        s = streams[0]
+        self.assertEqual((s["stream_id"], s["node_id"], s["protocol"]), (sid, "n1", "tcp"))
+        self.assertEqual(s["client"], {"pid": os.getpid(), "uid": os.getuid()})
+        self.assertEqual((s["bytes_in"], s["bytes_out"]), (1000, 1000))
+        link = self.d.result("connections.list")["connections"][0]
+        self.assertEqual((link["streams"], link["bytes_in"], link["bytes_out"]), (1, 1000, 1000))
+        self.assertEqual(self.d.result("status")["counts"]["streams"], 1)
+        opened = self.events.next_event()
+        self.assertEqual((opened["type"], opened["stream_id"], opened["node_id"]), ("stream_opened", sid, "n1"))
+        p.close()
+        self.assertEqual(self.closed_event(sid)["reason"], "client_closed")
+        self.assertTrue(wait_for(lambda: self.d.result("streams.list")["streams"] == []))
+
+    def test_second_stream_reuses_the_link(self):
+        a = self.open()
+        b = self.open()
+        self.assertTrue(b.answer["result"]["link_reused"])
+        self.assertNotEqual(a.answer["result"]["stream_id"], b.answer["result"]["stream_id"])
+        a.sock.sendall(b"a")
+        b.sock.sendall(b"b")
+        self.assertEqual((a.read_exactly(1), b.read_exactly(1)), (b"a", b"b"))
+        a.close()
+        b.close()
+
+    def test_disconnect_ends_streams(self):
+        pipes = [self.open() for _ in range(2)]
+        ids = {p.answer["result"]["stream_id"] for p in pipes}
+        self.d.result("disconnect", {"node_id": "n1"})
+        for p in pipes:
+            self.assertTrue(p.closed_soon())
+        reasons = {self.closed_event(i)["reason"] for i in ids}
+        self.assertEqual(reasons, {"disconnect"})
+
+    def test_nodes_remove_ends_streams(self):
+        p = self.open()
+        sid = p.answer["result"]["stream_id"]
+        self.d.result("nodes.remove", {"node_id": "n1"})
+        self.assertTrue(p.closed_soon())
+        self.assertEqual(self.closed_event(sid)["reason"], "node_removed")
+
+    def test_sigterm_closes_stream_clients(self):
+        p = self.open()
+        self.d.signal(signal.SIGTERM)
+        self.assertTrue(p.closed_soon())
+        self.assertEqual(self.d.proc.wait(20), 0)
+
+    def refusal(self, c, line_id=None):
+        """The -32602 answer to a streams.open that is not alone (not validated
+        as an answer: proto/'s params schema cannot know about the connection)."""
+        msg = json.loads(c.read_line())
+        answer = msg[0] if isinstance(msg, list) else msg
+        PROTO_DOC.validate_error("streams.open", answer["error"])
+        self.assertEqual(answer["error"]["code"], -32602)
+        if line_id is not None:
+            self.assertEqual(answer["id"], line_id)
+        return answer["error"]["message"]
+
+    def test_alone_on_its_connection(self):
+        with self.d.client() as c:
+            c.send_raw(b'[{"jsonrpc":"2.0","id":1,"method":"streams.open","params":{"node_id":"n1"}}]\n')
+            self.assertIn("batch", self.refusal(c))
+            # The connection stays a JSON-RPC connection.
+            self.assertIn("result", c.call("status"))
+        self.d.result("nodes.add", {"id": "gone", "endpoints": [
+            {"protocol": "tcp", "address": "127.0.0.1", "port": 1}]})
+        with self.d.client() as c:
+            # A connect that takes a while (retries to a refused port) is still owed.
+            c.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"connect","params":{"node_id":"gone","wait":true,'
+                       b'"retry":{"max_attempts":3,"initial_delay_ms":300}}}\n'
+                       b'{"jsonrpc":"2.0","id":2,"method":"streams.open","params":{"node_id":"n1"}}\n')
+            self.assertIn("unanswered", self.refusal(c, 2))
+            self.assertEqual(json.loads(c.read_line(timeout=20))["id"], 1)
+        with self.d.client() as c:
+            self.assertIn("result", c.call("events.subscribe"))
+            c.send_raw(b'{"jsonrpc":"2.0","id":9,"method":"streams.open","params":{"node_id":"n1"}}\n')
+            while True:
+                msg = json.loads(c.read_line())
+                if msg.get("method") != "event":
+                    break
+            PROTO_DOC.validate_error("streams.open", msg["error"])
+            self.assertEqual(msg["error"]["code"], -32602)
+            self.assertIn("subscribed", msg["error"]["message"])
+
+    def test_error_gives_the_connection_back(self):
+        with self.d.client() as c:
+            req = b'{"jsonrpc":"2.0","id":1,"method":"streams.open","params":{"node_id":"nope"}}\n'
+            c.send_raw(req + b'{"jsonrpc":"2.0","id":2,"method":"status"}\n')
+            first = json.loads(c.read_line())
+            self.assertEqual((first["id"], first["error"]["code"]), (1, -32001))
+            PROTO_DOC.validate_answer("streams.open", first, {"node_id": "nope"})
+            second = json.loads(c.read_line())
+            self.assertEqual(second["id"], 2)
+            self.assertIn("result", second)
+
+    def test_open_close_loop_does_not_leak_descriptors(self):
+        warm = self.open()
+        warm.sock.sendall(b"w")
+        warm.read_exactly(1)
+        warm.close()
+        time.sleep(0.3)
+        before = fd_count(self.d.proc.pid)
+        for i in range(200):
+            p = self.open()
+            self.assertTrue(p.ok, p.answer)
+            p.sock.sendall(b"%d" % i)
+            self.assertEqual(p.read_exactly(len(b"%d" % i)), b"%d" % i)
+            p.close()
+        self.assertTrue(wait_for(lambda: self.d.result("status")["counts"]["streams"] == 0))
+        self.assertTrue(wait_for(lambda: fd_count(self.d.proc.pid) <= before + 2, timeout=10),
+                        "descriptors grew from %d to %d" % (before, fd_count(self.d.proc.pid)))
+
+
+class SendingNode:
+    """A TCP node whose first connection (the link) stays silent and whose later
+    ones (streams) are served by `serve(conn)` on a thread each. (The test
+    peer's send:N sends on the link too, which then ends, and its streams with
+    it: link_lost.)"""
+
+    def __init__(self, serve):
+        self.serve = serve
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.received = []
+        self.stopped = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            if len(self.conns) > 1:
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            self.serve(self, conn)
+        except OSError:
+            pass
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def send_then_read(node, conn, n=100000):
+    conn.sendall(pattern(n))
+    conn.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    node.received.append(got)
+
+
+def send_forever(node, conn):
+    block = b"z" * 65536
+    while not node.stopped:
+        conn.sendall(block)
+
+
+class NodeStreamsTest(DaemonTest):
+    serve = None
+
+    def setUp(self):
+        super().setUp()
+        self.node = SendingNode(type(self).serve)
+        self.d.result("nodes.add", {"id": "n1", "endpoints": [
+            {"protocol": "tcp", "address": "127.0.0.1", "port": self.node.port}]})
+        self.events = Client(self.d.sock)
+        self.assertIn("result", self.events.call("events.subscribe", {"types": ["stream_closed"]}))
+
+    def tearDown(self):
+        self.events.close()
+        self.node.stop()
+        super().tearDown()
+
+    open = StreamsTest.open
+    closed_event = StreamsTest.closed_event
+
+
+class SendTest(NodeStreamsTest):
+    serve = send_then_read
+
+    def test_node_end_is_a_half_close(self):
+        p = self.open()
+        sid = p.answer["result"]["stream_id"]
+        self.assertEqual(p.read_to_eof(), pattern(100000))
+        # The client may still send after the node's end; its own end ends the stream.
+        p.sock.sendall(b"after the node's end")
+        p.sock.shutdown(socket.SHUT_WR)
+        self.assertTrue(p.closed_soon())
+        e = self.closed_event(sid)
+        self.assertEqual((e["reason"], e["bytes_in"]), ("eof", 100000))
+        self.assertEqual(e["bytes_out"], len(b"after the node's end"))
+        self.assertTrue(wait_for(lambda: self.node.received == [b"after the node's end"]))
+
+
+class SlowReaderTest(NodeStreamsTest):
+    serve = send_forever
+    daemon_args = ("--stream-buffer=256KiB",)
+
+    def test_slow_reader_bounds_memory(self):
+        p = self.open()
+        p.read_exactly(1000)
+        time.sleep(1.0)
+        before = vm_rss_kib(self.d.proc.pid)
+        time.sleep(2.0)
+        after = vm_rss_kib(self.d.proc.pid)
+        self.assertLessEqual(after - before, (2 * 256 * 1024 + MiB) // 1024,
+                             "RSS grew from %d KiB to %d KiB" % (before, after))
+        sid = p.answer["result"]["stream_id"]
+        got = sum(s["bytes_in"] for s in self.d.result("streams.list")["streams"])
+        self.assertLess(got, 16 * MiB, "the daemon read %d bytes for a client that does not read" % got)
+        p.close()
+        self.assertEqual(self.closed_event(sid)["reason"], "client_closed")
+
+
+class ResetTest(StreamsTest):
+    peer_mode = "reset"
+
+    def test_peer_reset_closes_the_client(self):
+        p = self.open()
+        sid = p.answer["result"]["stream_id"]
+        p.sock.sendall(b"trigger")
+        self.assertTrue(p.closed_soon(5))
+        self.assertEqual(self.closed_event(sid)["reason"], "reset")
+
+
+class LimitTest(StreamsTest):
+    peer_mode = "hold"
+    daemon_args = ("--max-streams=2",)
+
+    def test_max_streams(self):
+        a = self.open()
+        b = self.open()
+        self.assertTrue(a.ok and b.ok)
+        c = self.open()
+        self.assertEqual(c.answer["error"]["code"], -32012)
+        self.assertEqual(c.answer["error"]["data"]["reason"], "limit")
+        # The refused connection stays JSON-RPC.
+        self.assertIn("result", c.client.call("status"))
+        a.close()
+        self.assertTrue(wait_for(lambda: self.d.result("status")["counts"]["streams"] == 1))
+        d = self.open()
+        self.assertTrue(d.ok, d.answer)
+        for p in (b, c, d):
+            p.close()
+
+
+class RefusedDialTest(DaemonTest):
+    def test_refused_stream_dial(self):
+        # A link whose endpoint stops listening: the link stays, a stream's own dial is refused.
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(4)
+        port = lsock.getsockname()[1]
+        self.d.result("nodes.add", {"id": "r1", "endpoints": [
+            {"protocol": "tcp", "address": "127.0.0.1", "port": port}]})
+        self.assertEqual(self.d.result("connect", {"node_id": "r1"})["state"], "active")
+        conn, _ = lsock.accept()
+        lsock.close()
+        try:
+            p = Pipe(self.d, {"node_id": "r1"})
+            err = p.answer["error"]
+            self.assertEqual(err["code"], -32012)
+            self.assertEqual((err["data"]["reason"], err["data"]["dial_reason"]), ("refused", "refused"))
+            self.assertIsInstance(err["data"]["endpoint_id"], int)
+            p.close()
+            # The link is still up.
+            self.assertEqual(len(self.d.result("connections.list")["connections"]), 1)
+        finally:
+            conn.close()
+
+
+class QuicStreamsTest(DaemonTest):
+    """Streams on the node's one QUIC connection."""
+    daemon_args = ("--quic-idle-timeout=2s", "--quic-keepalive=500ms")
+
+    def setUp(self):
+        super().setUp()
+        import tempfile
+        self.tmp = tempfile.TemporaryDirectory()
+        cert = Certificate(self.tmp.name)
+        self.peer = TestPeer("--quic", "0", "--cert", cert.cert, "--key", cert.key, "--quic-streams", "echo")
+        self.d.result("nodes.add", {"id": "q1", "endpoints": [
+            {"protocol": "quic", "address": "127.0.0.1", "port": self.peer.quic_port, "pin_sha256": cert.pin}]})
+        self.events = Client(self.d.sock)
+        self.assertIn("result", self.events.call("events.subscribe", {"types": ["stream_closed"]}))
+
+    def tearDown(self):
+        self.events.close()
+        self.peer.stop()
+        self.tmp.cleanup()
+        super().tearDown()
+
+    open = StreamsTest.open
+    closed_event = StreamsTest.closed_event
+
+    def test_several_streams_at_once_on_one_link(self):
+        pipes = [self.open(node_id="q1") for _ in range(4)]
+        for p in pipes:
+            self.assertTrue(p.ok, p.answer)
+            self.assertEqual(p.answer["result"]["protocol"], "quic")
+        self.assertEqual([p.answer["result"]["link_reused"] for p in pipes], [False, True, True, True])
+        datas = [os.urandom(300000) for _ in pipes]
+        threads = []
+        for p, data in zip(pipes, datas):
+            def write(p=p, data=data):
+                p.sock.sendall(data)
+                p.sock.shutdown(socket.SHUT_WR)
+            t = threading.Thread(target=write)
+            t.start()
+            threads.append(t)
+        for p, data in zip(pipes, datas):
+            self.assertTrue(p.read_to_eof(timeout=60) == data, "echo differs")
+        for t in threads:
+            t.join(30)
+        for p in pipes:
+            e = self.closed_event(p.answer["result"]["stream_id"])
+            self.assertEqual(e["reason"], "eof")
+            p.close()
+        links = self.d.result("connections.list")["connections"]
+        self.assertEqual(len(links), 1)
+        self.assertEqual((links[0]["bytes_in"], links[0]["bytes_out"]), (4 * 300000, 4 * 300000))
+
+    def test_peer_killed_is_link_lost(self):
+        p = self.open(node_id="q1")
+        self.assertTrue(p.ok, p.answer)
+        p.sock.sendall(b"ping")
+        self.assertEqual(p.read_exactly(4), b"ping")
+        self.peer.command("vanish")
+        self.peer.proc.wait(10)
+        # The link ends at the QUIC idle timeout (or an ICMP error): the stream with it.
+        self.assertTrue(p.closed_soon(timeout=60))
+        self.assertEqual(self.closed_event(p.answer["result"]["stream_id"], timeout=10)["reason"], "link_lost")
+        p.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

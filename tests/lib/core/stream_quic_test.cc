@@ -1,0 +1,228 @@
+// ConnectionManager::open_stream over a real QUIC link: the project's test
+// peer (connmgr-test-peer) echoing QUIC streams. All of a node's streams
+// share its one QUIC connection.
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+
+#include "core/connection_manager.h"
+#include "quic/quic_connector.h"
+#include "test_support.h"
+
+extern char** environ;
+
+using namespace connmgr;
+using namespace std::chrono_literals;
+using connmgr::test::run_until;
+using connmgr::test::TempDir;
+
+namespace {
+
+// connmgr-test-peer echoing QUIC streams, with a fresh certificate; its
+// stdin takes commands ("close-all"), its first stdout line says its ports.
+class EchoPeer {
+ public:
+  explicit EchoPeer(const TempDir& dir) {
+    const std::string key = dir.file("key.pem"), cert = dir.file("cert.pem");
+    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
+                            key + "' -out '" + cert + "' -days 2 -subj /CN=localhost 2>/dev/null";
+    REQUIRE(std::system(gen.c_str()) == 0);
+    FILE* p = popen(("openssl x509 -in '" + cert + "' -pubkey -noout | openssl pkey -pubin -outform der | "
+                     "openssl dgst -sha256 -binary | openssl enc -base64").c_str(), "r");
+    char buf[128] = {};
+    REQUIRE(fgets(buf, sizeof buf, p));
+    pclose(p);
+    pin = buf;
+    while (!pin.empty() && pin.back() == '\n') pin.pop_back();
+    const char* exe = getenv("CONNMGR_TEST_PEER");
+    spawn({exe ? exe : "tests/peer/connmgr-test-peer", "--tcp", "0", "--quic", "0", "--cert", cert, "--key", key,
+           "--quic-streams", "echo"});
+    int tcp = 0;
+    REQUIRE(sscanf(read_line().c_str(), "ready tcp=%d quic=%d", &tcp, &port) == 2);
+  }
+  ~EchoPeer() {
+    close(to_);
+    close(from_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  void command(const std::string& line) {
+    const std::string l = line + "\n";
+    REQUIRE(write(to_, l.data(), l.size()) == static_cast<ssize_t>(l.size()));
+  }
+
+  std::string pin;
+  int port = 0;
+
+ private:
+  void spawn(std::vector<std::string> args) {
+    int in[2], out[2];
+    REQUIRE(pipe(in) == 0);
+    REQUIRE(pipe(out) == 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, in[1]);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  std::string read_line() {
+    std::string line;
+    char c;
+    for (;;) {
+      pollfd p{from_, POLLIN, 0};
+      if (poll(&p, 1, 20000) <= 0 || read(from_, &c, 1) != 1 || c == '\n') return line;
+      line += c;
+    }
+  }
+
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+};
+
+struct Seen {
+  std::string data;
+  std::string end;
+  int ends = 0;
+};
+
+class Fixture {
+ public:
+  Fixture() {
+    uv_loop_init(&loop);
+    StoreOptions so;
+    so.path = dir.file("connmgr.db");
+    auto s = Store::open(&loop, so);
+    REQUIRE(s.ok());
+    store = std::move(s).value();
+    auto q = QuicConnector::create(&loop, QuicOptions{});
+    REQUIRE(q.ok());
+    connectors.add(std::move(q).value());
+    events.subscribe([this](const Event& e) { seen.push_back(e); });
+    ConnectionConfig cfg;
+    cfg.connection_timeout = 5000ms;
+    cfg.max_retry_count = 0;
+    manager = std::make_unique<ConnectionManager>(&loop, *store, connectors, events, cfg);
+    NodeSpec spec;
+    spec.id = "q1";
+    EndpointSpec e;
+    e.protocol = "quic";
+    e.address = "127.0.0.1";
+    e.port = peer.port;
+    e.pin_sha256 = peer.pin;
+    spec.endpoints.push_back(e);
+    REQUIRE(store->add_node(spec).ok());
+  }
+  ~Fixture() {
+    manager.reset();
+    store->close();
+    store.reset();
+    connmgr::test::drain_loop(&loop);
+    uv_loop_close(&loop);
+  }
+
+  Result<OpenedStream> open() {
+    std::optional<Result<OpenedStream>> out;
+    ConnectRequest req;
+    req.node_id = "q1";
+    manager->open_stream(req, {}, [&](Result<OpenedStream> r, const ConnectFailure*) { out.emplace(std::move(r)); });
+    REQUIRE(run_until(&loop, [&] { return out.has_value(); }, 15s));
+    return std::move(*out);
+  }
+
+  std::unique_ptr<Stream> open_ok(Seen* s) {
+    auto r = open();
+    if (!r.ok()) FAIL("open_stream failed: " << r.error().message());
+    std::unique_ptr<Stream> st = std::move(r->stream);
+    Stream* p = st.get();
+    p->start({[p, s](std::string_view b) {
+                s->data.append(b);
+                p->consume(b.size());
+              },
+              nullptr, nullptr,
+              [s](const std::string& why) {
+                s->end = why;
+                s->ends += 1;
+              }});
+    return st;
+  }
+
+  size_t closed_with(const std::string& reason) const {
+    size_t n = 0;
+    for (const auto& e : seen) n += e.type == EventType::kStreamClosed && e.reason == reason;
+    return n;
+  }
+
+  uv_loop_t loop{};
+  TempDir dir;
+  EchoPeer peer{dir};
+  std::unique_ptr<Store> store;
+  ConnectorFactory connectors;
+  EventBus events;
+  std::vector<Event> seen;
+  std::unique_ptr<ConnectionManager> manager;
+};
+
+}  // namespace
+
+TEST_CASE_METHOD(Fixture, "streams over one QUIC link echo, and a closed link ends them with link_lost") {
+  Seen s1, s2;
+  auto a = open_ok(&s1);
+  auto second = open();
+  REQUIRE(second.ok());
+  CHECK(second->link_reused);
+  CHECK(second->link.streams == 2);
+  auto b = std::move(second->stream);
+  Stream* bp = b.get();
+  bp->start({[bp, &s2](std::string_view x) {
+               s2.data.append(x);
+               bp->consume(x.size());
+             },
+             nullptr, nullptr, [&s2](const std::string& why) { s2.end = why; s2.ends += 1; }});
+  a->write("over quic");
+  b->write(std::string(300000, 'q'));
+  REQUIRE(run_until(&loop, [&] { return s1.data.size() == 9 && s2.data.size() == 300000; }, 15s));
+  CHECK(s1.data == "over quic");
+  auto link = manager->link_of("q1");
+  REQUIRE(link);
+  CHECK(link->bytes_in == 300009);
+  CHECK(link->bytes_out == 300009);
+
+  peer.command("close-all");  // CONNECTION_CLOSE: the link drops
+  REQUIRE(run_until(&loop, [&] { return s1.ends == 1 && s2.ends == 1; }, 15s));
+  CHECK(s1.end == "link_lost");
+  CHECK(s2.end == "link_lost");
+  CHECK(closed_with("link_lost") == 2);
+  CHECK(manager->stream_count() == 0);
+}
+
+TEST_CASE_METHOD(Fixture, "disconnect ends a QUIC link's streams with disconnect; eof passes through") {
+  Seen s1, s2;
+  auto a = open_ok(&s1);
+  auto b = open_ok(&s2);
+  b->write("bye");
+  b->shutdown_write();
+  REQUIRE(run_until(&loop, [&] { return s2.ends == 1; }, 15s));
+  CHECK(s2.end == "eof");
+  CHECK(s2.data == "bye");
+  manager->disconnect_node("q1");
+  CHECK(s1.end == "disconnect");
+  CHECK(closed_with("disconnect") == 1);
+  CHECK(closed_with("eof") == 1);
+  a.reset();
+  b.reset();
+}
