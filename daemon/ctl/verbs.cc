@@ -46,6 +46,7 @@ std::vector<std::string> synopsis_words(const Verb& verb) {
   if (!word.empty()) out.push_back(word);
   for (const Flag& f : verb.flags)
     if (!f.in_args) out.push_back(flag_synopsis(f));
+  if (!verb.command.empty()) out.push_back("-- " + std::string(verb.command));
   return out;
 }
 
@@ -131,10 +132,17 @@ size_t argument_position(const Verb& verb, const std::vector<std::string>& words
 // argument at that position completes to.
 void complete_after_command(const Verb& verb, const std::vector<Flag>& globals, const std::vector<std::string>& words,
                             size_t command_at, const std::string& cur, CompletionRequest& out) {
+  // After "--": the command to run, then its arguments (files).
+  if (const auto dashes = std::find(words.begin() + static_cast<long>(command_at) + 1, words.end(), "--");
+      !verb.command.empty() && dashes != words.end()) {
+    out.kind = dashes + 1 == words.end() ? Completion::kCommand : Completion::kFile;
+    return;
+  }
   if (!cur.empty() && cur[0] == '-') {
     if (verb.raw) return;
     out.kind = Completion::kWords;
     add_names(out.words, verb.flags);
+    if (!verb.command.empty()) out.words.emplace_back("--");
     for (const Flag& g : globals)
       if (g.after_command) out.words.emplace_back(g.name);
     return;
@@ -207,6 +215,10 @@ Arguments parse_arguments(const Verb& verb, const std::vector<std::string>& word
   const std::string& usage = out.usage;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i];
+    if (!verb.command.empty() && w == "--") {
+      out.command.assign(words.begin() + static_cast<long>(i) + 1, words.end());
+      break;
+    }
     if (verb.raw || !is_option(w)) {
       out.positional.push_back(w);
       continue;
@@ -227,6 +239,7 @@ Arguments parse_arguments(const Verb& verb, const std::vector<std::string>& word
     }
   }
   if (out.positional.size() < verb.min_args || out.positional.size() > verb.max_args) usage_error(usage);
+  if (!verb.command.empty() && out.command.empty()) usage_error("no command to run after --; " + usage);
   return out;
 }
 
