@@ -142,7 +142,6 @@ void complete_after_command(const Verb& verb, const std::vector<Flag>& globals, 
     if (verb.raw) return;
     out.kind = Completion::kWords;
     add_names(out.words, verb.flags);
-    if (!verb.command.empty()) out.words.emplace_back("--");
     for (const Flag& g : globals)
       if (g.after_command) out.words.emplace_back(g.name);
     return;

@@ -189,8 +189,6 @@ class CtlTest(DaemonTest):
                 options = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", "\n".join(lines))))
                 if cmd not in ("call", "help"):  # --json after any command but these raw ones
                     options = sorted(options + ["--json"])
-                if cmd == "exec":  # and the "--" before its command
-                    options = sorted(options + ["--"])
                 self.assertEqual(sorted(complete(cmd, "--")), options)
         self.assertEqual(complete("--"), ["--socket", "--json", "--timeout", "--help", "--version"])
         # Values: node ids asked of the daemon the command line names, protocols.
