@@ -117,8 +117,8 @@ class CtlTest(DaemonTest):
             out = subprocess.run([CONNMGRCTL] + args, capture_output=True, text=True, timeout=10)
             self.assertEqual(out.returncode, 0)
             for cmd in ["status", "nodes", "node ", "endpoints", "add-node", "remove-node", "add-endpoint",
-                        "remove-endpoint", "connect", "disconnect", "links", "watch", "call", "--json",
-                        "--socket", "--timeout"]:
+                        "remove-endpoint", "connect", "disconnect", "links", "watch", "pipe", "exec", "call",
+                        "--json", "--socket", "--timeout"]:
                 self.assertIn(cmd, out.stdout)
 
     def test_help_lists_every_row_of_the_command_table(self):

@@ -121,7 +121,8 @@ class RecipesTest(unittest.TestCase):
         self.assertIn("exit status 1: the connect failed", out)
         self.assertIn("db1 tcp active", out)
         # Streams: socat's first line is the answer, then the echo; pipe, exec.
-        self.assertRegex(out, r'(?m)^\{"jsonrpc":"2.0","id":1,"result":\{.*"node_id":"edge1".*\}\}\nhello over a stream$')
+        self.assertRegex(out, r'(?m)^\{"jsonrpc":"2.0","id":1,"result":\{.*"node_id":"edge1".*\}\}\n'
+                              r'hello over a stream$')
         self.assertIn("hello through connmgrctl pipe\n", out)
         self.assertIn("1 MB came back intact", out)
         self.assertIn("ping", r.stderr)
