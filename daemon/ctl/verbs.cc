@@ -208,37 +208,43 @@ std::string options_help(const std::vector<Flag>& global_options) {
   return out;
 }
 
+namespace {
+
+// The option words[i] (and its value, words[i + 1] when not given with "=").
+void take_option(const Verb& verb, const std::vector<std::string>& words, size_t& i, Arguments& out) {
+  const std::string& w = words[i];
+  const size_t eq = w.find('=');
+  const std::string name = w.substr(0, eq);
+  const Flag* f = find_flag(verb.flags, name);
+  if (!f) usage_error("unknown option " + name + " for " + std::string(verb.name) + "; " + out.usage);
+  if (out.has(f->name) && !f->repeats) usage_error(name + " given twice; " + out.usage);
+  if (f->value.empty()) {
+    if (eq != std::string::npos) usage_error(name + " takes no value; " + out.usage);
+    out.add(f->name, "");
+  } else if (eq != std::string::npos) {
+    out.add(f->name, w.substr(eq + 1));
+  } else {
+    if (i + 1 >= words.size()) usage_error(name + " needs a value");
+    out.add(f->name, words[++i]);
+  }
+}
+
+}  // namespace
+
 Arguments parse_arguments(const Verb& verb, const std::vector<std::string>& words) {
   Arguments out;
   out.usage = "usage: connmgrctl " + synopsis(verb);
-  const std::string& usage = out.usage;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i];
     if (!verb.command.empty() && w == "--") {
       out.command.assign(words.begin() + static_cast<long>(i) + 1, words.end());
       break;
     }
-    if (verb.raw || !is_option(w)) {
-      out.positional.push_back(w);
-      continue;
-    }
-    const size_t eq = w.find('=');
-    const std::string name = w.substr(0, eq);
-    const Flag* f = find_flag(verb.flags, name);
-    if (!f) usage_error("unknown option " + name + " for " + std::string(verb.name) + "; " + usage);
-    if (out.has(f->name) && !f->repeats) usage_error(name + " given twice; " + usage);
-    if (f->value.empty()) {
-      if (eq != std::string::npos) usage_error(name + " takes no value; " + usage);
-      out.add(f->name, "");
-    } else if (eq != std::string::npos) {
-      out.add(f->name, w.substr(eq + 1));
-    } else {
-      if (i + 1 >= words.size()) usage_error(name + " needs a value");
-      out.add(f->name, words[++i]);
-    }
+    if (verb.raw || !is_option(w)) out.positional.push_back(w);
+    else take_option(verb, words, i, out);
   }
-  if (out.positional.size() < verb.min_args || out.positional.size() > verb.max_args) usage_error(usage);
-  if (!verb.command.empty() && out.command.empty()) usage_error("no command to run after --; " + usage);
+  if (out.positional.size() < verb.min_args || out.positional.size() > verb.max_args) usage_error(out.usage);
+  if (!verb.command.empty() && out.command.empty()) usage_error("no command to run after --; " + out.usage);
   return out;
 }
 
