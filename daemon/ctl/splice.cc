@@ -18,8 +18,10 @@ constexpr size_t kChunk = 64 * 1024;
 // The two directions. The socket is non-blocking, so that bytes from the
 // node keep flowing to stdout while the node (or connmgrd's back-pressure)
 // is not taking ours: an echoing node would otherwise deadlock us. stdin
-// and stdout stay as they are (their file descriptions may be shared) and
-// are only read or written once poll() says they are ready.
+// and stdout stay as they are (their file descriptions may be shared):
+// stdin is read once poll() says it is ready; stdout takes blocking writes,
+// so a reader that does not keep up holds the stream back (connmgrd then
+// stops taking the node's bytes: back-pressure, not memory).
 struct Splice {
   int sock = -1;
   bool stdin_open = true;

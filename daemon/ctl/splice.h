@@ -12,7 +12,9 @@ namespace connmgr::ctl {
 // stdin's EOF becomes shutdown(SHUT_WR) on the socket, the socket's EOF
 // closes stdout. Returns 0 once both have ended; prints why and returns 1
 // when the stream is reset or closed by connmgrd while stdin still goes on
-// (the node reset it, the link was lost, the node was disconnected).
+// (the node reset it, the link was lost, the node was disconnected). Once
+// stdin has ended, a reset looks like the stream's end: connmgrd closes the
+// connection either way.
 int join_stdio(int sock);
 
 // Runs `command` (execvp) with `sock` as its stdin and stdout; returns only
