@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <utility>
 #include <vector>
 
 #include "daemon/ctl/table.h"
@@ -85,6 +86,29 @@ std::optional<json> Connection::receive() {
   }
 }
 
+std::optional<json> Connection::receive_exact() {
+  std::string line;
+  for (;;) {
+    char chunk[4096];
+    ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_PEEK);
+    if (n < 0 && errno == EINTR) continue;
+    timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (n <= 0) return std::nullopt;
+    const char* nl = static_cast<const char*>(memchr(chunk, '\n', static_cast<size_t>(n)));
+    const size_t take = nl ? static_cast<size_t>(nl - chunk) + 1 : static_cast<size_t>(n);
+    n = ::recv(fd_, chunk, take, 0);  // what the peek saw is there: no short read
+    if (n != static_cast<ssize_t>(take)) return std::nullopt;
+    line.append(chunk, take);
+    if (nl) return json::parse(line, nullptr, false);
+  }
+}
+
+int Connection::release() {
+  const timeval none{};
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+  return std::exchange(fd_, -1);
+}
+
 std::string describe_error(const json& e) {
   std::string msg = e.value("message", std::string("error"));
   const json data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
@@ -103,39 +127,61 @@ std::string describe_error(const json& e) {
   return msg + " [" + std::to_string(e.value("code", 0)) + "]";
 }
 
+namespace {
+
+// No answer to a request: why, on stderr, and exit 3.
+[[noreturn]] void no_answer(const Options& o, const Connection& c, const std::optional<json>& answer) {
+  if (!answer && c.timed_out())
+    fprintf(stderr, "connmgrctl: no answer from connmgrd within %gs (see --timeout)\n",
+            o.timeout_s.value_or(kDefaultTimeoutS));
+  else if (!answer)
+    fprintf(stderr, "connmgrctl: connmgrd closed the connection without an answer\n");
+  else
+    fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
+  exit(kExitUnreachable);
+}
+
+// An error answer: its description on stderr (with --json, the answer on
+// stdout too) and exit 1.
+void exit_on_error(const Options& o, const json& answer) {
+  if (!answer.contains("error")) return;
+  fprintf(stderr, "connmgrctl: %s\n", describe_error(answer["error"]).c_str());
+  if (o.json_output) fprintf(stdout, "%s\n", answer.dump().c_str());
+  exit(kExitError);
+}
+
+json request(int id, const std::string& method, const json& params) {
+  return json{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
+}
+
+}  // namespace
+
 json call(const Options& o, const std::string& method, const json& params, const json* subscribe,
           const EventSink& on_event) {
   Connection c(o.socket, o.timeout_s.value_or(kDefaultTimeoutS));
-  if (subscribe)
-    c.send(json{{"jsonrpc", "2.0"}, {"id", 0}, {"method", "events.subscribe"}, {"params", *subscribe}});
-  json req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}};
-  c.send(req);
+  if (subscribe) c.send(request(0, "events.subscribe", *subscribe));
+  c.send(request(1, method, params));
   for (;;) {
     auto answer = c.receive();
-    if (!answer || answer->is_discarded()) {
-      if (!answer && c.timed_out())
-        fprintf(stderr, "connmgrctl: no answer from connmgrd within %gs (see --timeout)\n",
-                o.timeout_s.value_or(kDefaultTimeoutS));
-      else if (!answer)
-        fprintf(stderr, "connmgrctl: connmgrd closed the connection without an answer\n");
-      else
-        fprintf(stderr, "connmgrctl: connmgrd answered a line that is not JSON\n");
-      exit(kExitUnreachable);
-    }
+    if (!answer || answer->is_discarded()) no_answer(o, c, answer);
     if (!answer->contains("id")) {  // a notification
       if (on_event && answer->value("method", "") == "event" && answer->contains("params"))
         on_event((*answer)["params"]);
       continue;
     }
     if ((*answer)["id"] == 0) continue;  // the subscription's own answer
-    if (answer->contains("error")) {
-      const json& e = (*answer)["error"];
-      fprintf(stderr, "connmgrctl: %s\n", describe_error(e).c_str());
-      if (o.json_output) fprintf(stdout, "%s\n", answer->dump().c_str());
-      exit(kExitError);
-    }
+    exit_on_error(o, *answer);
     return (*answer)["result"];
   }
+}
+
+int open_stream(const Options& o, const json& params) {
+  Connection c(o.socket, o.timeout_s.value_or(0));
+  c.send(request(1, "streams.open", params));
+  auto answer = c.receive_exact();
+  if (!answer || answer->is_discarded()) no_answer(o, c, answer);
+  exit_on_error(o, *answer);
+  return c.release();
 }
 
 }  // namespace connmgr::ctl

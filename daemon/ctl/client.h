@@ -47,6 +47,12 @@ class Connection {
   bool timed_out() const { return timed_out_; }
   // Whether a whole line is already buffered (receive() will not block).
   bool has_line() const { return buf_.find('\n') != std::string::npos; }
+  // One JSON line read off the socket up to its '\n' and not one byte
+  // further (MSG_PEEK first): what follows stays in the socket. Not mixed
+  // with receive(), whose buffer it does not see.
+  std::optional<nlohmann::json> receive_exact();
+  // The socket, blocking, without receive timeout, no longer closed here.
+  int release();
 
  private:
   int fd_ = -1;
@@ -68,5 +74,11 @@ using EventSink = std::function<void(const nlohmann::json& event)>;
 // (connect --wait shows its attempts this way).
 nlohmann::json call(const Options& o, const std::string& method, const nlohmann::json& params,
                     const nlohmann::json* subscribe = nullptr, const EventSink& on_event = {});
+
+// streams.open with `params` (pipe, exec): sends the request, reads its
+// answer line exactly (the bytes after it are the stream's) and returns the
+// socket, from then on a raw byte pipe to the node. Errors as call(): the
+// message on stderr and exit 1 on an error answer, exit 3 without an answer.
+int open_stream(const Options& o, const nlohmann::json& params);
 
 }  // namespace connmgr::ctl

@@ -2,14 +2,15 @@
 #
 # Completes the global options, the commands, each command's options, node
 # ids (asked of the daemon, on the socket the command line names), protocols,
-# event types for `watch` and method names for `call`.
+# event types for `watch`, method names for `call` and the command after
+# exec's `--`.
 #
 # Nothing is listed here: connmgrctl answers from its command table. The
 # hidden `connmgrctl __complete WORD...` takes the words after the program
 # name up to the one being completed and prints how to complete it ("words",
-# "nospace" or "files") and then the candidate words, one a line. A connmgrctl
-# that cannot run, or a daemon that cannot be reached for node ids, gives no
-# completion.
+# "nospace", "files" or "commands") and then the candidate words, one a line.
+# A connmgrctl that cannot run, or a daemon that cannot be reached for node
+# ids, gives no completion.
 #
 # Works with the bash-completion package (_init_completion) and without it.
 
@@ -47,6 +48,9 @@ _connmgrctl_complete() {
     case $how in
         files)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
+        commands)
+            mapfile -t COMPREPLY < <(compgen -c -- "$cur")
             ;;
         words | nospace)
             mapfile -t COMPREPLY < <(compgen -W "$reply" -- "$cur")

@@ -24,6 +24,7 @@
 
 #include "connmgr_version.h"
 #include "daemon/ctl/client.h"
+#include "daemon/ctl/splice.h"
 #include "daemon/ctl/table.h"
 #include "daemon/ctl/verbs.h"
 
@@ -388,6 +389,24 @@ int verb_watch(Options& o, const Arguments& a) {
   return stream_events(o, p);
 }
 
+// pipe's and exec's streams.open params. Without the global --timeout the
+// answer is awaited as connect --wait's: the daemon answers when its
+// attempts are spent.
+json stream_params(const Arguments& a) {
+  json p{{"node_id", a.positional[0]}};
+  if (auto protocol = a.value("--protocol")) p["protocol"] = *protocol;
+  if (auto t = a.value("--timeout")) p["timeout_ms"] = duration_ms(*t, "--timeout");
+  return p;
+}
+
+int verb_pipe(Options& o, const Arguments& a) {
+  return connmgr::ctl::join_stdio(connmgr::ctl::open_stream(o, stream_params(a)));
+}
+
+int verb_exec(Options& o, const Arguments& a) {
+  return connmgr::ctl::exec_on(connmgr::ctl::open_stream(o, stream_params(a)), a.command);
+}
+
 int verb_call(Options& o, const Arguments& a) {
   json params = json::object();
   if (a.positional.size() == 2) {
@@ -399,6 +418,12 @@ int verb_call(Options& o, const Arguments& a) {
 }
 
 // --- the table ------------------------------------------------------------------------------
+
+// The options of pipe and exec: streams.open's params.
+std::vector<Flag> stream_flags() {
+  return {{.name = "--protocol", .value = "P", .completes = Completion::kProtocol},
+          {.name = "--timeout", .value = "DURATION"}};
+}
 
 // The commands, in the order --help lists them. Each row: the name, the
 // positional arguments (synopsis, how many, what each completes to), the
@@ -441,6 +466,12 @@ const Verbs kVerbs = {
     {.name = "watch", .args = "[TYPE ...]", .max_args = kUnlimited, .flags = {{.name = "--plain"}},
      .arg_completions = {Completion::kEventType}, .handler = verb_watch,
      .help = "events as they happen; on a terminal a live view of the links over the latest events (Ctrl-C ends)"},
+    {.name = "pipe", .args = "NODE", .min_args = 1, .max_args = 1, .flags = stream_flags(),
+     .arg_completions = {Completion::kNodeId}, .handler = verb_pipe,
+     .help = "a stream to the node joined to stdin and stdout (an ssh ProxyCommand)"},
+    {.name = "exec", .args = "NODE", .min_args = 1, .max_args = 1, .flags = stream_flags(),
+     .arg_completions = {Completion::kNodeId}, .handler = verb_exec,
+     .help = "run CMD with a stream to the node as its stdin and stdout", .command = "CMD [ARGS]"},
     {.name = "call", .args = "METHOD [JSON-PARAMS]", .min_args = 1, .max_args = 2,
      .arg_completions = {Completion::kMethod}, .handler = verb_call, .help = "any method, raw", .raw = true},
     {.name = "help", .max_args = kUnlimited, .handler = verb_help, .help = "this text", .raw = true},
@@ -452,14 +483,16 @@ const std::vector<Flag> kGlobalOptions = {
     {.name = "--socket", .value = "PATH", .completes = Completion::kFile, .help = "the daemon's socket (see below)"},
     {.name = "--json", .help = "print the result as JSON (one line), for scripts", .after_command = true},
     {.name = "--timeout", .value = "DURATION",
-     .help = "how long to wait for an answer [60s; connect --wait: no limit]"},
+     .help = "how long to wait for an answer [60s; connect --wait, pipe, exec: no limit]"},
     {.name = "--help"},
     {.name = "--version"},
 };
 
 constexpr const char* kHelpNotes =
-    "Exit status: 0 success, 1 error answer (message on stderr), 2 usage error,\n"
-    "3 the daemon cannot be reached or did not answer.\n"
+    "Exit status: 0 success, 1 error answer (message on stderr; pipe: also a stream reset\n"
+    "or closed by connmgrd), 2 usage error, 3 the daemon cannot be reached or did not\n"
+    "answer. exec, once the stream is open: CMD's own status, 126 CMD cannot be run,\n"
+    "127 CMD not found.\n"
     "\n"
     "The socket: --socket, else $CONNMGR_SOCKET, else /run/connmgr/connmgrd.sock for root\n"
     "and $XDG_RUNTIME_DIR/connmgr/connmgrd.sock for other users (/tmp/connmgr-UID/connmgrd.sock\n"
@@ -478,11 +511,12 @@ std::string help_text() {
 // What `watch` and `call` complete to: the event types and the methods of
 // proto/connmgr.openrpc.json (tests/install/docs_drift_test.py compares them).
 const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
-                                              "disconnected", "node_added", "node_removed"};
+                                              "disconnected", "node_added", "node_removed",   "stream_opened",
+                                              "stream_closed"};
 const std::vector<std::string> kMethods = {
     "nodes.list",       "nodes.get",    "endpoints.list", "connect",          "disconnect",
     "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",
-    "events.subscribe", "events.unsubscribe", "status"};
+    "events.subscribe", "events.unsubscribe", "status",         "streams.open",     "streams.list"};
 const std::vector<std::string> kProtocols = {"tcp", "quic"};
 
 // The daemon's node ids, asked on the socket the command line names, within
@@ -500,7 +534,7 @@ std::vector<std::string> node_ids(const Arguments& globals) {
 // `connmgrctl __complete WORD...`, for connmgrctl.bash: WORDs are the command
 // line after the program name up to the word being completed (the last one).
 // Prints how bash completes it ("words", "nospace": words after which no
-// space goes, or "files") and then the words, one a line, before filtering by
+// space goes, "files" or "commands") and then the words, one a line, before filtering by
 // what is typed already.
 int complete_command_line(const std::vector<std::string>& words) {
   auto request = connmgr::ctl::complete(kVerbs, kGlobalOptions, words);
@@ -510,6 +544,7 @@ int complete_command_line(const std::vector<std::string>& words) {
     case Completion::kNone:
     case Completion::kWords: break;
     case Completion::kFile: how = "files"; break;
+    case Completion::kCommand: how = "commands"; break;
     case Completion::kNodeId: out = node_ids(request.globals); break;
     case Completion::kProtocol: out = kProtocols; break;
     case Completion::kEndpointSpec:
@@ -561,9 +596,10 @@ size_t parse_global_options(const std::vector<std::string>& args, Options& o) {
   return i;
 }
 
-// --json after the command (`connmgrctl nodes --json`): its first occurrence.
+// --json after the command (`connmgrctl nodes --json`): its first occurrence
+// before a "--" (after it, exec's command has its own words).
 bool take_json_flag(std::vector<std::string>& words) {
-  for (auto it = words.begin(); it != words.end(); ++it)
+  for (auto it = words.begin(); it != words.end() && *it != "--"; ++it)
     if (*it == "--json") {
       words.erase(it);
       return true;

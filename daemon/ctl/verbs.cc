@@ -46,6 +46,7 @@ std::vector<std::string> synopsis_words(const Verb& verb) {
   if (!word.empty()) out.push_back(word);
   for (const Flag& f : verb.flags)
     if (!f.in_args) out.push_back(flag_synopsis(f));
+  if (!verb.command.empty()) out.push_back("-- " + std::string(verb.command));
   return out;
 }
 
@@ -131,6 +132,12 @@ size_t argument_position(const Verb& verb, const std::vector<std::string>& words
 // argument at that position completes to.
 void complete_after_command(const Verb& verb, const std::vector<Flag>& globals, const std::vector<std::string>& words,
                             size_t command_at, const std::string& cur, CompletionRequest& out) {
+  // After "--": the command to run, then its arguments (files).
+  if (const auto dashes = std::find(words.begin() + static_cast<long>(command_at) + 1, words.end(), "--");
+      !verb.command.empty() && dashes != words.end()) {
+    out.kind = dashes + 1 == words.end() ? Completion::kCommand : Completion::kFile;
+    return;
+  }
   if (!cur.empty() && cur[0] == '-') {
     if (verb.raw) return;
     out.kind = Completion::kWords;
@@ -201,32 +208,43 @@ std::string options_help(const std::vector<Flag>& global_options) {
   return out;
 }
 
+namespace {
+
+// The option words[i] (and its value, words[i + 1] when not given with "=").
+void take_option(const Verb& verb, const std::vector<std::string>& words, size_t& i, Arguments& out) {
+  const std::string& w = words[i];
+  const size_t eq = w.find('=');
+  const std::string name = w.substr(0, eq);
+  const Flag* f = find_flag(verb.flags, name);
+  if (!f) usage_error("unknown option " + name + " for " + std::string(verb.name) + "; " + out.usage);
+  if (out.has(f->name) && !f->repeats) usage_error(name + " given twice; " + out.usage);
+  if (f->value.empty()) {
+    if (eq != std::string::npos) usage_error(name + " takes no value; " + out.usage);
+    out.add(f->name, "");
+  } else if (eq != std::string::npos) {
+    out.add(f->name, w.substr(eq + 1));
+  } else {
+    if (i + 1 >= words.size()) usage_error(name + " needs a value");
+    out.add(f->name, words[++i]);
+  }
+}
+
+}  // namespace
+
 Arguments parse_arguments(const Verb& verb, const std::vector<std::string>& words) {
   Arguments out;
   out.usage = "usage: connmgrctl " + synopsis(verb);
-  const std::string& usage = out.usage;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i];
-    if (verb.raw || !is_option(w)) {
-      out.positional.push_back(w);
-      continue;
+    if (!verb.command.empty() && w == "--") {
+      out.command.assign(words.begin() + static_cast<long>(i) + 1, words.end());
+      break;
     }
-    const size_t eq = w.find('=');
-    const std::string name = w.substr(0, eq);
-    const Flag* f = find_flag(verb.flags, name);
-    if (!f) usage_error("unknown option " + name + " for " + std::string(verb.name) + "; " + usage);
-    if (out.has(f->name) && !f->repeats) usage_error(name + " given twice; " + usage);
-    if (f->value.empty()) {
-      if (eq != std::string::npos) usage_error(name + " takes no value; " + usage);
-      out.add(f->name, "");
-    } else if (eq != std::string::npos) {
-      out.add(f->name, w.substr(eq + 1));
-    } else {
-      if (i + 1 >= words.size()) usage_error(name + " needs a value");
-      out.add(f->name, words[++i]);
-    }
+    if (verb.raw || !is_option(w)) out.positional.push_back(w);
+    else take_option(verb, words, i, out);
   }
-  if (out.positional.size() < verb.min_args || out.positional.size() > verb.max_args) usage_error(usage);
+  if (out.positional.size() < verb.min_args || out.positional.size() > verb.max_args) usage_error(out.usage);
+  if (!verb.command.empty() && out.command.empty()) usage_error("no command to run after --; " + out.usage);
   return out;
 }
 

@@ -28,7 +28,7 @@ constexpr int kExitUsage = 2;
 // What a word on the command line completes to in bash: a fixed list of words
 // (commands, options), files, or values connmgrctl.cc knows (node ids asked of
 // the daemon, protocols, endpoint specs, event types, method names).
-enum class Completion { kNone, kWords, kFile, kNodeId, kProtocol, kEndpointSpec, kEventType, kMethod };
+enum class Completion { kNone, kWords, kFile, kCommand, kNodeId, kProtocol, kEndpointSpec, kEventType, kMethod };
 
 // An option: "--limit N" (value "N"), or "--all" (no value). Given as
 // "--name VALUE" or "--name=VALUE", anywhere after the command.
@@ -47,6 +47,7 @@ struct Flag {
 class Arguments {
  public:
   std::vector<std::string> positional;
+  std::vector<std::string> command;  // the words after "--" (Verb::command)
   std::string usage;  // "usage: connmgrctl SYNOPSIS", for the handler's own usage errors
 
   bool has(std::string_view flag) const;
@@ -76,6 +77,9 @@ struct Verb {
   std::vector<Completion> arg_completions = {};
   int (*handler)(Options& options, const Arguments& arguments) = nullptr;
   std::string_view help = {};
+  // A command to run after "--" (exec's "CMD [ARGS]", its name in the
+  // synopsis): required; the words after "--" are its, options or not.
+  std::string_view command = {};
   // Arguments taken verbatim: no options parsed, --json after the command is
   // one of them (call's raw params, help).
   bool raw = false;
@@ -86,7 +90,7 @@ using Verbs = std::vector<Verb>;
 const Verb* find_verb(const Verbs& verbs, std::string_view name);
 
 // "nodes [--limit N] [--after ID]": the name, its arguments, then each option
-// Verb::args does not already show.
+// Verb::args does not already show, then "-- " and Verb::command if any.
 std::string synopsis(const Verb& verb);
 
 // The lines of --help's Commands section (and of its Options section, for the
@@ -96,8 +100,9 @@ std::string commands_help(const Verbs& verbs);
 std::string options_help(const std::vector<Flag>& global_options);
 
 // Parses the words after the command name against its row: unknown options,
-// options without their value, an option given twice that does not repeat
-// and a wrong number of arguments are usage errors naming its synopsis.
+// options without their value, an option given twice that does not repeat,
+// a wrong number of arguments and a missing "-- CMD" (Verb::command) are
+// usage errors naming its synopsis.
 Arguments parse_arguments(const Verb& verb, const std::vector<std::string>& words);
 
 // What bash should offer for the last of `words` (the words after the program

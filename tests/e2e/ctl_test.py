@@ -6,6 +6,7 @@ import re
 import select
 import signal
 import subprocess
+import tempfile
 import unittest
 
 from daemon import CONNMGRCTL, PROTO_DOC, DaemonTest, Listener, closed_port, wait_for
@@ -116,8 +117,8 @@ class CtlTest(DaemonTest):
             out = subprocess.run([CONNMGRCTL] + args, capture_output=True, text=True, timeout=10)
             self.assertEqual(out.returncode, 0)
             for cmd in ["status", "nodes", "node ", "endpoints", "add-node", "remove-node", "add-endpoint",
-                        "remove-endpoint", "connect", "disconnect", "links", "watch", "call", "--json",
-                        "--socket", "--timeout"]:
+                        "remove-endpoint", "connect", "disconnect", "links", "watch", "pipe", "exec", "call",
+                        "--json", "--socket", "--timeout"]:
                 self.assertIn(cmd, out.stdout)
 
     def test_help_lists_every_row_of_the_command_table(self):
@@ -145,6 +146,8 @@ class CtlTest(DaemonTest):
                        "[--reconnect]",
             "links": "links [--all]",
             "call": "call METHOD [JSON-PARAMS]",
+            "pipe": "pipe NODE [--protocol P] [--timeout DURATION]",
+            "exec": "exec NODE [--protocol P] [--timeout DURATION] -- CMD [ARGS]",
         }
         cases = [
             (("status", "extra"), "status", None),
@@ -158,6 +161,11 @@ class CtlTest(DaemonTest):
             (("nodes", "--bogus"), "nodes", "unknown option --bogus for nodes"),
             (("links", "--all", "--all"), "links", "--all given twice"),
             (("links", "--all=yes"), "links", "--all takes no value"),
+            (("pipe",), "pipe", None),
+            (("pipe", "n1", "n2"), "pipe", None),
+            (("exec", "n1"), "exec", "no command to run after --"),
+            (("exec", "n1", "--"), "exec", "no command to run after --"),
+            (("exec", "n1", "true"), "exec", None),
         ]
         help_text = self.ctl("--help", check=0).stdout
         for args, cmd, what in cases:
@@ -190,6 +198,14 @@ class CtlTest(DaemonTest):
         self.assertEqual(complete("--socket=" + self.d.sock, "add-endpoint", ""), ["db1", "web1", "web2"])
         self.assertEqual(complete("--socket", self.d.sock, "add-endpoint", "db1", ""), ["tcp", "quic"])
         self.assertEqual(complete("--socket", self.d.sock, "endpoints", "db1", "--protocol", "t"), ["tcp"])
+        self.assertEqual(complete("--socket", self.d.sock, "pipe", "d"), ["db1"])
+        self.assertEqual(complete("pipe", "db1", "--protocol", "q"), ["quic"])
+        # exec: the command after "--" (a program of PATH), then files.
+        self.assertIn("true", complete("exec", "db1", "--", "tru"))
+        with tempfile.TemporaryDirectory() as d:
+            open(os.path.join(d, "stream-input"), "w").close()
+            self.assertEqual(complete("exec", "db1", "--", "cat", os.path.join(d, "stream-in")),
+                             [os.path.join(d, "stream-input")])
 
     def test_every_command_has_its_method_and_json_output(self):
         self.ctl_json("nodes.add", "add-node", "n1", "--name", "one")

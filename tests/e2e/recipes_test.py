@@ -43,7 +43,8 @@ def recipes(path):
 
 
 class DemoPeer:
-    """connmgr-test-peer with a fresh self-signed certificate, as scripts/run starts it."""
+    """connmgr-test-peer with a fresh self-signed certificate, as scripts/run starts it
+    (its streams echo)."""
 
     def __init__(self, workdir):
         key, crt = os.path.join(workdir, "peer.key"), os.path.join(workdir, "peer.crt")
@@ -56,7 +57,8 @@ class DemoPeer:
         import base64
         import hashlib
         self.pin = base64.b64encode(hashlib.sha256(der).digest()).decode()
-        self.proc = subprocess.Popen([TEST_PEER, "--tcp", "0", "--quic", "0", "--cert", crt, "--key", key],
+        self.proc = subprocess.Popen([TEST_PEER, "--tcp", "0", "--quic", "0", "--cert", crt, "--key", key,
+                                      "--tcp-streams", "echo", "--quic-streams", "echo"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline().split()  # "ready tcp=N quic=N"
         assert ready and ready[0] == "ready", "test peer did not start: %s" % ready
@@ -118,6 +120,13 @@ class RecipesTest(unittest.TestCase):
         self.assertIn("next try in 2.0s", r.stderr)
         self.assertIn("exit status 1: the connect failed", out)
         self.assertIn("db1 tcp active", out)
+        # Streams: socat's first line is the answer, then the echo; pipe, exec.
+        self.assertRegex(out, r'(?m)^\{"jsonrpc":"2.0","id":1,"result":\{.*"node_id":"edge1".*\}\}\n'
+                              r'hello over a stream$')
+        self.assertIn("hello through connmgrctl pipe\n", out)
+        self.assertIn("1 MB came back intact", out)
+        self.assertIn("ping", r.stderr)
+        self.assertRegex(out, r'\{"node_id":"edge1","streams":0,"bytes_in":\d{7},"bytes_out":\d{7}\}')
 
     def test_docs(self):
         ran = 0
