@@ -558,7 +558,9 @@ class Bench:
         nodes += [("i%d" % i, [("quic", "127.0.0.1", hold[2], self.pin)]) for i in range(idle_nodes)]
         db = self.fresh_db("streams", nodes)
         stream_buffer = 256 * 1024  # the default, said explicitly
+        # A stream's client is one of the daemon's clients (max_clients).
         d, sock, rpc, _, _ = self.start_daemon("streams", "--max-streams=%d" % (idle_count + 100),
+                                               "--max-clients=%d" % (idle_count + 200),
                                                "--stream-buffer=%d" % stream_buffer, database=db)
         timeout = max(300, size // (10 << 20))
         # Bulk, one way (node -> client: the peer's send:N, read to the end).
@@ -602,13 +604,14 @@ class Bench:
             self.stop(p)
             # The client gone, the stream ends (client_closed): wait for it,
             # so that the idle row starts from none open.
+            def left():
+                return len([s for s in rpc.call("streams.list")["streams"] if s["node_id"] == node])
             deadline = time.time() + 10
-            while rpc.call("streams.list")["streams"] and time.time() < deadline:
+            while left() and time.time() < deadline:
                 time.sleep(0.05)
-            left = len(rpc.call("streams.list")["streams"])
-            if left:
+            if left():
                 self.notes.append("%s hold: %d stream(s) still listed 10 s after the client closed"
-                                  % (label, left))
+                                  % (label, left()))
             self.row("%s stream, 64 MiB toward a peer that never reads: RSS growth KiB" % label,
                      after - before, None, "KiB", ("max", bound_kib))
             self.notes.append("%s hold: %s bytes accepted before the pipe stalled; daemon RSS %d → %d KiB"
