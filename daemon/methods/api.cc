@@ -66,6 +66,25 @@ json details_for(const Error& e, const std::optional<std::string>& node_id,
   return d;
 }
 
+// lib/net's Stream as the RPC layer's RawStream (the session's splice
+// drives it; daemon/server knows no transport).
+class StreamForSession final : public rpc::RawStream {
+ public:
+  explicit StreamForSession(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
+  void start(Callbacks cb) override {
+    stream_->start(Stream::Callbacks{std::move(cb.on_data), std::move(cb.on_eof), std::move(cb.on_writable),
+                                     std::move(cb.on_end)});
+  }
+  void write(std::string_view bytes) override { stream_->write(bytes); }
+  size_t buffered() const override { return stream_->buffered(); }
+  void shutdown_write() override { stream_->shutdown_write(); }
+  void consume(size_t n) override { stream_->consume(n); }
+  void reset() override { stream_->reset(); }
+
+ private:
+  std::unique_ptr<Stream> stream_;
+};
+
 }  // namespace
 
 Api::Api(ApiContext context) : ctx_(std::move(context)), alive_(std::make_shared<bool>(true)) {}
@@ -384,7 +403,8 @@ void Api::streams_open(const Params& params, const Ctx& ctx, Reply reply) {
         auto session = weak.lock();
         if (!session || session->closed() || !*alive) return;  // the Stream resets: client_closed
         OpenedStream& opened = r.value();
-        session->attach_stream(std::move(opened.stream), ctx_.manager->config().stream_buffer);
+        session->attach_stream(std::make_unique<StreamForSession>(std::move(opened.stream)),
+                               ctx_.manager->config().stream_buffer);
         reply.result(json{{"stream_id", opened.stream_id},
                           {"node_id", opened.link.node_id},
                           {"endpoint_id", opened.link.endpoint_id},

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "net/stream.h"
+#include "rpc/raw_stream.h"
 #include "util/error.h"
 
 namespace connmgr::rpc {
@@ -60,7 +60,7 @@ class Session {
   virtual bool claim_raw() { return false; }
   // Before the success answer of a claimed request: the stream the pipe is
   // joined to once the answer line is written; `buffer` bounds each way.
-  virtual void attach_stream(std::unique_ptr<Stream> stream, size_t buffer) {
+  virtual void attach_stream(std::unique_ptr<RawStream> stream, size_t buffer) {
     static_cast<void>(stream);
     static_cast<void>(buffer);
   }

@@ -101,13 +101,8 @@ void ClientSession::set_state(State next) {
       stop_reading();
       uv_idle_stop(resume_idle_.get());
       break;
-    case State::kStreamPending:
-      // The bytes after the request line are the stream's: kept, not read
-      // as lines; the rest stays in the socket until the hand-over.
-      stop_reading();
-      uv_idle_stop(resume_idle_.get());
-      break;
-    case State::kStreaming:
+    case State::kStreamPending:  // the bytes after the request line are the
+    case State::kStreaming:      // stream's: kept, then the splice's to read
       stop_reading();
       uv_idle_stop(resume_idle_.get());
       break;
@@ -517,7 +512,7 @@ bool ClientSession::claim_raw() {
   return true;
 }
 
-void ClientSession::attach_stream(std::unique_ptr<Stream> stream, size_t buffer) {
+void ClientSession::attach_stream(std::unique_ptr<rpc::RawStream> stream, size_t buffer) {
   if (state_ != State::kStreamPending) return;  // dropped: the Stream resets
   stream_ = std::move(stream);
   stream_buffer_ = buffer;

@@ -91,7 +91,7 @@ class ClientSession final : public rpc::Session,
   bool closed() const override { return state_ == State::kClosed; }
   void on_close(std::function<void()> hook) override { close_hooks_.push_back(std::move(hook)); }
   bool claim_raw() override;
-  void attach_stream(std::unique_ptr<Stream> stream, size_t buffer) override;
+  void attach_stream(std::unique_ptr<rpc::RawStream> stream, size_t buffer) override;
   bool streaming() const { return state_ == State::kStreaming; }
 
  private:
@@ -162,7 +162,7 @@ class ClientSession final : public rpc::Session,
   State claimed_from_ = State::kReading;  // where an error answer goes back to
   bool in_take_ = false;                  // inside take_lines: hand over afterwards
   bool answered_stream_ = false;          // the success answer is queued in out_
-  std::unique_ptr<Stream> stream_;        // attached, not yet handed over
+  std::unique_ptr<rpc::RawStream> stream_;  // attached, not yet handed over
   size_t stream_buffer_ = 0;
   std::unique_ptr<StreamSplice> splice_;
 };

@@ -24,7 +24,7 @@ struct StreamSplice::Shutdown {
   uv_shutdown_t req{};
 };
 
-StreamSplice::StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::unique_ptr<Stream> stream,
+StreamSplice::StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::unique_ptr<rpc::RawStream> stream,
                            size_t buffer, std::function<void()> done)
     : pipe_(std::move(pipe)), stream_(std::move(stream)), buffer_(buffer), done_(std::move(done)) {
   pipe_.set_owner(this);
@@ -34,7 +34,7 @@ StreamSplice::StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::uniqu
 StreamSplice::~StreamSplice() = default;  // pipe closed, stream reset if it still runs
 
 void StreamSplice::start(std::string to_client, std::string to_node) {
-  stream_->start(Stream::Callbacks{
+  stream_->start(rpc::RawStream::Callbacks{
       [this](std::string_view bytes) { on_node_data(bytes); },
       [this] { on_node_eof(); },
       [this] { update_reading(); },

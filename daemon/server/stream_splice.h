@@ -1,5 +1,6 @@
 // StreamSplice: joins a client's Unix connection, after the answer line of
-// its streams.open, to a Stream toward a node: a raw byte pipe both ways.
+// its streams.open, to a stream toward a node (rpc::RawStream, lib/net's
+// Stream adapted by daemon/methods): a raw byte pipe both ways.
 //
 // Toward the node: what the client writes goes to stream->write(); reading
 // the client pauses while stream->buffered() is over the buffer limit and
@@ -38,7 +39,7 @@
 #include <string>
 #include <string_view>
 
-#include "net/stream.h"
+#include "rpc/raw_stream.h"
 #include "util/uv_handle.h"
 
 namespace connmgr::server {
@@ -49,7 +50,7 @@ class StreamSplice {
   // write to the client first (the answer line); `to_node`: bytes the client
   // sent after its request line, the stream's first bytes; `buffer`: the
   // limit each way (stream_buffer).
-  StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::unique_ptr<Stream> stream,
+  StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::unique_ptr<rpc::RawStream> stream,
                size_t buffer, std::function<void()> done);
   ~StreamSplice();
   StreamSplice(const StreamSplice&) = delete;
@@ -86,7 +87,7 @@ class StreamSplice {
   void finish(bool reset_stream);
 
   UvHandle<uv_pipe_t> pipe_;
-  std::unique_ptr<Stream> stream_;
+  std::unique_ptr<rpc::RawStream> stream_;
   size_t buffer_;
   std::function<void()> done_;
   Timer done_timer_;

@@ -184,6 +184,7 @@ class QuicSession final : public quic::QuicStreamHost {
 
   static int verify_cb(gnutls_session_t s);
   static ngtcp2_callbacks callbacks();
+  static void add_stream_callbacks(ngtcp2_callbacks* cb);
 
   QuicConnector::Impl& connector_;
   DialRequest req_;
@@ -450,8 +451,14 @@ ngtcp2_callbacks QuicSession::callbacks() {
     static_cast<QuicSession*>(self)->stateless_reset_ = true;
     return 0;
   };
-  // Streams: the stream objects only take note; nothing they do calls
-  // ngtcp2 or a user callback from here.
+  add_stream_callbacks(&cb);
+  return cb;
+}
+
+// Streams: the stream objects only take note; nothing they do calls ngtcp2
+// or a user callback from here.
+void QuicSession::add_stream_callbacks(ngtcp2_callbacks* callbacks) {
+  ngtcp2_callbacks& cb = *callbacks;
   cb.extend_max_local_streams_bidi = [](ngtcp2_conn*, uint64_t, void* self) {
     static_cast<QuicSession*>(self)->streams_credit_ = true;
     return 0;
@@ -495,7 +502,6 @@ ngtcp2_callbacks QuicSession::callbacks() {
     static_cast<QuicSession*>(self)->on_stream_close(id, flags & NGTCP2_STREAM_CLOSE_FLAG_APP_ERROR_CODE_SET);
     return 0;
   };
-  return cb;
 }
 
 namespace {

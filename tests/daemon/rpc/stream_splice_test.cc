@@ -8,7 +8,7 @@
 
 #include <deque>
 
-#include "net/stream.h"
+#include "rpc/raw_stream.h"
 #include "rpc_test_util.h"
 
 using namespace connmgr;
@@ -19,7 +19,7 @@ namespace {
 // Echoes what is written, a loop turn later; the end of writing is answered
 // with on_eof then on_end("eof"). With `reset_on_write`, the first write is
 // answered with on_end("reset").
-class EchoStream final : public Stream {
+class EchoStream final : public rpc::RawStream {
  public:
   struct Log {
     std::string written;
@@ -31,7 +31,6 @@ class EchoStream final : public Stream {
       : log_(std::move(log)), reset_on_write_(reset_on_write) {
     timer_.init(loop);
   }
-  int64_t transport_id() const override { return 0; }
   void start(Callbacks cb) override { cb_ = std::move(cb); }
   void write(std::string_view bytes) override {
     if (ended_) return;

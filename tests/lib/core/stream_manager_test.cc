@@ -109,6 +109,7 @@ struct FakeNet {
   uint64_t dial_delay_ms = 0;
   std::optional<Error> answer;
   std::vector<std::chrono::milliseconds> timeouts;  // what each open was given
+  std::vector<std::chrono::steady_clock::time_point> opened_at;  // when
   std::vector<size_t> buffers;
   int cancelled = 0;
   Connection* last = nullptr;
@@ -141,6 +142,7 @@ class FakeConnection final : public Connection {
   void close() override {}
   DialHandle open_stream(std::chrono::milliseconds timeout, StreamLimits limits, StreamCallback done) override {
     net_.timeouts.push_back(timeout);
+    net_.opened_at.push_back(std::chrono::steady_clock::now());
     net_.buffers.push_back(limits.buffer);
     Timer& t = net_.timer();
     if (net_.answer) t.start(0, [done, e = *net_.answer] { done(e); });
@@ -626,11 +628,15 @@ TEST_CASE_METHOD(Fixture, "the request's timeout covers the link's dial and the 
   ConnectRequest req;
   req.node_id = "q1";
   req.timeout = 1000ms;
+  uv_update_time(&loop);  // the fake dial's 300 ms count from now, not from a stale clock
+  const auto asked = std::chrono::steady_clock::now();
   manager->open_stream(req, {}, [](Result<OpenedStream>, const ConnectFailure*) {});
   REQUIRE(run_until(&loop, [&] { return net.timeouts.size() == 1; }));
-  // What the dial left (the loop's cached clock may fire the 300 ms dial early).
-  CHECK(net.timeouts[0] <= 780ms);
-  CHECK(net.timeouts[0] >= 200ms);
+  // The stream's open got what the dial left of the second.
+  const auto dial = std::chrono::duration_cast<std::chrono::milliseconds>(net.opened_at[0] - asked);
+  CHECK(dial >= 50ms);
+  CHECK(net.timeouts[0] <= 1000ms - dial + 5ms);
+  CHECK(net.timeouts[0] >= 1000ms - dial - 5ms);
   CHECK(net.buffers[0] == 12345);
 }
 
