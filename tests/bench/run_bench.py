@@ -562,6 +562,19 @@ class Bench:
         d, sock, rpc, _, _ = self.start_daemon("streams", "--max-streams=%d" % (idle_count + 100),
                                                "--max-clients=%d" % (idle_count + 200),
                                                "--stream-buffer=%d" % stream_buffer, database=db)
+        self.streams_bulk(sock, size, source_port, send[2])
+        self.streams_round_trips(sock, echo[1])
+        self.streams_hold(d, sock, rpc, stream_buffer)
+        self.streams_idle(d, sock, rpc, idle_count, idle_nodes, hard)
+        self.stop_daemon(d, rpc)
+        for peer in (send, echo, hold):
+            self.stop_peer(peer[0])
+        source.stdin.close()
+        self.stop(source)
+
+    def streams_bulk(self, sock, size, source_port, quic_port):
+        """Bulk rows: one stream, one way, through the daemon and straight."""
+        load = os.path.join(self.tools, "stream_load")
         timeout = max(300, size // (10 << 20))
         # Bulk, one way (node -> client: the peer's send:N, read to the end).
         ours_t, ref_t, ours_q, ref_q = [], [], [], []
@@ -570,7 +583,7 @@ class Bench:
             ref_t.append(run_tool([load, "tcp:127.0.0.1:%d" % source_port, "download", str(size)],
                                   timeout)["mib_s"])
             ours_q.append(run_tool([load, "unix:%s:bq" % sock, "download", str(size)], timeout)["mib_s"])
-            ref_q.append(run_tool([os.path.join(self.tools, "quic_plain_client"), "127.0.0.1", str(send[2]),
+            ref_q.append(run_tool([os.path.join(self.tools, "quic_plain_client"), "127.0.0.1", str(quic_port),
                                    self.pin, "connmgr", "download", str(size)], timeout)["mib_s"])
         self.row("TCP stream bulk, node → client, MiB/s", statistics.median(ours_t), statistics.median(ref_t),
                  "MiB/s", ("ratio", 0.5), ref_name="same client, straight to the peer")
@@ -580,16 +593,24 @@ class Bench:
                           "the end by stream_load through the daemon's socket or straight from the node; "
                           "TCP node: stream_load source, QUIC node: the test peer's send:N; QUIC reference: quic_plain_client "
                           "download, one stream with connmgr's 256 KiB window" % fmt(size))
+
+    def streams_round_trips(self, sock, echo_port):
+        """64-byte round trips through the daemon and straight."""
+        load = os.path.join(self.tools, "stream_load")
         # 64-byte round trips (the peer's echo).
         n = self.args.round_trips
         ours, ref, ours_q = [], [], []
         for _ in range(self.rounds()):
             ours.append(run_tool([load, "unix:%s:et" % sock, "rr", str(n), "64"])["rate"])
-            ref.append(run_tool([load, "tcp:127.0.0.1:%d" % echo[1], "rr", str(n), "64"])["rate"])
+            ref.append(run_tool([load, "tcp:127.0.0.1:%d" % echo_port, "rr", str(n), "64"])["rate"])
             ours_q.append(run_tool([load, "unix:%s:eq" % sock, "rr", str(n), "64"])["rate"])
         self.row("TCP stream 64-byte round trips/s", statistics.median(ours), statistics.median(ref),
                  "rt/s", ("ratio", 0.4), ref_name="same client, straight to the peer")
         self.row("QUIC stream 64-byte round trips/s", statistics.median(ours_q), None, "rt/s", ("info", 0))
+
+    def streams_hold(self, d, sock, rpc, stream_buffer):
+        """RSS growth while pushing toward a peer that never reads."""
+        load = os.path.join(self.tools, "stream_load")
         # A peer that never reads: what the daemon holds stays bounded.
         bound_kib = (2 * stream_buffer + (1 << 20)) / 1024.0
         for node, label in (("ht", "TCP"), ("hq", "QUIC")):
@@ -616,6 +637,10 @@ class Bench:
                      after - before, None, "KiB", ("max", bound_kib))
             self.notes.append("%s hold: %s bytes accepted before the pipe stalled; daemon RSS %d → %d KiB"
                               % (label, fmt(f.get("pushed", 0)), before, after))
+
+    def streams_idle(self, d, sock, rpc, idle_count, idle_nodes, hard):
+        """Daemon RSS per idle QUIC stream, all held at once."""
+        load = os.path.join(self.tools, "stream_load")
         # Idle QUIC streams held at once.
         for i in range(idle_nodes):
             rpc.call("connect", {"node_id": "i%d" % i})
@@ -640,11 +665,6 @@ class Bench:
             self.notes.append("idle streams: %d, not %d: RLIMIT_NOFILE's hard limit is %d, and each "
                               "stream is a Unix socket in the daemon and one in stream_load"
                               % (idle_count, self.args.idle_streams, hard))
-        self.stop_daemon(d, rpc)
-        for peer in (send, echo, hold):
-            self.stop_peer(peer[0])
-        source.stdin.close()
-        self.stop(source)
 
     # --- report ----------------------------------------------------------------
 
