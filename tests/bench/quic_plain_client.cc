@@ -12,6 +12,14 @@
 // cycles (failed ones too) and R only the successful ones per second, so that
 // a failure can never make the rate look better. Reasons go to stderr.
 //
+//   quic_plain_client HOST PORT PIN ALPN download BYTES
+// The reference of the QUIC stream bulk row: one connection, one
+// bidirectional stream opened and ended at once (FIN, no data), whose BYTES
+// from the peer (connmgr-test-peer --quic-streams send:BYTES) are read to the
+// peer's FIN with the flow-control window connmgr gives a stream (256 KiB,
+// stream and connection, credit given back as bytes arrive). Prints
+// "bytes=N seconds=S mib_s=R failures=F", timed from the stream's opening.
+//
 // HOST is resolved once at start (QuicConnector does no resolution for an IP
 // literal, which is what the benchmark dials).
 #include <gnutls/abstract.h>
@@ -92,6 +100,8 @@ struct Client {
   long started = 0;
   long finished = 0;
   long failures = 0;
+  uint64_t bulk = 0;      // download mode: bytes expected; 0: cycles
+  uint64_t received = 0;  // download mode: bytes read
   uint64_t t0 = 0;
   uint64_t t1 = 0;
 
@@ -124,6 +134,9 @@ class Attempt {
   int handles_ = 0;
   bool done_ = false;
   bool handshake_done_ = false;
+  int64_t stream_ = -1;  // download mode
+  bool fin_sent_ = false;
+  bool fin_received_ = false;
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
   ngtcp2_crypto_conn_ref ref_{};
@@ -207,6 +220,16 @@ bool Attempt::init_quic() {
     static_cast<Attempt*>(self)->handshake_done_ = true;
     return 0;
   };
+  // Download mode: bytes are taken at once and their credit given back.
+  cb.recv_stream_data = [](ngtcp2_conn* conn, uint32_t flags, int64_t id, uint64_t, const uint8_t*, size_t n,
+                           void* self, void*) {
+    auto* a = static_cast<Attempt*>(self);
+    a->client_.received += n;
+    ngtcp2_conn_extend_max_stream_offset(conn, id, n);
+    ngtcp2_conn_extend_max_offset(conn, n);
+    if (flags & NGTCP2_STREAM_DATA_FLAG_FIN) a->fin_received_ = true;
+    return 0;
+  };
 
   // Connection ID lengths, initial RTT and transport parameters as
   // QuicConnector sets them, so both send the same packets.
@@ -223,10 +246,10 @@ bool Attempt::init_quic() {
   settings.handshake_timeout = kHandshakeTimeoutMs * NGTCP2_MILLISECONDS;
   ngtcp2_transport_params params;
   ngtcp2_transport_params_default(&params);
-  params.initial_max_stream_data_bidi_local = 64 * 1024;
+  params.initial_max_stream_data_bidi_local = client_.bulk ? 256 * 1024 : 64 * 1024;
   params.initial_max_stream_data_bidi_remote = 64 * 1024;
   params.initial_max_stream_data_uni = 64 * 1024;
-  params.initial_max_data = 256 * 1024;
+  params.initial_max_data = 256 * 1024;  // download mode: connmgr's one-stream window
   params.initial_max_streams_uni = 3;
   params.max_idle_timeout = 30 * NGTCP2_SECONDS;
 
@@ -251,7 +274,15 @@ bool Attempt::write_packets() {
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info pi{};
   for (;;) {
-    ngtcp2_ssize n = ngtcp2_conn_write_pkt(conn_, &ps.path, &pi, buf, sizeof buf, uv_hrtime());
+    ngtcp2_ssize n;
+    if (stream_ >= 0 && !fin_sent_) {  // download mode: the stream's FIN, no data
+      ngtcp2_ssize taken = -1;
+      n = ngtcp2_conn_writev_stream(conn_, &ps.path, &pi, buf, sizeof buf, &taken, NGTCP2_WRITE_STREAM_FLAG_FIN,
+                                    stream_, nullptr, 0, uv_hrtime());
+      if (taken >= 0) fin_sent_ = true;
+    } else {
+      n = ngtcp2_conn_write_pkt(conn_, &ps.path, &pi, buf, sizeof buf, uv_hrtime());
+    }
     if (n < 0) {
       finish(false, ngtcp2_strerror(static_cast<int>(n)));
       return false;
@@ -293,7 +324,17 @@ void Attempt::on_read(ssize_t n, const uv_buf_t* buf) {
   // Flush first (the client Finished and ACKs), then test for completion:
   // QuicConnector's after_io() does it in this order.
   if (!write_packets()) return;
-  if (handshake_done_) return finish(true, nullptr);
+  if (handshake_done_ && !client_.bulk) return finish(true, nullptr);
+  if (handshake_done_ && stream_ < 0) {
+    if (int rv2 = ngtcp2_conn_open_bidi_stream(conn_, &stream_, nullptr); rv2 != 0)
+      return finish(false, ngtcp2_strerror(rv2));
+    client_.t0 = uv_hrtime();
+    if (!write_packets()) return;
+  }
+  if (fin_received_) {
+    if (client_.received != client_.bulk) return finish(false, "the stream ended early");
+    return finish(true, nullptr);
+  }
   arm_timer();
 }
 
@@ -355,15 +396,18 @@ void Client::on_finished(bool ok) {
 
 int main(int argc, char** argv) {
   if (argc != 7) {
-    fprintf(stderr, "usage: %s HOST PORT PIN ALPN CYCLES IN_FLIGHT\n", argv[0]);
+    fprintf(stderr, "usage: %s HOST PORT PIN ALPN CYCLES IN_FLIGHT\n"
+                    "       %s HOST PORT PIN ALPN download BYTES\n", argv[0], argv[0]);
     return 2;
   }
   Client c;
   c.host = argv[1];
   c.pin = argv[3];
   c.alpn = argv[4];
-  c.cycles = atol(argv[5]);
-  const long in_flight = atol(argv[6]);
+  const bool download = strcmp(argv[5], "download") == 0;
+  if (download) c.bulk = strtoull(argv[6], nullptr, 10);
+  c.cycles = download ? 1 : atol(argv[5]);
+  const long in_flight = download ? 1 : atol(argv[6]);
   if (c.cycles <= 0 || in_flight <= 0) {
     fprintf(stderr, "CYCLES and IN_FLIGHT must be positive\n");
     return 2;
@@ -389,6 +433,13 @@ int main(int argc, char** argv) {
   for (long i = 0; i < in_flight; ++i) c.start_next();
   uv_run(&loop, UV_RUN_DEFAULT);
   const double seconds = static_cast<double>(c.t1 - c.t0) / 1e9;
+  if (download) {
+    printf("bytes=%llu seconds=%.3f mib_s=%.1f failures=%ld\n", static_cast<unsigned long long>(c.received), seconds,
+           seconds > 0 ? static_cast<double>(c.received) / (1 << 20) / seconds : 0.0, c.failures);
+    uv_loop_close(&loop);
+    gnutls_certificate_free_credentials(c.cred);
+    return c.failures == 0 ? 0 : 1;
+  }
   printf("cycles=%ld seconds=%.3f rate=%.1f failures=%ld\n", c.finished, seconds,
          seconds > 0 ? static_cast<double>(c.finished - c.failures) / seconds : 0.0, c.failures);
   uv_loop_close(&loop);

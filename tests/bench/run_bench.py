@@ -4,7 +4,7 @@ the reference it is judged against, measured in the same run.
 
 Run through scripts/bench (which installs redis and builds a release tree):
     scripts/bench [--rounds N] [--only ROW,...] [--markdown FILE]
-Rows: status, tcp, quic, links, scale, latency.
+Rows: status, tcp, quic, links, scale, latency, streams.
 
 The machines are shared and noisy: every figure is the median of --rounds
 rounds, connmgr's and the reference's rounds interleaved, and judged by the
@@ -157,11 +157,12 @@ class Bench:
         import hashlib
         return cert, key, base64.b64encode(hashlib.sha256(der).digest()).decode()
 
-    def start_peer(self):
+    def start_peer(self, *modes):
         """connmgr-test-peer: accepts TCP and QUIC (ALPN connmgr) and holds
-        every link. Returns (process, tcp_port, quic_port)."""
+        every link; `modes` are its stream options (--tcp-streams MODE ...).
+        Returns (process, tcp_port, quic_port)."""
         p = self.start([self.peer_bin, "--tcp", "0", "--quic", "0", "--cert", self.cert,
-                        "--key", self.key, "--alpn", "connmgr"],
+                        "--key", self.key, "--alpn", "connmgr", *modes],
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = p.stdout.readline()
         f = parse_fields(line)
@@ -525,6 +526,146 @@ class Bench:
                  ref_name="idle p99")
         self.stop_peer(peer)
 
+    def bench_streams(self):
+        """Streams through the daemon (streams.open, then the raw pipe)
+        against stream_load talking to the same peer straight; the RSS rows
+        hold streams open and read the daemon's VmRSS."""
+        size = self.args.stream_bytes
+        print("streams: bulk %s bytes one way, 64-byte round trips, idle streams, a peer that never reads"
+              % fmt(size), flush=True)
+        load = os.path.join(self.tools, "stream_load")
+        send = self.start_peer("--quic-streams", "send:%d" % size)
+        # The TCP node of the bulk rows: stream_load's source (the test peer's
+        # send:N would send on the link too, and end it).
+        source = self.start([load, "source", str(size)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+        source_port = int(parse_fields(source.stdout.readline())["port"])
+        echo = self.start_peer("--tcp-streams", "echo", "--quic-streams", "echo")
+        hold = self.start_peer("--tcp-streams", "hold", "--quic-streams", "hold")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        # Each idle stream is a Unix socket in the daemon and one in
+        # stream_load; the peer allows 100 streams per QUIC connection, so
+        # they spread over links of 100 streams each.
+        idle_count = min(self.args.idle_streams, hard - 500)
+        idle_nodes = (idle_count + 99) // 100
+        nodes = [("bt", [("tcp", "127.0.0.1", source_port, None)]),
+                 ("bq", [("quic", "127.0.0.1", send[2], self.pin)]),
+                 ("et", [("tcp", "127.0.0.1", echo[1], None)]),
+                 ("eq", [("quic", "127.0.0.1", echo[2], self.pin)]),
+                 ("ht", [("tcp", "127.0.0.1", hold[1], None)]),
+                 ("hq", [("quic", "127.0.0.1", hold[2], self.pin)])]
+        nodes += [("i%d" % i, [("quic", "127.0.0.1", hold[2], self.pin)]) for i in range(idle_nodes)]
+        db = self.fresh_db("streams", nodes)
+        stream_buffer = 256 * 1024  # the default, said explicitly
+        # A stream's client is one of the daemon's clients (max_clients).
+        d, sock, rpc, _, _ = self.start_daemon("streams", "--max-streams=%d" % (idle_count + 100),
+                                               "--max-clients=%d" % (idle_count + 200),
+                                               "--stream-buffer=%d" % stream_buffer, database=db)
+        self.streams_bulk(sock, size, source_port, send[2])
+        self.streams_round_trips(sock, echo[1])
+        self.streams_hold(d, sock, rpc, stream_buffer)
+        self.streams_idle(d, sock, rpc, idle_count, idle_nodes, hard)
+        self.stop_daemon(d, rpc)
+        for peer in (send, echo, hold):
+            self.stop_peer(peer[0])
+        source.stdin.close()
+        self.stop(source)
+
+    def streams_bulk(self, sock, size, source_port, quic_port):
+        """Bulk rows: one stream, one way, through the daemon and straight."""
+        load = os.path.join(self.tools, "stream_load")
+        timeout = max(300, size // (10 << 20))
+        # Bulk, one way (node -> client: the peer's send:N, read to the end).
+        ours_t, ref_t, ours_q, ref_q = [], [], [], []
+        for _ in range(self.rounds()):
+            ours_t.append(run_tool([load, "unix:%s:bt" % sock, "download", str(size)], timeout)["mib_s"])
+            ref_t.append(run_tool([load, "tcp:127.0.0.1:%d" % source_port, "download", str(size)],
+                                  timeout)["mib_s"])
+            ours_q.append(run_tool([load, "unix:%s:bq" % sock, "download", str(size)], timeout)["mib_s"])
+            ref_q.append(run_tool([os.path.join(self.tools, "quic_plain_client"), "127.0.0.1", str(quic_port),
+                                   self.pin, "connmgr", "download", str(size)], timeout)["mib_s"])
+        self.row("TCP stream bulk, node → client, MiB/s", statistics.median(ours_t), statistics.median(ref_t),
+                 "MiB/s", ("ratio", 0.5), ref_name="same client, straight to the peer")
+        self.row("QUIC stream bulk, node → client, MiB/s", statistics.median(ours_q), statistics.median(ref_q),
+                 "MiB/s", ("ratio", 0.7), ref_name="plain ngtcp2+GnuTLS client, same window")
+        self.notes.append("bulk rows: %s bytes per transfer (--stream-bytes), node → client, read to "
+                          "the end by stream_load through the daemon's socket or straight from the node; "
+                          "TCP node: stream_load source, QUIC node: the test peer's send:N; QUIC reference: quic_plain_client "
+                          "download, one stream with connmgr's 256 KiB window" % fmt(size))
+
+    def streams_round_trips(self, sock, echo_port):
+        """64-byte round trips through the daemon and straight."""
+        load = os.path.join(self.tools, "stream_load")
+        # 64-byte round trips (the peer's echo).
+        n = self.args.round_trips
+        ours, ref, ours_q = [], [], []
+        for _ in range(self.rounds()):
+            ours.append(run_tool([load, "unix:%s:et" % sock, "rr", str(n), "64"])["rate"])
+            ref.append(run_tool([load, "tcp:127.0.0.1:%d" % echo_port, "rr", str(n), "64"])["rate"])
+            ours_q.append(run_tool([load, "unix:%s:eq" % sock, "rr", str(n), "64"])["rate"])
+        self.row("TCP stream 64-byte round trips/s", statistics.median(ours), statistics.median(ref),
+                 "rt/s", ("ratio", 0.4), ref_name="same client, straight to the peer")
+        self.row("QUIC stream 64-byte round trips/s", statistics.median(ours_q), None, "rt/s", ("info", 0))
+
+    def streams_hold(self, d, sock, rpc, stream_buffer):
+        """RSS growth while pushing toward a peer that never reads."""
+        load = os.path.join(self.tools, "stream_load")
+        # A peer that never reads: what the daemon holds stays bounded.
+        bound_kib = (2 * stream_buffer + (1 << 20)) / 1024.0
+        for node, label in (("ht", "TCP"), ("hq", "QUIC")):
+            rpc.call("connect", {"node_id": node})
+            time.sleep(0.3)
+            before = rss_kib(d.pid)
+            p = self.start([load, "unix:%s:%s" % (sock, node), "push", str(64 << 20)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            f = parse_fields(p.stdout.readline())
+            after = rss_kib(d.pid)
+            p.stdin.close()
+            self.stop(p)
+            # The client gone, the stream ends (client_closed): wait for it,
+            # so that the idle row starts from none open.
+            def left():
+                return len([s for s in rpc.call("streams.list")["streams"] if s["node_id"] == node])
+            deadline = time.time() + 10
+            while left() and time.time() < deadline:
+                time.sleep(0.05)
+            if left():
+                self.notes.append("%s hold: %d stream(s) still listed 10 s after the client closed"
+                                  % (label, left()))
+            self.row("%s stream, 64 MiB toward a peer that never reads: RSS growth KiB" % label,
+                     after - before, None, "KiB", ("max", bound_kib))
+            self.notes.append("%s hold: %s bytes accepted before the pipe stalled; daemon RSS %d → %d KiB"
+                              % (label, fmt(f.get("pushed", 0)), before, after))
+
+    def streams_idle(self, d, sock, rpc, idle_count, idle_nodes, hard):
+        """Daemon RSS per idle QUIC stream, all held at once."""
+        load = os.path.join(self.tools, "stream_load")
+        # Idle QUIC streams held at once.
+        for i in range(idle_nodes):
+            rpc.call("connect", {"node_id": "i%d" % i})
+        time.sleep(0.5)
+        before = rss_kib(d.pid)
+        p = self.start([load, "unix:" + sock, "idle", str(idle_count), "i", str(idle_nodes)],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        f = parse_fields(p.stdout.readline())
+        if f.get("opened") != idle_count:
+            raise RuntimeError("stream_load idle: %r" % f)
+        time.sleep(0.5)
+        after = rss_kib(d.pid)
+        listed = len(rpc.call("streams.list")["streams"])
+        p.stdin.close()
+        self.stop(p)
+        self.row("QUIC idle streams: daemon RSS per stream, KiB (%d streams)" % idle_count,
+                 (after - before) / idle_count, None, "KiB", ("max", 8.0))
+        self.notes.append("idle: %d QUIC streams over %d links (100 per link: the peer's stream limit) "
+                          "opened in %.1f s; streams.list listed %d; daemon RSS %d → %d KiB"
+                          % (idle_count, idle_nodes, f["seconds"], listed, before, after))
+        if idle_count < self.args.idle_streams:
+            self.notes.append("idle streams: %d, not %d: RLIMIT_NOFILE's hard limit is %d, and each "
+                              "stream is a Unix socket in the daemon and one in stream_load"
+                              % (idle_count, self.args.idle_streams, hard))
+
     # --- report ----------------------------------------------------------------
 
     def markdown(self):
@@ -596,7 +737,13 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0, help="length of one rate round")
     ap.add_argument("--cycles", type=int, default=60000,
                     help="TCP cycles per round (QUIC: a twentieth)")
-    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency")
+    ap.add_argument("--stream-bytes", type=int, default=1 << 30,
+                    help="bytes of one bulk stream transfer (streams rows)")
+    ap.add_argument("--round-trips", type=int, default=20000,
+                    help="64-byte round trips per round (streams rows)")
+    ap.add_argument("--idle-streams", type=int, default=10000,
+                    help="idle QUIC streams held at once (streams rows)")
+    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams")
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -619,6 +766,8 @@ def main():
             b.bench_scale()
         if "latency" in only:
             b.bench_latency()
+        if "streams" in only:
+            b.bench_streams()
     finally:
         b.cleanup()
     print()
