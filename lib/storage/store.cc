@@ -186,7 +186,7 @@ class SqliteStore final : public Store {
   Result<NodeWithEndpoints> node_with_endpoints(const std::string& node_id,
                                                 const std::optional<std::string>& protocol) override;
   Result<Endpoint> get_endpoint(int64_t endpoint_id) override;
-  Result<StoreCounts> counts() override;
+  Result<StoreCounts> counts(std::chrono::milliseconds max_age) override;
   Result<NodeWithEndpoints> add_node(const NodeSpec& spec) override;
   Status remove_node(const std::string& node_id) override;
   Result<Endpoint> add_endpoint(const std::string& node_id, const EndpointSpec& spec) override;
@@ -243,6 +243,7 @@ class SqliteStore final : public Store {
   // process committed, or this Store adds or removes rows.
   std::optional<StoreCounts> counts_cache_;
   int64_t counts_version_ = -1;
+  uint64_t counts_checked_at_ = 0;  // loop time of the last data_version check
 
   Stmt list_first_, list_after_, get_node_, endpoints_of_, endpoints_of_proto_, get_endpoint_,
       data_version_, count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
@@ -625,8 +626,11 @@ Result<Endpoint> SqliteStore::get_endpoint(int64_t endpoint_id) {
   return err(rc, "get endpoint");
 }
 
-Result<StoreCounts> SqliteStore::counts() {
+Result<StoreCounts> SqliteStore::counts(std::chrono::milliseconds max_age) {
   if (!db_) return closed_error();
+  const uint64_t now = uv_now(loop_);
+  if (counts_cache_ && now - counts_checked_at_ < static_cast<uint64_t>(max_age.count())) return *counts_cache_;
+  counts_checked_at_ = now;
   int64_t version;
   {
     Use q(data_version_);

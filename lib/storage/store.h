@@ -97,7 +97,10 @@ class Store {
   virtual Result<Endpoint> get_endpoint(int64_t endpoint_id) = 0;
   // Kept between calls until another process commits (PRAGMA data_version)
   // or this Store adds or removes rows: count(*) over 2M rows takes ~30 ms.
-  virtual Result<StoreCounts> counts() = 0;
+  // With `max_age`, another process's commits are looked for at most once
+  // per max_age (loop time): asking SQLite costs more than the rest of a
+  // `status` call. This Store's own writes are always seen at once.
+  virtual Result<StoreCounts> counts(std::chrono::milliseconds max_age = std::chrono::milliseconds(0)) = 0;
 
   // --- writes (each one transaction) -----------------------------------
   // kAlreadyExists when the node id, or an endpoint's (protocol, address,

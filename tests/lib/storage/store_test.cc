@@ -619,6 +619,21 @@ TEST_CASE_METHOD(Fixture, "a node with its endpoints is one read") {
   CHECK(store->endpoints_of("ghost", std::nullopt).error().code() == ErrorCode::kNodeNotFound);
 }
 
+TEST_CASE_METHOD(Fixture, "counts with a max age look for other processes' commits once per max age, see ours at once") {
+  open();
+  CHECK(store->counts(1s)->nodes == 0);
+  Other o(db_path());
+  REQUIRE(o.exec("INSERT INTO nodes (id) VALUES ('b')") == SQLITE_OK);
+  CHECK(store->counts(1s)->nodes == 0);  // within the max age: the cache
+  CHECK(store->counts()->nodes == 1);    // no max age: asked now
+  add("a", {ep("tcp", 1)});
+  CHECK(store->counts(1s)->nodes == 2);  // our own write drops the cache
+  REQUIRE(o.exec("INSERT INTO nodes (id) VALUES ('c')") == SQLITE_OK);
+  CHECK(store->counts(1s)->nodes == 2);
+  connmgr::test::run_for(&loop, 1100ms);
+  CHECK(store->counts(1s)->nodes == 3);
+}
+
 TEST_CASE_METHOD(Fixture, "counts follow every commit, ours and other processes'") {
   open();
   CHECK(store->counts()->nodes == 0);
