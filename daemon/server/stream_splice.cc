@@ -29,6 +29,7 @@ StreamSplice::StreamSplice(uv_loop_t* loop, UvHandle<uv_pipe_t> pipe, std::uniqu
     : pipe_(std::move(pipe)), stream_(std::move(stream)), buffer_(buffer), done_(std::move(done)) {
   pipe_.set_owner(this);
   done_timer_.init(loop);
+  probe_timer_.init(loop);
 }
 
 StreamSplice::~StreamSplice() = default;  // pipe closed, stream reset if it still runs
@@ -93,6 +94,23 @@ void StreamSplice::update_reading() {
     uv_read_stop(pipe_.as_stream());
     reading_ = false;
   }
+  update_probe();
+}
+
+// A hang-up is told from a half-close only while we have not shut our own
+// writing side (after that, the client's half-close hangs the socket up too).
+void StreamSplice::update_probe() {
+  const bool want = !finished_ && !reading_ && !client_shut_;
+  if (want && !probe_timer_.active()) {
+    probe_timer_.start(
+        kHangupProbeMs,
+        [this] {
+          if (client_hung_up()) finish(true);  // client_closed
+        },
+        kHangupProbeMs);
+  } else if (!want && probe_timer_.active()) {
+    probe_timer_.stop();
+  }
 }
 
 // --- node -> client -----------------------------------------------------------
@@ -146,6 +164,7 @@ void StreamSplice::on_node_eof() {
   // libuv runs the shutdown after the writes queued before it.
   node_eof_ = true;
   client_shut_ = true;
+  update_probe();
   auto* s = new Shutdown;
   s->req.data = s;
   if (uv_shutdown(&s->req, pipe_.as_stream(), shutdown_cb) != 0) delete s;
@@ -176,6 +195,7 @@ void StreamSplice::finish(bool reset_stream) {
   if (finished_) return;
   finished_ = true;
   reading_ = false;
+  probe_timer_.stop();
   pipe_.close();
   if (reset_stream && !ended_) {
     ended_ = true;

@@ -17,6 +17,12 @@
 // shutdown(SHUT_WR) toward the client after the bytes queued; the client may
 // go on sending.
 //
+// While reading the client is paused (the node is not reading, or the client
+// half-closed), a socket the client closes would go unnoticed until the
+// splice reads again, which a node that never reads never lets happen: a
+// probe timer then polls the socket for a hang-up every kHangupProbeMs and
+// resets the stream (client_closed) when it finds one.
+//
 // Ends: on_end("eof") closes the client's connection once everything queued
 // toward it is written; on_end("reset") closes it at once; any other end
 // (link_lost, disconnect, node_removed, shutdown, an errno name) closes it
@@ -34,6 +40,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -46,6 +53,8 @@ namespace connmgr::server {
 
 class StreamSplice {
  public:
+  static constexpr uint64_t kHangupProbeMs = 500;
+
   // `pipe`: the client's connection (reading stopped); `to_client`: bytes to
   // write to the client first (the answer line); `to_node`: bytes the client
   // sent after its request line, the stream's first bytes; `buffer`: the
@@ -74,6 +83,8 @@ class StreamSplice {
   void on_client_read(ssize_t n, const uv_buf_t* buf);
   void update_reading();
   bool client_hung_up() const;
+  // Runs the hang-up probe while reading is paused, stops it otherwise.
+  void update_probe();
   // Writes `bytes` to the client; `consume` of them are the stream's, to be
   // consume()d once written.
   void write_to_client(std::string_view bytes, size_t consume);
@@ -91,6 +102,7 @@ class StreamSplice {
   size_t buffer_;
   std::function<void()> done_;
   Timer done_timer_;
+  Timer probe_timer_;
 
   size_t queued_ = 0;           // bytes written to the client, not yet completed
   bool reading_ = false;        // reading the client
