@@ -3,8 +3,10 @@ raw byte pipe to a stream over the node's link (connmgr-test-peer serves the
 streams: echo, send:N, reset, hold). Answers are checked against proto/."""
 import json
 import os
+import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +30,62 @@ def vm_rss_kib(pid):
 
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def sanitized(pid):
+    """True when the process runs under AddressSanitizer, whose quarantine
+    keeps freed blocks on purpose: RSS says nothing about leaks there."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "asan" in f.read()
+
+
+def push_until_stalled(sock, total=32 * MiB, stall=1.0, timeout=60.0):
+    """Offers `total` bytes without blocking until the daemon stops taking
+    them (no byte accepted for `stall` seconds): the bytes the kernel took.
+    (A thread blocked in sendall would keep the socket alive past close().)"""
+    sock.setblocking(False)
+    block = b"h" * 65536
+    sent = 0
+    stalled_since = None
+    deadline = time.monotonic() + timeout
+    while sent < total and time.monotonic() < deadline:
+        try:
+            sent += sock.send(block[:total - sent])
+            stalled_since = None
+        except BlockingIOError:
+            now = time.monotonic()
+            stalled_since = stalled_since or now
+            if now - stalled_since >= stall:
+                return sent
+            time.sleep(0.02)
+    raise AssertionError("the daemon took %d bytes without stalling" % sent)
+
+
+# A client as a process of its own, to be SIGKILLed mid-transfer: opens a
+# stream (socket path, node id in argv), prints the answer line, then sends
+# and reads as fast as it can, both ways, until killed.
+TRANSFER_CLIENT = r"""
+import json, socket, sys, threading
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "streams.open",
+                      "params": {"node_id": sys.argv[2]}}).encode() + b"\n")
+buf = b""
+while b"\n" not in buf:
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit(2)
+    buf += chunk
+sys.stdout.write(buf.split(b"\n")[0].decode() + "\n")
+sys.stdout.flush()
+def pump():
+    block = b"t" * 65536
+    while True:
+        s.sendall(block)
+threading.Thread(target=pump, daemon=True).start()
+while s.recv(1 << 20):
+    pass
+"""
 
 
 class Pipe:
@@ -92,7 +150,132 @@ class Pipe:
         self.sock.close()
 
 
-class StreamsTest(DaemonTest):
+class StreamChecks:
+    """What the TCP and the QUIC tests share; `node_id` is the peer's node."""
+    node_id = "n1"
+
+    def open(self, first=b"", **params):
+        params.setdefault("node_id", self.node_id)
+        return Pipe(self.d, params, first)
+
+    def closed_event(self, stream_id, timeout=10.0):
+        """The stream_closed event of `stream_id` (others are kept for later calls)."""
+        seen = self.__dict__.setdefault("closed_events", {})
+        deadline = time.monotonic() + timeout
+        while stream_id not in seen and time.monotonic() < deadline:
+            e = self.events.next_event(max(0.01, deadline - time.monotonic()))
+            if e["type"] == "stream_closed":
+                seen[e["stream_id"]] = e
+        if stream_id not in seen:
+            raise AssertionError("no stream_closed for %d" % stream_id)
+        return seen.pop(stream_id)
+
+    def stream_count(self):
+        return self.d.result("status")["counts"]["streams"]
+
+    def echo_once(self, data):
+        """A stream that echoes `data` and is closed by the client."""
+        p = self.open()
+        self.assertTrue(p.ok, p.answer)
+        p.sock.sendall(data)
+        self.assertEqual(p.read_exactly(len(data)), data)
+        p.close()
+        # Read as they come: events left unread would pile up in the
+        # daemon's queue for this client, ~200 bytes each.
+        self.assertEqual(self.closed_event(p.answer["result"]["stream_id"])["reason"], "client_closed")
+
+    def open_close_loop(self, n):
+        for i in range(n):
+            self.echo_once(b"%d" % i)
+        self.assertTrue(wait_for(lambda: self.stream_count() == 0))
+
+    def check_open_close_loop(self, n=1000, warm_up=100):
+        """n streams opened, used and closed one after the other: neither
+        descriptors nor memory grow."""
+        pid = self.d.proc.pid
+        self.open_close_loop(warm_up)
+        fds_before, rss_before = fd_count(pid), vm_rss_kib(pid)
+        self.open_close_loop(n)
+        self.assertTrue(wait_for(lambda: fd_count(pid) <= fds_before + 2, timeout=10),
+                        "descriptors grew from %d to %d" % (fds_before, fd_count(pid)))
+        # After the warm-up the allocator's arenas have the size a stream
+        # needs and each stream reuses the blocks of the one before: measured,
+        # RSS does not move at all over 5,000 streams. The bound leaves 512 KiB
+        # for the allocator's own page-granular moves (trimming, a new arena
+        # page) and still fails a leak of 512 bytes per stream. (Events left
+        # unread by a subscriber grow the daemon by ~200 bytes a stream: the
+        # loop reads each stream_closed.) Under AddressSanitizer the quarantine
+        # keeps freed blocks on purpose: LeakSanitizer checks leaks there.
+        if not sanitized(pid):
+            rss_after = vm_rss_kib(pid)
+            self.assertLessEqual(rss_after - rss_before, 512,
+                                 "RSS grew from %d KiB to %d KiB over %d streams" % (rss_before, rss_after, n))
+
+    def check_client_close_noticed(self):
+        """A node that never reads: the client pushes until the daemon stops
+        reading it, then closes its socket. The hang-up probe must notice
+        (nothing else would: the daemon is not reading the client)."""
+        p = self.open()
+        self.assertTrue(p.ok, p.answer)
+        sid = p.answer["result"]["stream_id"]
+        push_until_stalled(p.sock)
+        self.assertEqual(self.stream_count(), 1)
+        p.close()
+        self.assertEqual(self.closed_event(sid, timeout=5)["reason"], "client_closed")
+        self.assertTrue(wait_for(lambda: self.stream_count() == 0, timeout=5))
+
+    def check_node_slow_reader(self, buffer):
+        """32 MiB offered toward a node that never reads: the daemon's RSS
+        grows by at most 2 x stream_buffer + 1 MiB."""
+        p = self.open()
+        self.assertTrue(p.ok, p.answer)
+        sid = p.answer["result"]["stream_id"]
+        time.sleep(0.2)
+        before = vm_rss_kib(self.d.proc.pid)
+        pushed = push_until_stalled(p.sock, 32 * MiB)
+        after = vm_rss_kib(self.d.proc.pid)
+        self.assertLessEqual(after - before, (2 * buffer + MiB) // 1024,
+                             "RSS grew from %d KiB to %d KiB, %d bytes pushed" % (before, after, pushed))
+        taken = [s["bytes_out"] for s in self.d.result("streams.list")["streams"] if s["stream_id"] == sid]
+        self.assertEqual(len(taken), 1)
+        self.assertLess(taken[0], pushed + 1)
+        p.close()
+        self.assertEqual(self.closed_event(sid)["reason"], "client_closed")
+
+    def check_client_killed_mid_transfer(self):
+        """A client process SIGKILLed while bytes flow both ways."""
+        proc = subprocess.Popen([sys.executable, "-c", TRANSFER_CLIENT, self.d.sock, self.node_id],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 15)
+            line = proc.stdout.readline() if ready else b""
+            if not line:
+                proc.kill()
+                proc.wait(5)
+                self.fail("the client did not start: %s" % proc.stderr.read().decode(errors="replace"))
+            answer = json.loads(line)
+            self.assertIn("result", answer, answer)
+            sid = answer["result"]["stream_id"]
+
+            def flowing():
+                s = [s for s in self.d.result("streams.list")["streams"] if s["stream_id"] == sid]
+                return s and s[0]["bytes_in"] >= MiB and s[0]["bytes_out"] >= MiB
+            self.assertTrue(wait_for(flowing, timeout=20), "no transfer both ways")
+            proc.kill()
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            proc.stdout.close()
+            proc.stderr.close()
+        self.assertEqual(self.closed_event(sid)["reason"], "client_closed")
+        self.assertTrue(wait_for(lambda: self.stream_count() == 0))
+        # The daemon goes on: a new stream echoes.
+        self.echo_once(b"still here")
+
+
+class StreamsTest(StreamChecks, DaemonTest):
     peer_mode = "echo"
     node_extra = ()
 
@@ -109,21 +292,6 @@ class StreamsTest(DaemonTest):
         self.peer.stop()
         super().tearDown()
 
-    def open(self, first=b"", **params):
-        params.setdefault("node_id", "n1")
-        return Pipe(self.d, params, first)
-
-    def closed_event(self, stream_id, timeout=10.0):
-        """The stream_closed event of `stream_id` (others are kept for later calls)."""
-        seen = self.__dict__.setdefault("closed_events", {})
-        deadline = time.monotonic() + timeout
-        while stream_id not in seen and time.monotonic() < deadline:
-            e = self.events.next_event(max(0.01, deadline - time.monotonic()))
-            if e["type"] == "stream_closed":
-                seen[e["stream_id"]] = e
-        if stream_id not in seen:
-            raise AssertionError("no stream_closed for %d" % stream_id)
-        return seen.pop(stream_id)
 
 
 class EchoTest(StreamsTest):
@@ -253,6 +421,21 @@ class EchoTest(StreamsTest):
             self.assertEqual(msg["error"]["code"], -32602)
             self.assertIn("subscribed", msg["error"]["message"])
 
+    def test_notification_is_ignored(self):
+        # A notification gets no answer, and the pipe would start after one:
+        # no stream, no link, the connection stays JSON-RPC, a warning is logged.
+        with self.d.client() as c:
+            c.send_raw(b'{"jsonrpc":"2.0","method":"streams.open","params":{"node_id":"n1"}}\n'
+                       b'{"jsonrpc":"2.0","id":2,"method":"status"}\n')
+            answer = json.loads(c.read_line())
+            self.assertEqual(answer["id"], 2)
+            self.assertEqual(answer["result"]["counts"]["streams"], 0)
+        self.assertEqual(self.d.result("streams.list")["streams"], [])
+        self.assertEqual(self.d.result("connections.list")["connections"], [])
+        self.assertTrue(wait_for(lambda: "sent as a notification" in self.d.log_text()))
+        self.assertRegex(self.d.log_text(), r'level=warning msg="streams.open sent as a notification \(no id\) '
+                                            r'ignored.*uid=%d pid=%d' % (os.getuid(), os.getpid()))
+
     def test_error_gives_the_connection_back(self):
         with self.d.client() as c:
             req = b'{"jsonrpc":"2.0","id":1,"method":"streams.open","params":{"node_id":"nope"}}\n'
@@ -264,22 +447,11 @@ class EchoTest(StreamsTest):
             self.assertEqual(second["id"], 2)
             self.assertIn("result", second)
 
-    def test_open_close_loop_does_not_leak_descriptors(self):
-        warm = self.open()
-        warm.sock.sendall(b"w")
-        warm.read_exactly(1)
-        warm.close()
-        time.sleep(0.3)
-        before = fd_count(self.d.proc.pid)
-        for i in range(200):
-            p = self.open()
-            self.assertTrue(p.ok, p.answer)
-            p.sock.sendall(b"%d" % i)
-            self.assertEqual(p.read_exactly(len(b"%d" % i)), b"%d" % i)
-            p.close()
-        self.assertTrue(wait_for(lambda: self.d.result("status")["counts"]["streams"] == 0))
-        self.assertTrue(wait_for(lambda: fd_count(self.d.proc.pid) <= before + 2, timeout=10),
-                        "descriptors grew from %d to %d" % (before, fd_count(self.d.proc.pid)))
+    def test_open_close_loop_does_not_leak(self):
+        self.check_open_close_loop()
+
+    def test_client_killed_mid_transfer(self):
+        self.check_client_killed_mid_transfer()
 
 
 class SendingNode:
@@ -341,7 +513,7 @@ def send_forever(node, conn):
         conn.sendall(block)
 
 
-class NodeStreamsTest(DaemonTest):
+class NodeStreamsTest(StreamChecks, DaemonTest):
     serve = None
 
     def setUp(self):
@@ -356,9 +528,6 @@ class NodeStreamsTest(DaemonTest):
         self.events.close()
         self.node.stop()
         super().tearDown()
-
-    open = StreamsTest.open
-    closed_event = StreamsTest.closed_event
 
 
 class SendTest(NodeStreamsTest):
@@ -455,16 +624,18 @@ class RefusedDialTest(DaemonTest):
             conn.close()
 
 
-class QuicStreamsTest(DaemonTest):
+class QuicStreamsTest(StreamChecks, DaemonTest):
     """Streams on the node's one QUIC connection."""
     daemon_args = ("--quic-idle-timeout=2s", "--quic-keepalive=500ms")
+    node_id = "q1"
+    peer_mode = "echo"
 
     def setUp(self):
         super().setUp()
         import tempfile
         self.tmp = tempfile.TemporaryDirectory()
         cert = Certificate(self.tmp.name)
-        self.peer = TestPeer("--quic", "0", "--cert", cert.cert, "--key", cert.key, "--quic-streams", "echo")
+        self.peer = TestPeer("--quic", "0", "--cert", cert.cert, "--key", cert.key, "--quic-streams", self.peer_mode)
         self.d.result("nodes.add", {"id": "q1", "endpoints": [
             {"protocol": "quic", "address": "127.0.0.1", "port": self.peer.quic_port, "pin_sha256": cert.pin}]})
         self.events = Client(self.d.sock)
@@ -476,11 +647,10 @@ class QuicStreamsTest(DaemonTest):
         self.tmp.cleanup()
         super().tearDown()
 
-    open = StreamsTest.open
-    closed_event = StreamsTest.closed_event
 
+class QuicEchoTest(QuicStreamsTest):
     def test_several_streams_at_once_on_one_link(self):
-        pipes = [self.open(node_id="q1") for _ in range(4)]
+        pipes = [self.open() for _ in range(4)]
         for p in pipes:
             self.assertTrue(p.ok, p.answer)
             self.assertEqual(p.answer["result"]["protocol"], "quic")
@@ -506,17 +676,53 @@ class QuicStreamsTest(DaemonTest):
         self.assertEqual(len(links), 1)
         self.assertEqual((links[0]["bytes_in"], links[0]["bytes_out"]), (4 * 300000, 4 * 300000))
 
-    def test_peer_killed_is_link_lost(self):
-        p = self.open(node_id="q1")
-        self.assertTrue(p.ok, p.answer)
-        p.sock.sendall(b"ping")
-        self.assertEqual(p.read_exactly(4), b"ping")
-        self.peer.command("vanish")
+    def test_peer_killed_is_link_lost_for_every_stream(self):
+        pipes = [self.open() for _ in range(10)]
+        for i, p in enumerate(pipes):
+            self.assertTrue(p.ok, p.answer)
+            p.sock.sendall(b"ping %d" % i)
+        for i, p in enumerate(pipes):
+            self.assertEqual(p.read_exactly(len(b"ping %d" % i)), b"ping %d" % i)
+        self.assertEqual(self.stream_count(), 10)
+        self.peer.proc.kill()
         self.peer.proc.wait(10)
-        # The link ends at the QUIC idle timeout (or an ICMP error): the stream with it.
-        self.assertTrue(p.closed_soon(timeout=60))
-        self.assertEqual(self.closed_event(p.answer["result"]["stream_id"], timeout=10)["reason"], "link_lost")
-        p.close()
+        # The link ends at the QUIC idle timeout (or an ICMP error): its streams with it.
+        for p in pipes:
+            self.assertTrue(p.closed_soon(timeout=60))
+        for p in pipes:
+            self.assertEqual(self.closed_event(p.answer["result"]["stream_id"], timeout=10)["reason"], "link_lost")
+            p.close()
+        self.assertEqual(self.stream_count(), 0)
+
+    def test_open_close_loop_does_not_leak(self):
+        self.check_open_close_loop()
+
+    def test_client_killed_mid_transfer(self):
+        self.check_client_killed_mid_transfer()
+
+
+class HoldTest(StreamsTest):
+    """A node that never reads its streams (TCP)."""
+    peer_mode = "hold"
+    daemon_args = ("--stream-buffer=256KiB",)
+
+    def test_client_close_is_noticed_while_the_node_does_not_read(self):
+        self.check_client_close_noticed()
+
+    def test_slow_node_bounds_memory(self):
+        self.check_node_slow_reader(256 * 1024)
+
+
+class QuicHoldTest(QuicStreamsTest):
+    """A node that never reads its streams (QUIC: its credit never comes)."""
+    peer_mode = "hold"
+    daemon_args = QuicStreamsTest.daemon_args + ("--stream-buffer=256KiB",)
+
+    def test_client_close_is_noticed_while_the_node_does_not_read(self):
+        self.check_client_close_noticed()
+
+    def test_slow_node_bounds_memory(self):
+        self.check_node_slow_reader(256 * 1024)
 
 
 if __name__ == "__main__":
