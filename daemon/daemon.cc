@@ -330,6 +330,9 @@ void Daemon::build_manager() {
 void Daemon::build_server() {
   dispatcher_ = std::make_unique<rpc::Dispatcher>(
       [this](const rpc::PeerCredentials& c) { return privileged(c); });
+  dispatcher_->on_warning([this](const std::string& message, const rpc::PeerCredentials& c) {
+    log_.warning(message, {{"uid", std::to_string(c.uid)}, {"pid", std::to_string(c.pid)}});
+  });
   server_ = std::make_unique<server::SocketServer>(&loop_, *dispatcher_, server_limits(config_));
 }
 

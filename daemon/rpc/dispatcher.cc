@@ -1,5 +1,6 @@
 #include "rpc/dispatcher.h"
 
+#include <utility>
 #include <vector>
 
 #include "rpc/envelope.h"
@@ -134,7 +135,24 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
     if (auto denied = permission_error(*method, session ? session->credentials() : kUnknown))
       return fail(denied->code, denied->message, denied->data);
   }
-  run_method(*method, req, CallContext{session, in_batch}, Reply(std::move(id_text), is_notification, std::move(done)));
+  Reply reply(std::move(id_text), is_notification, std::move(done));
+  if (is_notification && session)
+    run_notification(*method, req, CallContext{session, in_batch}, std::move(reply));
+  else
+    run_method(*method, req, CallContext{session, in_batch}, std::move(reply));
+}
+
+void Dispatcher::run_notification(const Method& method, const Envelope& req, const CallContext& ctx,
+                                  Reply reply) {
+  Session& session = *ctx.session;
+  session.running_notification_ = true;
+  session.raw_refused_ = false;
+  run_method(method, req, ctx, std::move(reply));
+  session.running_notification_ = false;
+  if (!std::exchange(session.raw_refused_, false) || !warn_) return;
+  warn_(method.name + " sent as a notification (no id) ignored: it opens a raw stream after its "
+        "answer line, and a notification gets no answer",
+        session.credentials());
 }
 
 std::optional<std::string> Dispatcher::envelope_error(const Envelope& req) {

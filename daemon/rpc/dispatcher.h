@@ -21,6 +21,10 @@
 // - Methods with changes_state run only for callers the access policy allows
 //   (access.h); others get permission denied naming the method, uid and
 //   admin group.
+// - A notification cannot open a raw stream (Session::claim_raw): the pipe
+//   starts after the answer line, and a notification gets none. Such a call
+//   is ignored (its refusal is not answered either) and reported to the
+//   warning hook (on_warning) with the caller's credentials.
 //
 // Threads: the loop's. The Dispatcher must outlive every call it started;
 // `done` may be called after handle_line() returns (async methods), once.
@@ -66,6 +70,10 @@ class Dispatcher {
   // One line of input, without its '\n' (and without a '\r' before it).
   void handle_line(std::string_view line, const std::shared_ptr<Session>& session, Done done);
 
+  // Where warnings about a client's calls go (the daemon's log); none: dropped.
+  using Warn = std::function<void(const std::string& message, const PeerCredentials& caller)>;
+  void on_warning(Warn warn) { warn_ = std::move(warn); }
+
   // Whether `creds` may call methods that change state.
   bool allowed_to_change_state(const PeerCredentials& creds) const;
 
@@ -85,9 +93,14 @@ class Dispatcher {
   std::optional<RpcError> permission_error(const Method& method, const PeerCredentials& creds) const;
   static void run_method(const Method& method, const Envelope& request, const CallContext& ctx,
                          Reply reply);
+  // run_method for a notification: a claim of the raw pipe is refused, the
+  // call ignored and a warning given.
+  void run_notification(const Method& method, const Envelope& request, const CallContext& ctx,
+                        Reply reply);
 
   std::optional<AccessPolicy> policy_;  // unset: privileged_ decides
   PrivilegeCheck privileged_;
+  Warn warn_;
   size_t max_depth_;
   std::map<std::string, Method, std::less<>> methods_;
 };

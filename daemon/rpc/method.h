@@ -61,13 +61,31 @@ class Session {
   // from then on no more lines are read, and the bytes after the request's
   // line are kept as the stream's first bytes. An error answer gives the
   // connection back to JSON-RPC (the kept bytes are read as lines).
-  virtual bool claim_raw() { return false; }
+  // Always false for a notification (no id): the pipe starts after the
+  // answer line and a notification gets none (the Dispatcher marks its
+  // call, ignores it and warns).
+  bool claim_raw() {
+    if (running_notification_) {
+      raw_refused_ = true;
+      return false;
+    }
+    return claim_raw_alone();
+  }
   // Before the success answer of a claimed request: the stream the pipe is
   // joined to once the answer line is written; `buffer` bounds each way.
   virtual void attach_stream(std::unique_ptr<RawStream> stream, size_t buffer) {
     static_cast<void>(stream);
     static_cast<void>(buffer);
   }
+
+ protected:
+  // claim_raw() for a request that has an id: the connection's own rule.
+  virtual bool claim_raw_alone() { return false; }
+
+ private:
+  friend class Dispatcher;
+  bool running_notification_ = false;  // a notification's handler is running
+  bool raw_refused_ = false;           // ... and it asked for the raw pipe
 };
 
 // A JSON-RPC error: its code (one of ErrorCode's, docs/api.md "Errors"),

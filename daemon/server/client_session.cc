@@ -501,7 +501,7 @@ void ClientSession::close() { set_state(State::kClosed); }
 
 // --- raw streams (streams.open) ---------------------------------------------
 
-bool ClientSession::claim_raw() {
+bool ClientSession::claim_raw_alone() {
   // This request is the one owed; any other unanswered one would have its
   // answer land in the middle of the stream's bytes.
   if (owed_ != 1) return false;

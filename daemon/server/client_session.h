@@ -96,9 +96,11 @@ class ClientSession final : public rpc::Session,
   void forget_close_hook(CloseHookId id) override {
     std::erase_if(close_hooks_, [id](const auto& entry) { return entry.first == id; });
   }
-  bool claim_raw() override;
   void attach_stream(std::unique_ptr<rpc::RawStream> stream, size_t buffer) override;
   bool streaming() const { return state_ == State::kStreaming; }
+
+ protected:
+  bool claim_raw_alone() override;
 
  private:
   enum class State { kReading, kBacklogged, kDraining, kFinishing, kStreamPending, kStreaming, kClosed };
