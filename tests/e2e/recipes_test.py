@@ -8,15 +8,24 @@ in one bash process with `set -euo pipefail`, in a directory laid out as the
 tour expects: `.run/connmgrd.sock` (the daemon under test), `.run/demo.env` (the
 demo peer's ports and pin) and `build/daemon/ctl/connmgrctl`. Recipes in docs/
 run in the tour's shell: CONNMGR_SOCKET, PATH and demo.env already set.
+
+README's ssh block reaches "this machine's own sshd" as SSH_PORT with the
+options in SSH_OPTS: the test starts a throwaway sshd on 127.0.0.1
+(tests/peer/sshd_fixture.py) and sets both. Where sshd cannot run, that block
+is left out and the test, its other checks passed, is reported skipped.
 """
 import glob
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import unittest
 
 from daemon import CONNMGRCTL, TEST_PEER, Daemon, HERE
+
+sys.path.insert(0, os.path.join(HERE, "..", "peer"))
+import sshd_fixture  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 SKIP_MARK = "# not run by the recipes test"
@@ -76,8 +85,10 @@ class DemoPeer:
 
 
 class RecipesTest(unittest.TestCase):
-    def run_file(self, md):
-        blocks = recipes(md)
+    def run_file(self, md, env_extra=None, leave_out=None):
+        """Runs the recipes of `md`, with `env_extra` in their environment and
+        without the blocks that mention `leave_out`."""
+        blocks = [b for b in recipes(md) if not (leave_out and leave_out in b[1])]
         if not blocks:
             self.skipTest("no recipes in " + md)
         with tempfile.TemporaryDirectory(prefix="connmgr-recipes-") as work, \
@@ -98,7 +109,9 @@ class RecipesTest(unittest.TestCase):
                 for line, text in blocks:
                     script.append("echo '### %s:%d' >&2" % (os.path.basename(md), line))
                     script.append(text)
-                env = {k: v for k, v in os.environ.items() if k not in ("CONNMGR_SOCKET", "NO_COLOR")}
+                env = {k: v for k, v in os.environ.items()
+                       if k not in ("CONNMGR_SOCKET", "NO_COLOR", "SSH_PORT", "SSH_OPTS")}
+                env.update(env_extra or {})
                 r = subprocess.run(["bash", "-c", "\n".join(script)], cwd=work, env=env,
                                    capture_output=True, text=True, timeout=120)
                 self.assertEqual(r.returncode, 0, "recipe failed:\n--- stdout\n%s\n--- stderr\n%s"
@@ -107,8 +120,20 @@ class RecipesTest(unittest.TestCase):
             finally:
                 peer.stop()
 
+    def sshd_env(self):
+        """SSH_PORT and SSH_OPTS of a throwaway sshd for README's ssh block,
+        or None when sshd cannot run here."""
+        if sshd_fixture.available():
+            return None
+        sshd = sshd_fixture.Sshd()
+        self.addCleanup(sshd.stop)
+        sshd.start()
+        return {"SSH_PORT": str(sshd.port), "SSH_OPTS": " ".join(sshd.client_options())}
+
     def test_readme(self):
-        r = self.run_file(os.path.join(ROOT, "README.md"))
+        ssh_env = self.sshd_env()
+        r = self.run_file(os.path.join(ROOT, "README.md"), env_extra=ssh_env,
+                          leave_out=None if ssh_env else "SSH_PORT")
         out = r.stdout
         # What the tour says happens, happened.
         self.assertIn("edge1 linked via quic 127.0.0.1:", out)
@@ -127,6 +152,11 @@ class RecipesTest(unittest.TestCase):
         self.assertIn("1 MB came back intact", out)
         self.assertIn("ping", r.stderr)
         self.assertRegex(out, r'\{"node_id":"edge1","streams":0,"bytes_in":\d{7},"bytes_out":\d{7}\}')
+        # ssh through connmgr: the remote command ran, over host1's TCP link.
+        if not ssh_env:
+            self.skipTest("README's ssh block not run: " + sshd_fixture.available())
+        self.assertRegex(out, r"(?m)^logged in to \S+ through connmgr$")
+        self.assertRegex(out, r"(?m)^host1\b.*\btcp\b")
 
     def test_docs(self):
         ran = 0

@@ -121,12 +121,17 @@ class Sshd:
                 time.sleep(0.1)
         return False
 
+    def client_options(self):
+        """ssh's options for this server: its client key, no host key
+        check, no config read, never a prompt. None holds a space."""
+        return ["-F", "/dev/null", "-i", self.client_key, "-o", "IdentitiesOnly=yes",
+                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"]
+
     def ssh_command(self, *remote, proxy=None):
         """ssh to this server (through `proxy`, a ProxyCommand, when given)
         running `remote`; host keys are not checked, no config is read."""
-        args = [SSH, "-F", "/dev/null", "-i", self.client_key, "-o", "IdentitiesOnly=yes",
-                "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"]
+        args = [SSH] + self.client_options()
         if proxy is not None:
             if not isinstance(proxy, str):
                 proxy = " ".join(shlex.quote(p) for p in proxy)
