@@ -1,14 +1,21 @@
 #include "test_support.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+
+extern char** environ;
 
 namespace connmgr::test {
 
@@ -216,5 +223,117 @@ SilentUdpPort::SilentUdpPort() {
 }
 
 SilentUdpPort::~SilentUdpPort() { ::close(fd_); }
+
+ChildProcess::ChildProcess(std::vector<std::string> args) {
+  int in[2], out[2];
+  if (pipe(in) != 0) throw std::runtime_error("pipe failed");
+  if (pipe(out) != 0) {
+    ::close(in[0]);
+    ::close(in[1]);
+    throw std::runtime_error("pipe failed");
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_addclose(&fa, in[1]);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(in[0]);
+  ::close(out[1]);
+  to_ = in[1];
+  from_ = out[0];
+  if (rc != 0) {
+    pid_ = -1;
+    throw std::runtime_error("cannot start " + args[0] + ": " + strerror(rc));
+  }
+}
+
+ChildProcess::~ChildProcess() {
+  kill_now();
+  if (to_ >= 0) ::close(to_);
+  if (from_ >= 0) ::close(from_);
+}
+
+bool ChildProcess::write_line(const std::string& line) {
+  const std::string l = line + "\n";
+  return write(to_, l.data(), l.size()) == static_cast<ssize_t>(l.size());
+}
+
+std::string ChildProcess::read_line(int timeout_ms) {
+  std::string line;
+  char c;
+  for (;;) {
+    pollfd p{from_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) break;
+    if (read(from_, &c, 1) != 1 || c == '\n') break;
+    line += c;
+  }
+  return line;
+}
+
+void ChildProcess::kill_now() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void ChildProcess::wait_exit() {
+  if (pid_ <= 0) return;
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+TestCertificate make_certificate(const TempDir& dir) {
+  TestCertificate c{dir.file("key.pem"), dir.file("cert.pem"), {}};
+  const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
+                          c.key + "' -out '" + c.cert + "' -days 2 -subj /CN=localhost "
+                          "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null";
+  if (std::system(gen.c_str()) != 0) throw std::runtime_error("openssl req failed");
+  FILE* p = popen(("openssl x509 -in '" + c.cert + "' -pubkey -noout | openssl pkey -pubin -outform der | "
+                   "openssl dgst -sha256 -binary | openssl enc -base64").c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed");
+  char buf[128] = {};
+  const bool got = fgets(buf, sizeof buf, p) != nullptr;
+  pclose(p);
+  if (!got) throw std::runtime_error("no pin from openssl");
+  c.pin = buf;
+  while (!c.pin.empty() && c.pin.back() == '\n') c.pin.pop_back();
+  return c;
+}
+
+namespace {
+
+std::vector<std::string> test_peer_args(const TestCertificate& cert, std::vector<std::string> extra) {
+  const char* exe = getenv("CONNMGR_TEST_PEER");
+  std::vector<std::string> args = {exe ? exe : "tests/peer/connmgr-test-peer", "--tcp", "0", "--quic", "0",
+                                   "--cert", cert.cert, "--key", cert.key};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+}  // namespace
+
+TestPeerProcess::TestPeerProcess(const TempDir& dir, std::vector<std::string> extra)
+    : cert_(make_certificate(dir)), child_(test_peer_args(cert_, std::move(extra))) {
+  pin = cert_.pin;
+  const std::string ready = child_.read_line();
+  if (sscanf(ready.c_str(), "ready tcp=%d quic=%d", &tcp_port, &quic_port) != 2)
+    throw std::runtime_error("connmgr-test-peer did not start: '" + ready + "'");
+}
+
+TestPeerProcess::Count TestPeerProcess::count() {
+  Count c;
+  if (!command("count")) return c;
+  const std::string l = read_line();
+  sscanf(l.c_str(), "count tcp=%d quic=%d open_tcp=%d open_quic=%d client_closes=%d", &c.tcp, &c.quic,
+         &c.open_tcp, &c.open_quic, &c.client_closes);
+  return c;
+}
 
 }  // namespace connmgr::test

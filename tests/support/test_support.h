@@ -1,9 +1,11 @@
 // Helpers shared by the lib/ tests: temporary directories, running a libuv
-// loop until a condition holds (always bounded), and a TCP listener on the
-// test's own loop that counts, holds, closes or resets what it accepts.
+// loop until a condition holds (always bounded), a TCP listener on the
+// test's own loop that counts, holds, closes or resets what it accepts, and
+// child processes: connmgr-test-peer with a fresh certificate.
 #pragma once
 
 #include <netinet/in.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include <chrono>
@@ -99,6 +101,62 @@ class SilentUdpPort {
  private:
   int fd_ = -1;
   int port_ = 0;
+};
+
+// A program as a child process: we write to its stdin and read lines from
+// its stdout (pipes); it is killed (SIGKILL) by its pid at the end, unless
+// it has been waited for. Throws std::runtime_error when it cannot start.
+class ChildProcess {
+ public:
+  explicit ChildProcess(std::vector<std::string> args);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  // `line` and a '\n' on its stdin; false if not all was written.
+  bool write_line(const std::string& line);
+  // One line of its stdout without the '\n'; what came before EOF or the
+  // timeout otherwise.
+  std::string read_line(int timeout_ms = 20000);
+  void kill_now();
+  void wait_exit();  // for a child told to exit
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+};
+
+// A fresh self-signed EC certificate in `dir` (CN=localhost, names
+// localhost and 127.0.0.1) and its pin: base64 SHA-256 of the public key.
+struct TestCertificate {
+  std::string key, cert, pin;
+};
+TestCertificate make_certificate(const TempDir& dir);
+
+// connmgr-test-peer ($CONNMGR_TEST_PEER, else tests/peer/connmgr-test-peer)
+// with a fresh certificate, listening on 127.0.0.1 TCP and QUIC (any port);
+// `extra`: more arguments, e.g. {"--quic-streams", "echo"}. Commands
+// (close-all, vanish, ...) go to its stdin (tests/peer/test_peer.cc).
+class TestPeerProcess {
+ public:
+  TestPeerProcess(const TempDir& dir, std::vector<std::string> extra = {});
+  // Sends a command line.
+  bool command(const std::string& line) { return child_.write_line(line); }
+  std::string read_line(int timeout_ms = 5000) { return child_.read_line(timeout_ms); }
+  ChildProcess& child() { return child_; }
+
+  // "count": the peer's view of what happened.
+  struct Count {
+    int tcp = -1, quic = -1, open_tcp = -1, open_quic = -1, client_closes = -1;
+  };
+  Count count();
+
+  std::string pin;
+  int tcp_port = 0;
+  int quic_port = 0;
+
+ private:
+  TestCertificate cert_;
+  ChildProcess child_;
 };
 
 }  // namespace connmgr::test

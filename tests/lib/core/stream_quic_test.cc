@@ -1,98 +1,19 @@
 // ConnectionManager::open_stream over a real QUIC link: the project's test
 // peer (connmgr-test-peer) echoing QUIC streams. All of a node's streams
 // share its one QUIC connection.
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <cstdio>
 
 #include "core/connection_manager.h"
 #include "quic/quic_connector.h"
 #include "test_support.h"
 
-extern char** environ;
-
 using namespace connmgr;
 using namespace std::chrono_literals;
 using connmgr::test::run_until;
 using connmgr::test::TempDir;
+using connmgr::test::TestPeerProcess;
 
 namespace {
-
-// connmgr-test-peer echoing QUIC streams, with a fresh certificate; its
-// stdin takes commands ("close-all"), its first stdout line says its ports.
-class EchoPeer {
- public:
-  explicit EchoPeer(const TempDir& dir) {
-    const std::string key = dir.file("key.pem"), cert = dir.file("cert.pem");
-    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
-                            key + "' -out '" + cert + "' -days 2 -subj /CN=localhost 2>/dev/null";
-    REQUIRE(std::system(gen.c_str()) == 0);
-    FILE* p = popen(("openssl x509 -in '" + cert + "' -pubkey -noout | openssl pkey -pubin -outform der | "
-                     "openssl dgst -sha256 -binary | openssl enc -base64").c_str(), "r");
-    char buf[128] = {};
-    REQUIRE(fgets(buf, sizeof buf, p));
-    pclose(p);
-    pin = buf;
-    while (!pin.empty() && pin.back() == '\n') pin.pop_back();
-    const char* exe = getenv("CONNMGR_TEST_PEER");
-    spawn({exe ? exe : "tests/peer/connmgr-test-peer", "--tcp", "0", "--quic", "0", "--cert", cert, "--key", key,
-           "--quic-streams", "echo"});
-    int tcp = 0;
-    REQUIRE(sscanf(read_line().c_str(), "ready tcp=%d quic=%d", &tcp, &port) == 2);
-  }
-  ~EchoPeer() {
-    close(to_);
-    close(from_);
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  void command(const std::string& line) {
-    const std::string l = line + "\n";
-    REQUIRE(write(to_, l.data(), l.size()) == static_cast<ssize_t>(l.size()));
-  }
-
-  std::string pin;
-  int port = 0;
-
- private:
-  void spawn(std::vector<std::string> args) {
-    int in[2], out[2];
-    REQUIRE(pipe(in) == 0);
-    REQUIRE(pipe(out) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addclose(&fa, in[1]);
-    posix_spawn_file_actions_addclose(&fa, out[0]);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    to_ = in[1];
-    from_ = out[0];
-  }
-  std::string read_line() {
-    std::string line;
-    char c;
-    for (;;) {
-      pollfd p{from_, POLLIN, 0};
-      if (poll(&p, 1, 20000) <= 0 || read(from_, &c, 1) != 1 || c == '\n') return line;
-      line += c;
-    }
-  }
-
-  pid_t pid_ = -1;
-  int to_ = -1, from_ = -1;
-};
 
 struct Seen {
   std::string data;
@@ -122,7 +43,7 @@ class Fixture {
     EndpointSpec e;
     e.protocol = "quic";
     e.address = "127.0.0.1";
-    e.port = peer.port;
+    e.port = peer.quic_port;
     e.pin_sha256 = peer.pin;
     spec.endpoints.push_back(e);
     REQUIRE(store->add_node(spec).ok());
@@ -169,7 +90,7 @@ class Fixture {
 
   uv_loop_t loop{};
   TempDir dir;
-  EchoPeer peer{dir};
+  TestPeerProcess peer{dir, {"--quic-streams", "echo"}};  // echoes QUIC streams
   std::unique_ptr<Store> store;
   ConnectorFactory connectors;
   EventBus events;
@@ -202,7 +123,7 @@ TEST_CASE_METHOD(Fixture, "streams over one QUIC link echo, and a closed link en
   CHECK(link->bytes_in == 300009);
   CHECK(link->bytes_out == 300009);
 
-  peer.command("close-all");  // CONNECTION_CLOSE: the link drops
+  REQUIRE(peer.command("close-all"));  // CONNECTION_CLOSE: the link drops
   REQUIRE(run_until(&loop, [&] { return s1.ends == 1 && s2.ends == 1; }, 15s));
   CHECK(s1.end == "link_lost");
   CHECK(s2.end == "link_lost");

@@ -1,28 +1,22 @@
 // QUIC streams (QuicConnection::open_stream, quic/quic_stream.h) against the
 // project's test peer in its stream modes, and against quic-go (an
 // independent QUIC stack) when it was built.
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <cstdio>
 #include <optional>
 #include <set>
 
 #include "quic/quic_connector.h"
 #include "test_support.h"
 
-extern char** environ;
-
 using namespace connmgr;
 using namespace std::chrono_literals;
+using connmgr::test::ChildProcess;
 using connmgr::test::run_for;
 using connmgr::test::run_until;
 using connmgr::test::TempDir;
+using connmgr::test::TestPeerProcess;
 
 namespace {
 
@@ -37,82 +31,9 @@ std::string pattern_bytes(uint64_t from, size_t n) {
   return s;
 }
 
-// A peer program as a child process: its first stdout line says where it
-// listens; closing its stdin stops it; killed by its pid at the end.
-class Child {
- public:
-  explicit Child(std::vector<std::string> args) {
-    int in[2], out[2];
-    REQUIRE(pipe(in) == 0);
-    REQUIRE(pipe(out) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addclose(&fa, in[1]);
-    posix_spawn_file_actions_addclose(&fa, out[0]);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    to_ = in[1];
-    from_ = out[0];
-  }
-  ~Child() {
-    kill_now();
-    if (to_ >= 0) close(to_);
-    if (from_ >= 0) close(from_);
-  }
-  void kill_now() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  std::string read_line(int timeout_ms = 20000) {
-    std::string line;
-    char c;
-    for (;;) {
-      pollfd p{from_, POLLIN, 0};
-      if (poll(&p, 1, timeout_ms) <= 0) break;
-      if (read(from_, &c, 1) != 1 || c == '\n') break;
-      line += c;
-    }
-    return line;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int to_ = -1, from_ = -1;
-};
-
 // connmgr-test-peer serving QUIC streams in `mode`, with a fresh certificate.
-struct TestPeer {
-  TestPeer(const TempDir& dir, const std::string& mode) {
-    const std::string key = dir.file("key.pem"), cert = dir.file("cert.pem");
-    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
-                            key + "' -out '" + cert + "' -days 2 -subj /CN=localhost 2>/dev/null";
-    REQUIRE(std::system(gen.c_str()) == 0);
-    FILE* p = popen(("openssl x509 -in '" + cert + "' -pubkey -noout | openssl pkey -pubin -outform der | "
-                     "openssl dgst -sha256 -binary | openssl enc -base64").c_str(), "r");
-    char buf[128] = {};
-    REQUIRE(fgets(buf, sizeof buf, p));
-    pclose(p);
-    pin = buf;
-    while (!pin.empty() && pin.back() == '\n') pin.pop_back();
-    child.emplace(std::vector<std::string>{env_or("CONNMGR_TEST_PEER", "tests/peer/connmgr-test-peer"), "--tcp",
-                                           "0", "--quic", "0", "--cert", cert, "--key", key, "--quic-streams",
-                                           mode});
-    int tcp = 0;
-    const std::string ready = child->read_line();
-    REQUIRE(sscanf(ready.c_str(), "ready tcp=%d quic=%d", &tcp, &port) == 2);
-  }
-  std::optional<Child> child;
-  std::string pin;
-  int port = 0;
+struct TestPeer : TestPeerProcess {
+  TestPeer(const TempDir& dir, const std::string& mode) : TestPeerProcess(dir, {"--quic-streams", mode}) {}
 };
 
 // quic-go's stream server (tests/peer/quicgo), or nothing when not built.
@@ -129,7 +50,7 @@ struct QuicGoPeer {
     port = std::stoi(line.substr(p + 7));
     pin = line.substr(q + 7, line.find('"', q + 7) - (q + 7));
   }
-  std::optional<Child> child;
+  std::optional<ChildProcess> child;
   std::string pin;
   int port = 0;
 };
@@ -240,7 +161,7 @@ class Fixture {
 
 TEST_CASE_METHOD(Fixture, "a QUIC stream echoes several MiB byte-exact with half-close") {
   TestPeer peer(dir, "echo");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   Seen seen;
   Stream* s = open_started(&seen);
   CHECK(s->transport_id() == 0);  // the client's first bidirectional stream
@@ -259,7 +180,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC stream echoes several MiB byte-exact with half
 TEST_CASE_METHOD(Fixture, "a QUIC stream receives send:N, then ends with eof after our FIN") {
   const size_t n = 2 * 1024 * 1024 + 5;
   TestPeer peer(dir, "send:" + std::to_string(n));
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   Seen seen;
   Stream* s = open_started(&seen);
   s->write("go");  // the peer learns of the stream
@@ -274,7 +195,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC stream receives send:N, then ends with eof aft
 
 TEST_CASE_METHOD(Fixture, "a QUIC stream reset by the peer ends with reset, the link stays") {
   TestPeer peer(dir, "reset");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   Seen seen;
   Stream* s = open_started(&seen);
   s->write("hello");
@@ -295,7 +216,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC stream reset by the peer ends with reset, the 
 
 TEST_CASE_METHOD(Fixture, "a QUIC peer that never reads holds buffered() near the limit and never makes it writable") {
   TestPeer peer(dir, "hold");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   const StreamLimits limits{128 * 1024};
   Seen seen;
   Stream* s = open_started(&seen, limits);
@@ -321,7 +242,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC peer that never reads holds buffered() near th
 
 TEST_CASE_METHOD(Fixture, "a QUIC stream whose user never consumes receives at most the limit") {
   TestPeer peer(dir, "send:3000000");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   const StreamLimits limits{100 * 1000};
   Seen seen;
   seen.consume_all = false;
@@ -339,7 +260,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC stream whose user never consumes receives at m
 
 TEST_CASE_METHOD(Fixture, "ten QUIC streams at once share one link, each byte-exact") {
   TestPeer peer(dir, "echo");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   constexpr int kStreams = 10;
   const size_t total = 512 * 1024;
   std::vector<Seen> seen(kStreams);
@@ -375,7 +296,7 @@ TEST_CASE_METHOD(Fixture, "at the peer's stream limit an open waits for credit, 
   // The test peer allows 100 bidirectional streams, and one more each time
   // one of them closes.
   TestPeer peer(dir, "hold");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   std::vector<Seen> seen(100);
   for (int i = 0; i < 100; ++i) {
     Stream* s = open_started(&seen[i]);
@@ -406,11 +327,11 @@ TEST_CASE_METHOD(Fixture, "a QUIC peer that dies ends every open stream with lin
   QuicOptions o;
   o.idle_timeout = 2s;
   o.keepalive = 500ms;
-  link_to(peer.port, peer.pin, o);
+  link_to(peer.quic_port, peer.pin, o);
   std::vector<Seen> seen(3);
   for (auto& x : seen) open_started(&x)->write("ping");
   REQUIRE(run_until(&loop, [&] { return seen[2].bytes == 4; }));
-  peer.child->kill_now();
+  peer.child().kill_now();
   REQUIRE(run_until(&loop, [&] {
     for (auto& x : seen)
       if (x.end.empty()) return false;
@@ -434,7 +355,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC peer that dies ends every open stream with lin
 
 TEST_CASE_METHOD(Fixture, "closing a QUIC link ends its streams with link_lost") {
   TestPeer peer(dir, "echo");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   Seen seen;
   open_started(&seen)->write("a");
   conn->close();
@@ -445,7 +366,7 @@ TEST_CASE_METHOD(Fixture, "closing a QUIC link ends its streams with link_lost")
 
 TEST_CASE_METHOD(Fixture, "destroying a QUIC stream mid-transfer fires nothing and leaves the link usable") {
   TestPeer peer(dir, "echo");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   Seen seen;
   Stream* s = open_started(&seen);
   s->write(std::string(200 * 1024, 'd'));
@@ -464,7 +385,7 @@ TEST_CASE_METHOD(Fixture, "destroying a QUIC stream mid-transfer fires nothing a
 
 TEST_CASE_METHOD(Fixture, "a cancelled stream open never calls back") {
   TestPeer peer(dir, "echo");
-  link_to(peer.port, peer.pin);
+  link_to(peer.quic_port, peer.pin);
   bool called = false;
   DialHandle h = conn->open_stream(2s, {}, [&](Result<std::unique_ptr<Stream>>) { called = true; });
   h.cancel();

@@ -1,20 +1,10 @@
 // QuicConnector against the project's own peer (tests/peer): the life of a
 // link after the handshake, driven by the peer's commands.
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
-#include <cstdio>
 
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
 #include "test_support.h"
-
-extern char** environ;
 
 using namespace connmgr;
 using namespace std::chrono_literals;
@@ -24,104 +14,9 @@ using connmgr::test::TempDir;
 
 namespace {
 
-std::string peer_path() {
-  const char* p = getenv("CONNMGR_TEST_PEER");
-  return p ? p : "tests/peer/connmgr-test-peer";
-}
-
-// connmgr-test-peer as a child process: commands on its stdin, answers on
-// its stdout. Ended by its pid.
-class PeerProcess {
- public:
-  explicit PeerProcess(const TempDir& dir) {
-    const std::string key = dir.file("peer-key.pem"), cert = dir.file("peer-cert.pem");
-    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout '" +
-                            key + "' -out '" + cert + "' -days 2 -subj /CN=localhost "
-                            "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null";
-    REQUIRE(std::system(gen.c_str()) == 0);
-    FILE* p = popen(("openssl x509 -in '" + cert + "' -pubkey -noout | openssl pkey -pubin -outform der | "
-                     "openssl dgst -sha256 -binary | openssl enc -base64").c_str(), "r");
-    char buf[128] = {};
-    REQUIRE(fgets(buf, sizeof buf, p));
-    pclose(p);
-    pin = buf;
-    while (!pin.empty() && (pin.back() == '\n')) pin.pop_back();
-
-    int in[2], out[2];
-    REQUIRE(pipe(in) == 0);
-    REQUIRE(pipe(out) == 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addclose(&fa, in[1]);
-    posix_spawn_file_actions_addclose(&fa, out[0]);
-    std::vector<std::string> args = {peer_path(), "--tcp", "0", "--quic", "0", "--cert", cert, "--key", key};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    to_ = in[1];
-    from_ = out[0];
-    const std::string ready = read_line();
-    REQUIRE(sscanf(ready.c_str(), "ready tcp=%d quic=%d", &tcp_port, &quic_port) == 2);
-  }
-  ~PeerProcess() {
-    if (to_ >= 0) close(to_);
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (from_ >= 0) close(from_);
-  }
-
-  void send(const std::string& command) {
-    const std::string line = command + "\n";
-    REQUIRE(write(to_, line.data(), line.size()) == static_cast<ssize_t>(line.size()));
-  }
-
-  std::string read_line(int timeout_ms = 5000) {
-    std::string line;
-    char c;
-    for (;;) {
-      pollfd p{from_, POLLIN, 0};
-      if (poll(&p, 1, timeout_ms) <= 0) break;
-      if (read(from_, &c, 1) != 1 || c == '\n') break;
-      line += c;
-    }
-    return line;
-  }
-
-  // "count ..." parsed: the peer's view of what happened.
-  struct Count {
-    int tcp = -1, quic = -1, open_tcp = -1, open_quic = -1, client_closes = -1;
-  };
-  Count count() {
-    send("count");
-    Count c;
-    const std::string l = read_line();
-    sscanf(l.c_str(), "count tcp=%d quic=%d open_tcp=%d open_quic=%d client_closes=%d", &c.tcp, &c.quic,
-           &c.open_tcp, &c.open_quic, &c.client_closes);
-    return c;
-  }
-
-  void wait_exit() {
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  std::string pin;
-  int tcp_port = 0;
-  int quic_port = 0;
-
- private:
-  pid_t pid_ = -1;
-  int to_ = -1;
-  int from_ = -1;
-};
+// connmgr-test-peer with a fresh certificate: commands on its stdin,
+// answers on its stdout, ended by its pid.
+using PeerProcess = connmgr::test::TestPeerProcess;
 
 struct Outcome {
   bool done = false;
@@ -218,7 +113,7 @@ TEST_CASE_METHOD(Fixture, "a peer's CONNECTION_CLOSE ends the link with reason c
   make();
   auto o = dial(peer, peer.pin);
   REQUIRE(o->conn);
-  peer.send("close-all");
+  REQUIRE(peer.command("close-all"));
   REQUIRE(run_until(&loop, [&] { return !o->dropped.empty(); }, 5s));
   CHECK(o->dropped == "closed");
   CHECK_FALSE(o->conn->is_active());
@@ -234,7 +129,7 @@ TEST_CASE_METHOD(Fixture, "a peer that forgets the connection is noticed by the 
   REQUIRE(o->conn);
   run_for(&loop, 1200ms);
   CHECK(o->dropped.empty());  // keepalives keep an idle link up past the idle timeout
-  peer.send("reset-all");
+  REQUIRE(peer.command("reset-all"));
   REQUIRE(run_until(&loop, [&] { return !o->dropped.empty(); }, 5s));
   CHECK(o->dropped == "idle_timeout");
 }
@@ -247,8 +142,8 @@ TEST_CASE_METHOD(Fixture, "a peer that vanishes ends the link") {
   make(opts);
   auto o = dial(peer, peer.pin);
   REQUIRE(o->conn);
-  peer.send("vanish");
-  peer.wait_exit();
+  REQUIRE(peer.command("vanish"));
+  peer.child().wait_exit();
   REQUIRE(run_until(&loop, [&] { return !o->dropped.empty(); }, 5s));
   // The kernel may answer a keepalive with port unreachable before the timeout.
   CHECK((o->dropped == "idle_timeout" || o->dropped == "closed"));
@@ -277,13 +172,13 @@ TEST_CASE_METHOD(Fixture, "the peer's TCP side holds, closes and resets links") 
   auto a = dial_tcp();
   REQUIRE(a->conn);
   run_for(&loop, 50ms);
-  peer.send("close-all");
+  REQUIRE(peer.command("close-all"));
   REQUIRE(run_until(&loop, [&] { return !a->dropped.empty(); }));
   CHECK(a->dropped == "closed");
   auto b = dial_tcp();
   REQUIRE(b->conn);
   run_for(&loop, 50ms);
-  peer.send("reset-all");
+  REQUIRE(peer.command("reset-all"));
   REQUIRE(run_until(&loop, [&] { return !b->dropped.empty(); }));
   CHECK(b->dropped == "reset");
   CHECK(peer.count().tcp == 2);
