@@ -234,8 +234,11 @@ class StreamChecks:
         before = vm_rss_kib(self.d.proc.pid)
         pushed = push_until_stalled(p.sock, 32 * MiB)
         after = vm_rss_kib(self.d.proc.pid)
-        self.assertLessEqual(after - before, (2 * buffer + MiB) // 1024,
-                             "RSS grew from %d KiB to %d KiB, %d bytes pushed" % (before, after, pushed))
+        # Under AddressSanitizer RSS counts the quarantine: the blocks of every
+        # byte that went through, not the bytes held (measured: +10 MiB).
+        if not sanitized(self.d.proc.pid):
+            self.assertLessEqual(after - before, (2 * buffer + MiB) // 1024,
+                                 "RSS grew from %d KiB to %d KiB, %d bytes pushed" % (before, after, pushed))
         taken = [s["bytes_out"] for s in self.d.result("streams.list")["streams"] if s["stream_id"] == sid]
         self.assertEqual(len(taken), 1)
         self.assertLess(taken[0], pushed + 1)
