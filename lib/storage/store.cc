@@ -191,8 +191,8 @@ class SqliteStore final : public Store {
   Status remove_node(const std::string& node_id) override;
   Result<Endpoint> add_endpoint(const std::string& node_id, const EndpointSpec& spec) override;
   Status remove_endpoint(int64_t endpoint_id) override;
-  void record_success(int64_t endpoint_id, int64_t at) override;
-  void record_failure(int64_t endpoint_id, const std::string& reason, int64_t at) override;
+  void record_success(int64_t endpoint_id, int64_t at, std::optional<double> rtt_ms) override;
+  void record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool charged) override;
   Status flush() override;
   size_t pending_stats() const override { return pending_.size(); }
   const std::string& local_node_id() const override { return local_node_id_; }
@@ -794,14 +794,14 @@ void SqliteStore::on_flush_timer() {
   if (!pending_.empty()) arm_timer(written ? 1 : static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
-void SqliteStore::record_success(int64_t endpoint_id, int64_t at) {
+void SqliteStore::record_success(int64_t endpoint_id, int64_t at, std::optional<double> /*rtt_ms*/) {
   StatDelta& d = pending_[endpoint_id];
   d.successes += 1;
   d.last_success_at = std::max(d.last_success_at.value_or(INT64_MIN), at);
   arm_timer(static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
-void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at) {
+void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool /*charged*/) {
   StatDelta& d = pending_[endpoint_id];
   d.failures += 1;
   if (!d.last_failure_at || at >= *d.last_failure_at) {

@@ -118,9 +118,14 @@ class Store {
   // transaction per flush; a flush that meets a lock keeps the queue and is
   // retried from the timer. Deltas for an endpoint removed meanwhile are
   // dropped at flush.
-  virtual void record_success(int64_t endpoint_id, int64_t at_unix_ms) = 0;
+  // A success: success_count + 1, last_success_at, consecutive_failures = 0,
+  // and rtt_ms smoothed with `rtt_ms` when given (the first sample sets it).
+  virtual void record_success(int64_t endpoint_id, int64_t at_unix_ms,
+                              std::optional<double> rtt_ms = std::nullopt) = 0;
+  // A failure: last_failure_at, last_error = reason, consecutive_failures + 1,
+  // and failure_count + 1 when `charged`, else uncharged_failure_count + 1.
   virtual void record_failure(int64_t endpoint_id, const std::string& reason,
-                              int64_t at_unix_ms) = 0;
+                              int64_t at_unix_ms, bool charged = true) = 0;
   // Writes the queue now. On a lock the queue is kept and the error returned.
   virtual Status flush() = 0;
   // Endpoint deltas waiting to be written.
