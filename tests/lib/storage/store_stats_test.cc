@@ -2,6 +2,9 @@
 // transaction, kept through another process's write lock.
 #include "storage_fixture.h"
 
+#include <cmath>
+#include <limits>
+
 using namespace connmgr;
 using namespace connmgr::storage_test;
 
@@ -384,7 +387,7 @@ TEST_CASE_METHOD(Fixture, "a success without an RTT, or with no usable one, coun
   store->record_success(id, 1002, std::nan(""));
   store->record_success(id, 1003, 40.0);
   store->record_success(id, 1004);
-  store->record_success(id, 1005, 1.0 / 0.0);
+  store->record_success(id, 1005, std::numeric_limits<double>::infinity());
   REQUIRE(store->flush().ok());
   const Endpoint e = *store->get_endpoint(id);
   CHECK(e.success_count == 6);
