@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 
 namespace connmgr {
 
@@ -24,6 +25,19 @@ struct ConnectionConfig {
   // side that is ahead is no longer read), and streams open at once.
   size_t stream_buffer = 256 * 1024;
   size_t max_streams = 4096;
+  // Racing a node's endpoints (docs/guide.md, "Racing a node's endpoints"):
+  // the next candidate is dialled when the one before has neither succeeded
+  // nor failed after the attempt delay: `race_delay` when set, else 1.5 x the
+  // smoothed RTT of the endpoint dialled before clamped to [race_delay_min,
+  // race_delay_max], 250 ms when that RTT is unknown. `race` false: one
+  // endpoint at a time, each for its whole timeout.
+  bool race = true;
+  std::optional<std::chrono::milliseconds> race_delay;
+  std::chrono::milliseconds race_delay_min{50};
+  std::chrono::milliseconds race_delay_max{2000};
+  // A supervised link that was up at least this long restarts its backoff
+  // schedule when it drops; one that drops sooner continues it.
+  std::chrono::milliseconds stable_link{60000};
 };
 
 }  // namespace connmgr

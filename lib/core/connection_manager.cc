@@ -923,4 +923,25 @@ bool ConnectionManager::has_link(const std::string& node_id) const {
   return links_.count(node_id) != 0;
 }
 
+// --- interface stubs (issue 15 work in progress on branch i15) ----------------
+
+std::string_view address_class_name(AddressClass c) {
+  static constexpr std::string_view kNames[] = {"tcp4", "tcp6", "udp4", "udp6"};
+  return kNames[static_cast<size_t>(c)];
+}
+
+std::string_view decision_name(Decision d) {
+  static constexpr std::string_view kNames[] = {"reuse", "join", "dial", "wait_retry", "no_endpoint"};
+  return kNames[static_cast<size_t>(d)];
+}
+
+Result<Explanation> ConnectionManager::explain(const std::string& node_id,
+                                               const std::optional<std::string>&) {
+  return Error::internal("nodes.explain is not built yet: " + node_id);  // STUB (i15)
+}
+
+NetworkStatus ConnectionManager::network_status() const { return NetworkStatus{}; }  // STUB (i15)
+
+void ConnectionManager::network_changed() {}  // STUB (i15)
+
 }  // namespace connmgr

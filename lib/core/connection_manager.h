@@ -30,6 +30,7 @@
 // stream may outlive the manager (it has ended by then: "shutdown").
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -141,6 +142,61 @@ struct OpenedStream {
 
 using StreamDone = std::function<void(Result<OpenedStream>, const ConnectFailure*)>;
 
+// --- Choosing and dialing well (docs/guide.md) ------------------------------
+
+// An address class: transport (TCP, or UDP for QUIC) x address family.
+enum class AddressClass { kTcp4 = 0, kTcp6, kUdp4, kUdp6 };
+inline constexpr size_t kAddressClasses = 4;
+std::string_view address_class_name(AddressClass c);  // "tcp4", "tcp6", "udp4", "udp6"
+
+struct ClassStatus {
+  std::string state = "unknown";  // "up" | "down" | "unknown"
+  std::optional<int64_t> last_success_at;  // unix ms; none until a dial of the class succeeds
+};
+
+// status.network.
+struct NetworkStatus {
+  uint64_t generation = 0;  // network changes seen (rtnetlink)
+  std::array<ClassStatus, kAddressClasses> classes;  // indexed by AddressClass
+};
+
+// One of a node's last attempts (kept in memory, 16 per node).
+struct AttemptRecord {
+  int64_t at = 0;  // unix ms, when the dial ended
+  int64_t endpoint_id = 0;
+  std::string outcome;  // "success" | "failure" | "cancelled"
+  std::optional<std::string> reason;  // failure reason; none on success
+  bool charged = false;  // counted in the endpoint's failure_count
+};
+
+enum class Decision { kReuse, kJoin, kDial, kWaitRetry, kNoEndpoint };
+std::string_view decision_name(Decision d);  // "reuse", "join", "dial", "wait_retry", "no_endpoint"
+
+struct Candidate {
+  Endpoint endpoint;
+  std::optional<int> rank;  // 0 = dialled first; none when not eligible
+  bool eligible = false;
+  std::vector<std::string> why;  // short reasons ("consecutive_failures 3", "protocol quic not asked")
+  std::optional<int64_t> race_offset_ms;  // when a race would dial it, from the race's start
+};
+
+struct BackoffInfo {
+  int attempt = 0;
+  int64_t delay_ms = 0;
+  int64_t next_attempt_at = 0;  // unix ms
+};
+
+// nodes.explain: what connect would do for the node now, and why.
+struct Explanation {
+  std::string node_id;
+  Decision decision = Decision::kNoEndpoint;
+  std::optional<LinkInfo> link;
+  std::vector<Candidate> candidates;  // every endpoint of the node, ranked first
+  NetworkStatus network;
+  std::optional<BackoffInfo> backoff;
+  std::vector<AttemptRecord> recent;  // oldest first, at most 16
+};
+
 struct DisconnectOutcome {
   bool was_connected = false;
   bool cancelled_attempts = false;
@@ -190,6 +246,16 @@ class ConnectionManager {
   void open_stream(const ConnectRequest& request, const StreamClient& client, StreamDone done);
   std::vector<StreamInfo> list_streams() const;
   size_t stream_count() const { return streams_open_; }
+
+  // nodes.explain: computed by the code connect() decides with.
+  // kNodeNotFound when the node does not exist.
+  Result<Explanation> explain(const std::string& node_id, const std::optional<std::string>& protocol);
+  // status.network.
+  NetworkStatus network_status() const;
+  // The host's network changed (links, addresses, routes): supervised links
+  // waiting for a retry are dialled again within a second (spread at random
+  // over 0-1 s) with their backoff restarted; a network_changed event.
+  void network_changed();
 
   std::vector<LinkInfo> get_active_connections(bool include_pending) const;
   std::optional<LinkInfo> link_of(const std::string& node_id) const;

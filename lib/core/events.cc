@@ -22,6 +22,7 @@ constexpr TypeName kTypeNames[] = {
     {EventType::kNodeRemoved, "node_removed"},
     {EventType::kStreamOpened, "stream_opened"},
     {EventType::kStreamClosed, "stream_closed"},
+    {EventType::kNetworkChanged, "network_changed"},
 };
 
 }  // namespace

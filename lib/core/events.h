@@ -31,6 +31,7 @@ enum class EventType {
   kNodeRemoved,
   kStreamOpened,  // stream_id
   kStreamClosed,  // stream_id, reason, bytes_in, bytes_out
+  kNetworkChanged,  // generation; no node_id (empty)
 };
 
 // The protocol's spelling ("connect_failed"), and back; nullopt for an unknown name.
@@ -60,6 +61,10 @@ struct Event {
   std::optional<uint64_t> stream_id;
   std::optional<uint64_t> bytes_in;
   std::optional<uint64_t> bytes_out;
+  // connecting: how long after the race's first dial this one began.
+  std::optional<int64_t> race_offset_ms;
+  // network_changed: the network generation (status.network.generation).
+  std::optional<uint64_t> generation;
 };
 
 class EventBus {

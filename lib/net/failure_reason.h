@@ -20,6 +20,10 @@ inline constexpr const char* kHandshake = "handshake";
 inline constexpr const char* kClosed = "closed";
 inline constexpr const char* kIdleTimeout = "idle_timeout";
 inline constexpr const char* kCancelled = "cancelled";
+// The dial failed for a reason on this host (no route, network unreachable or
+// down, no usable source address, address family not configured): not the
+// endpoint's fault, so not charged to its failure_count.
+inline constexpr const char* kLocalNetwork = "local_network";
 // Reasons a link ends for on our side (events' `disconnected`).
 inline constexpr const char* kRequested = "requested";
 inline constexpr const char* kShutdown = "shutdown";

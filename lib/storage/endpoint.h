@@ -22,6 +22,13 @@ struct Endpoint {
   std::optional<int64_t> last_success_at;  // unix ms
   std::optional<int64_t> last_failure_at;  // unix ms
   std::optional<std::string> last_error;
+  // Smoothed handshake RTT (as TCP's SRTT, alpha = 1/8) over successful dials.
+  std::optional<double> rtt_ms;
+  // Failed dials since the last success (charged or not); 0 after a success.
+  int64_t consecutive_failures = 0;
+  // Failures not charged to failure_count: local_network ones, and those
+  // beyond the first between two successes of the endpoint's address class.
+  int64_t uncharged_failure_count = 0;
 };
 
 // The fields a caller gives when adding an endpoint.
