@@ -3,17 +3,10 @@
 // with no route. The cases tagged [.isolated] run in a child of this test
 // binary with its own mount and network namespaces: a private /etc/hosts
 // bind-mounted over the real one, and only a loopback interface, so that any
-// non-loopback address has no route. Nothing of the host is changed.
+// non-loopback address has no route (isolated_namespace.h). Nothing of the
+// host is changed.
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <linux/limits.h>
-#include <net/if.h>
-#include <sched.h>
-#include <signal.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -22,68 +15,18 @@
 
 #include "net/socket_address.h"
 #include "net/tcp_connector.h"
+#include "isolated_namespace.h"
 #include "test_support.h"
 
 using namespace connmgr;
 using namespace std::chrono_literals;
 using connmgr::test::run_until;
 using connmgr::test::TcpListener;
-
-extern char** environ;
+using connmgr::test::isolated;
+using connmgr::test::kCannotIsolate;
+using connmgr::test::run_isolated_cases;
 
 namespace {
-
-constexpr const char* kIsolatedEnv = "CONNMGR_NET_ISOLATED";
-constexpr int kCannotIsolate = 77;
-
-// Runs this binary's [isolated] cases in new namespaces; their exit status,
-// kCannotIsolate when namespaces are not allowed (not root), -1 on a hang.
-int run_isolated_cases(const std::string& hosts_file) {
-  char self[PATH_MAX] = {};
-  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return kCannotIsolate;
-  // Everything the child needs is prepared before fork(): between fork and
-  // exec only async-signal-safe calls are allowed (libuv's pool has threads).
-  std::vector<std::string> env_text;
-  for (char** e = environ; *e; ++e) env_text.emplace_back(*e);
-  env_text.push_back(std::string(kIsolatedEnv) + "=1");
-  std::vector<char*> envp;
-  for (auto& s : env_text) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string tag = "[isolated]";
-  char* argv[] = {self, tag.data(), nullptr};
-
-  const pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    if (unshare(CLONE_NEWNS | CLONE_NEWNET) != 0) _exit(kCannotIsolate);
-    // Without MS_PRIVATE the bind mount below would propagate to the host.
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(kCannotIsolate);
-    if (mount(hosts_file.c_str(), "/etc/hosts", nullptr, MS_BIND, nullptr) != 0) _exit(kCannotIsolate);
-    // A new network namespace has its loopback down.
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    ifreq ifr{};
-    memcpy(ifr.ifr_name, "lo", 3);
-    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
-    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
-    close(s);
-    execve(self, argv, envp.data());
-    _exit(127);
-  }
-  const uint64_t deadline = uv_hrtime() + 60ull * 1000000000ull;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (uv_hrtime() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    usleep(10 * 1000);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-bool isolated() { return getenv(kIsolatedEnv) != nullptr; }
 
 // A listening socket of its own on `ip`:`port` (0: any port), IPv6 only for
 // an IPv6 address. With `blackholed`, its accept queue (backlog 0) is filled
