@@ -839,11 +839,10 @@ void ConnectionManager::fail_link(Link& link, const Error& error) {
 }
 
 void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
-  arm_retry(link, backoff_delay_jittered(link.retry, failed_attempts, unit_random()),
-            failed_attempts + 1);
+  arm_retry(link, backoff_delay_jittered(link.retry, failed_attempts, unit_random()));
 }
 
-void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay, int attempt) {
+void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay) {
   set_state(link, LinkState::kWaitingRetry);
   link.retry_delay_ms = delay.count();
   link.next_attempt_at = unix_now_ms() + delay.count();
@@ -856,7 +855,7 @@ void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay, i
 
   Event ev = link_event(EventType::kRetryScheduled, link);
   ev.protocol.reset();  // a node's next attempt may choose another endpoint
-  ev.attempt = attempt;
+  ev.attempt = link.attempts + 1;  // the attempt the timer starts
   ev.delay_ms = delay.count();
   ev.next_attempt_at = link.next_attempt_at;
   publish(std::move(ev));
@@ -1175,7 +1174,7 @@ void ConnectionManager::network_changed() {
     link->attempts = 0;
     link->failed_endpoints.clear();
     const auto delay = std::chrono::milliseconds(std::llround(unit_random() * 1000));
-    arm_retry(*link, delay, 1);
+    arm_retry(*link, delay);
   }
 }
 
