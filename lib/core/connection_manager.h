@@ -281,6 +281,15 @@ class ConnectionManager {
     ConnectDone done;
     bool wait = false;
   };
+  enum class AttemptOutcome : uint8_t { kSuccess, kFailure, kCancelled };
+  // An AttemptRecord in 24 bytes: a node keeps up to 16, a held link one.
+  struct RecentAttempt {
+    int64_t at = 0;
+    int64_t endpoint_id = 0;
+    uint16_t reason = 0;  // 0: none, else reasons_[reason - 1]
+    AttemptOutcome outcome = AttemptOutcome::kSuccess;
+    bool charged = false;
+  };
   using Links = std::map<std::string, std::unique_ptr<Link>>;
 
   // `ranked`: the node's endpoints as connect() read them, for a first
@@ -341,7 +350,10 @@ class ConnectionManager {
   // empty: a success); whether a failure was charged.
   bool record_dial(int64_t endpoint_id, AddressClass cls, const std::string& failure,
                    std::optional<double> rtt_ms = std::nullopt);
-  void remember_attempt(const std::string& node_id, AttemptRecord record);
+  // A dial's outcome into the link's recent attempts (kRecentAttempts).
+  void remember_attempt(Link& link, int64_t endpoint_id, AttemptOutcome outcome,
+                        const std::string& reason, bool charged);
+  std::vector<AttemptRecord> recent_of(const std::string& node_id, const Link* link) const;
 
   // Streams: the steps of open_stream, and the end of a link's streams.
   using Deadline = std::chrono::steady_clock::time_point;
@@ -385,10 +397,14 @@ class ConnectionManager {
   // dial, which leaves the queue when it begins or its attempt ends.
   std::list<Dial*> dial_queue_;
   NetworkState network_;
-  // Each node's last attempts (kRecentAttempts), oldest first. Kept beyond
-  // the link's end, so that explain can show why a connect failed; a node's
-  // entry goes when the node is removed (remove_node_links).
-  std::map<std::string, std::vector<AttemptRecord>> recent_;
+  // The recent attempts of nodes without a link, kept beyond the link's end
+  // so that explain can show why a connect failed: a link's go here when it
+  // ends and back into the node's next link. A node's entry goes when the
+  // node is removed (remove_node_links). Held links keep theirs in the Link
+  // (no map entry and key per held link).
+  std::map<std::string, std::vector<RecentAttempt>> recent_;
+  // The failure reasons recent attempts name (RecentAttempt::reason - 1).
+  std::vector<std::string> reasons_;
   bool shut_down_ = false;
   // post()'s calls, run by one unreferenced timer (it must not keep the loop
   // alive on its own); the destructor runs those still pending.
