@@ -204,24 +204,34 @@ class ExplainTest(DaemonTest):
         self.assertGreaterEqual(x["backoff"]["attempt"], 1)
         self.assertEqual(x["backoff"]["next_attempt_at"], x["link"]["next_attempt_at"])
         (attempt,) = x["recent"]
-        self.assertEqual((attempt["outcome"], attempt["reason"]), ("failure", "refused"))
-        self.assertEqual(x["candidates"][0]["endpoint"]["consecutive_failures"], 1)
+        self.assertEqual((attempt["outcome"], attempt["reason"], attempt["charged"]), ("failure", "refused", True))
 
     def test_endpoints_carry_the_new_statistics_everywhere(self):
+        """rtt_ms, consecutive_failures and uncharged_failure_count in every
+        answer that holds an Endpoint (proto/ requires them; their values are
+        dialing_test.py's)."""
         peer = Listener()
         try:
-            self.d.result("nodes.add", {"id": "n1", "endpoints": [
-                {"protocol": "tcp", "address": "127.0.0.1", "port": peer.port}]})
-            fresh = self.d.result("nodes.get", {"node_id": "n1"})["endpoints"][0]
-            self.assertIsNone(fresh["rtt_ms"])
-            self.assertEqual((fresh["consecutive_failures"], fresh["uncharged_failure_count"]), (0, 0))
-            self.d.result("connect", {"node_id": "n1"})
-            # Statistics reach the database at the next flush: wait for the RTT.
-            self.assertTrue(wait_for(lambda: self.d.result("endpoints.list", {"node_id": "n1"})
-                                     ["endpoints"][0]["rtt_ms"] is not None))
-            listed = self.d.result("nodes.list", {"with_endpoints": True})["nodes"][0]["endpoints"][0]
-            self.assertGreaterEqual(listed["rtt_ms"], 0)
-            self.assertEqual(listed["consecutive_failures"], 0)
+            added = self.d.result("nodes.add", {"id": "n1", "endpoints": [
+                {"protocol": "tcp", "address": "127.0.0.1", "port": peer.port}]})["endpoints"]
+            added += [self.d.result("endpoints.add", {"node_id": "n1", "protocol": "quic", "address": "::1",
+                                                      "port": 4433})]
+            self.d.result("connect", {"node_id": "n1", "protocol": "tcp"})
+            seen = {"nodes.add": added,
+                    "nodes.get": self.d.result("nodes.get", {"node_id": "n1"})["endpoints"],
+                    "endpoints.list": self.d.result("endpoints.list", {"node_id": "n1"})["endpoints"],
+                    "nodes.list": self.d.result("nodes.list", {"with_endpoints": True})["nodes"][0]["endpoints"],
+                    "nodes.explain": [c["endpoint"] for c in self.explain("n1")["candidates"]]}
+            for where, endpoints in seen.items():
+                with self.subTest(where=where):
+                    self.assertEqual(len(endpoints), 2)
+                    for e in endpoints:
+                        self.assertTrue(e["rtt_ms"] is None or e["rtt_ms"] >= 0, e)
+                        self.assertIsInstance(e["consecutive_failures"], int)
+                        self.assertIsInstance(e["uncharged_failure_count"], int)
+            fresh = next(e for e in seen["nodes.add"] if e["protocol"] == "quic")
+            self.assertEqual((fresh["rtt_ms"], fresh["consecutive_failures"], fresh["uncharged_failure_count"]),
+                             (None, 0, 0))
         finally:
             peer.stop()
 
