@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import subprocess
-import threading
 import unittest
 
 from daemon import (CONNMGRCTL, CONNMGRD, PROTO_DOC, Daemon, DaemonTest, Listener, closed_port, duration_ms,
@@ -234,6 +233,18 @@ class ExplainTest(DaemonTest):
                              (None, 0, 0))
         finally:
             peer.stop()
+
+
+class ExplainPermissionTest(unittest.TestCase):
+    def test_a_caller_without_privilege_may_explain(self):
+        with Daemon("--socket-mode=0666") as d:
+            d.result("nodes.add", {"id": "n1"})
+            req = '{"jsonrpc":"2.0","id":1,"method":"nodes.explain","params":{"node_id":"n1"}}'
+            out = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c",
+                       "printf '%%s\\n' '%s' | socat -t 5 - UNIX-CONNECT:%s" % (req, d.sock)])
+            answer = json.loads(out.stdout)
+            PROTO_DOC.validate_answer("nodes.explain", answer, {"node_id": "n1"})
+            self.assertEqual(answer["result"]["decision"], "no_endpoint")
 
 
 class RaceEventsTest(DaemonTest):
