@@ -453,17 +453,21 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
     case Decision::kNoEndpoint:
       break;
   }
-  auto fresh = std::make_unique<Link>();
-  fresh->node_id = node_id;
+  Link& fresh = add_link(node_id);
+  configure(fresh, request);
+  fresh.waiters.push_back(Waiter{std::move(done), request.wait});
+  start_attempt(fresh, ranked);
+}
+
+ConnectionManager::Link& ConnectionManager::add_link(const std::string& node_id) {
+  auto link = std::make_unique<Link>();
+  link->node_id = node_id;
+  // The node's recent attempts follow it from link to link.
   if (auto kept = recent_.find(node_id); kept != recent_.end()) {
-    fresh->recent = std::move(kept->second);
+    link->recent = std::move(kept->second);
     recent_.erase(kept);
   }
-  configure(*fresh, request);
-  fresh->waiters.push_back(Waiter{std::move(done), request.wait});
-  Link& ref = *fresh;
-  links_.emplace(node_id, std::move(fresh));
-  start_attempt(ref, ranked);
+  return *links_.emplace(node_id, std::move(link)).first->second;
 }
 
 void ConnectionManager::set_state(Link& link, LinkState state) {

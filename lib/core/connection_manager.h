@@ -297,6 +297,7 @@ class ConnectionManager {
   void join_or_start(const ConnectRequest& request, ConnectDone done,
                      std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
+  Link& add_link(const std::string& node_id);
   // What a connect for the node does now given its link (none: kDial);
   // explain() says the same.
   static Decision decide(const Link* link);

@@ -1,12 +1,27 @@
 // QuicConnector: dials QUIC endpoints (protocol "quic") with ngtcp2 0.12.1 and
 // GnuTLS over uv_udp, on the libuv loop.
 //
+// Addresses: a host name is resolved (Resolution) and its addresses raced
+// inside the one dial (net/address_race.h: IPv6 first, families
+// interleaved, the next address when the handshake before has neither
+// completed nor failed after the request's attempt_delay, or at once when it
+// failed; the first handshake to complete wins and the others' sockets
+// close), each handshake with the name for SNI and verification, all within
+// the request's one timeout. A failure then names the addresses tried and
+// its reason is the most telling one ("local_network" only when every
+// address failed for it). request.on_address hears each address's family
+// as its socket opens.
+//
 // Identity: SNI and verification name = the request's server_name, else its
 // address; ALPN = the request's alpn, else options.default_alpn; the peer's
 // certificate is verified against the system trust store or options.ca_file,
 // unless the request carries pin_sha256, in which case the peer is accepted
 // if and only if the SHA-256 of its SubjectPublicKeyInfo (base64) matches.
-// Failures: "tls", "pin_mismatch", "handshake", "timeout", "refused", "dns".
+// Failures: "tls", "pin_mismatch", "handshake", "timeout", "refused", "dns",
+// "unreachable", "local_network" (the UDP socket's bind, connect or sendmsg
+// refused by this host's network: no route, interface down, no source
+// address, family not configured; the message names the errno), or an errno
+// name.
 // A held link sends keepalives every options.keepalive and ends after
 // options.idle_timeout of silence (drop reason "idle_timeout"); a peer
 // CONNECTION_CLOSE or stateless reset ends it with "closed" / "reset".
