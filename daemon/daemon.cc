@@ -68,6 +68,11 @@ ConnectionConfig connection_config(const config::DaemonConfig& c) {
   cc.max_concurrent_dials = static_cast<int>(c.max_concurrent_dials);
   cc.stream_buffer = c.stream_buffer;
   cc.max_streams = c.max_streams;
+  cc.race = c.race;
+  cc.race_delay = c.race_delay;
+  cc.race_delay_min = c.race_delay_min;
+  cc.race_delay_max = c.race_delay_max;
+  cc.stable_link = c.stable_link;
   return cc;
 }
 

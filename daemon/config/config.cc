@@ -18,14 +18,18 @@ namespace {
 using std::chrono::milliseconds;
 
 // How a key's text is read. kDuration refuses 0; kDurationOrOff takes 0 as
-// "off" (tcp_keepalive).
+// "off" (tcp_keepalive); kOptDuration is a duration or no value (empty).
 // kSize is a byte count: plain bytes or with KiB, MiB, GiB (powers of 1024).
-enum class Kind { kPath, kText, kOptText, kDuration, kDurationOrOff, kCount, kSize, kMode, kLevel, kFraction };
+// kBool is true or false (yes/no, on/off, 1/0 are taken too).
+enum class Kind {
+  kPath, kText, kOptText, kDuration, kDurationOrOff, kOptDuration, kCount, kSize, kMode, kLevel, kFraction, kBool
+};
 
 // Where a key's value lands in DaemonConfig.
 using Target = std::variant<std::string DaemonConfig::*, std::optional<std::string> DaemonConfig::*,
                             milliseconds DaemonConfig::*, int DaemonConfig::*, size_t DaemonConfig::*,
-                            mode_t DaemonConfig::*, LogLevel DaemonConfig::*, double DaemonConfig::*>;
+                            mode_t DaemonConfig::*, LogLevel DaemonConfig::*, double DaemonConfig::*,
+                            std::optional<milliseconds> DaemonConfig::*, bool DaemonConfig::*>;
 
 struct Key {
   const char* name;
@@ -83,6 +87,16 @@ const Key kKeys[] = {
      "streams open at once over all links; streams.open beyond it is refused"},
     {"lock_timeout", Kind::kDuration, &DaemonConfig::lock_timeout, "5s", true, 0, 0,
      "how long a write waits for another process's database lock"},
+    {"race", Kind::kBool, &DaemonConfig::race, "true", true, 0, 0,
+     "race a node's endpoints with staggered dials; false: one at a time"},
+    {"race_delay", Kind::kOptDuration, &DaemonConfig::race_delay, "", true, 0, 0,
+     "fixed delay before a race dials the next endpoint", "derived from the RTT"},
+    {"race_delay_min", Kind::kDuration, &DaemonConfig::race_delay_min, "50ms", true, 0, 0,
+     "shortest delay a race derives from an endpoint's RTT"},
+    {"race_delay_max", Kind::kDuration, &DaemonConfig::race_delay_max, "2s", true, 0, 0,
+     "longest delay a race derives from an endpoint's RTT"},
+    {"stable_link", Kind::kDuration, &DaemonConfig::stable_link, "60s", true, 0, 0,
+     "a supervised link up this long restarts its backoff when it drops"},
     {"log_level", Kind::kLevel, &DaemonConfig::log_level, "info", true, 0, 0, "debug, info, warning or error"},
     {"quic_alpn", Kind::kText, &DaemonConfig::quic_alpn, "connmgr", false, 0, 0,
      "ALPN offered when an endpoint names none"},
@@ -294,6 +308,31 @@ Result<std::string> read_duration(const Key& k, const Setting& s, DaemonConfig& 
   return format_duration(*d);
 }
 
+// A duration, or no value at all (empty): "" is its canonical text then.
+Result<std::string> read_opt_duration(const Key& k, const Setting& s, DaemonConfig& c) {
+  auto& field = c.*std::get<std::optional<milliseconds> DaemonConfig::*>(k.target);
+  if (s.value.empty()) {
+    field.reset();
+    return std::string();
+  }
+  auto d = parse_duration(s.value);
+  if (!d)
+    return refuse(k, s, "invalid duration '" + s.value +
+                            "', expected e.g. 500ms, 10s, 5m or 1h (a bare number is seconds), or no value");
+  if (d->count() == 0) return refuse(k, s, "must be longer than zero, got '" + s.value + "'");
+  field = *d;
+  return format_duration(*d);
+}
+
+Result<std::string> read_bool(const Key& k, const Setting& s, DaemonConfig& c) {
+  bool value;
+  if (s.value == "true" || s.value == "yes" || s.value == "on" || s.value == "1") value = true;
+  else if (s.value == "false" || s.value == "no" || s.value == "off" || s.value == "0") value = false;
+  else return refuse(k, s, "must be true or false, got '" + s.value + "'");
+  c.*std::get<bool DaemonConfig::*>(k.target) = value;
+  return std::string(value ? "true" : "false");
+}
+
 Result<std::string> read_count(const Key& k, const Setting& s, DaemonConfig& c) {
   auto n = parse_count(s.value);
   if (!n || *n < k.min || *n > k.max)
@@ -352,11 +391,13 @@ Result<std::string> read_value(const Key& k, const Setting& s, DaemonConfig& c) 
     case Kind::kOptText: return read_opt_text(k, s, c);
     case Kind::kDuration:
     case Kind::kDurationOrOff: return read_duration(k, s, c);
+    case Kind::kOptDuration: return read_opt_duration(k, s, c);
     case Kind::kCount: return read_count(k, s, c);
     case Kind::kSize: return read_size(k, s, c);
     case Kind::kMode: return read_mode(k, s, c);
     case Kind::kLevel: return read_level(k, s, c);
     case Kind::kFraction: return read_fraction(k, s, c);
+    case Kind::kBool: return read_bool(k, s, c);
   }
   return refuse(k, s, "has no reader");  // unreachable: every Kind is listed
 }
@@ -379,6 +420,18 @@ Result<DaemonConfig> convert(const Settings& settings) {
                         "is longer than max_retry_interval (" + c.effective["base_retry_interval"] + " > " +
                             c.effective["max_retry_interval"] + ")",
                         settings.at("base_retry_interval").where);
+  if (c.race_delay_min > c.race_delay_max) {
+    // Named by the key the user set: the other may be its default.
+    if (settings.at("race_delay_min").where.empty())
+      return config_error("race_delay_max",
+                          "is shorter than race_delay_min (" + c.effective["race_delay_max"] + " < " +
+                              c.effective["race_delay_min"] + ")",
+                          settings.at("race_delay_max").where);
+    return config_error("race_delay_min",
+                        "is longer than race_delay_max (" + c.effective["race_delay_min"] + " > " +
+                            c.effective["race_delay_max"] + ")",
+                        settings.at("race_delay_min").where);
+  }
   if (c.quic_keepalive >= c.quic_idle_timeout)
     return config_error("quic_keepalive",
                         "must be shorter than quic_idle_timeout (" + c.effective["quic_keepalive"] +
@@ -475,7 +528,8 @@ std::string help_text(const Environment& env) {
       "Every key may be set in FILE as 'key = value' (# comments, [sections] ignored)\n"
       "or as a flag, with '-' for '_' (--connection-timeout=2s). Flags win over the\n"
       "file, the file over the defaults below. Durations take a unit: ms, s, m, h\n"
-      "(a bare number is seconds); sizes are bytes or take KiB, MiB, GiB.\n"
+      "(a bare number is seconds); sizes are bytes or take KiB, MiB, GiB;\n"
+      "booleans are true or false.\n"
       "SIGHUP re-reads FILE; keys marked * need a restart.\n"
       "\n"
       "Keys [default]:\n";
@@ -502,7 +556,7 @@ std::string sample_file_text() {
       "# connmgrd configuration: `key = value`; flags (--key=value) win over this file.\n"
       "# Every key is listed with its built-in default, commented out.\n"
       "# Durations take a unit: ms, s, m, h (a bare number is seconds).\n"
-      "# Sizes are bytes or take a unit: KiB, MiB, GiB.\n"
+      "# Sizes are bytes or take a unit: KiB, MiB, GiB. Booleans: true or false.\n"
       "# Keys marked (restart) keep their running value on `systemctl reload connmgrd`.\n";
   for (const auto& k : kKeys) {
     const std::string def = default_for(k, root);

@@ -56,6 +56,12 @@ struct DaemonConfig {
   size_t stream_buffer = 256 * 1024;  // bytes each way per stream
   size_t max_streams = 4096;
   std::chrono::milliseconds lock_timeout{5000};
+  // Racing a node's endpoints (docs/guide.md) and flap damping.
+  bool race = true;
+  std::optional<std::chrono::milliseconds> race_delay;  // none: derived from the RTT
+  std::chrono::milliseconds race_delay_min{50};
+  std::chrono::milliseconds race_delay_max{2000};
+  std::chrono::milliseconds stable_link{60000};
   LogLevel log_level = LogLevel::kInfo;
   std::string quic_alpn = "connmgr";
   std::optional<std::string> quic_ca_file;

@@ -53,7 +53,8 @@ const char* const kApiKeys[] = {
     "node_id",            "connection_timeout", "base_retry_interval", "max_retry_interval", "max_retry_count",
     "max_clients",        "max_request_bytes", "log_level",          "quic_alpn",          "quic_ca_file",
     "quic_idle_timeout",  "quic_keepalive",  "tcp_keepalive",       "max_output_bytes",   "partial_request_timeout",
-    "retry_jitter",       "max_concurrent_dials", "stream_buffer", "max_streams"};
+    "retry_jitter",       "max_concurrent_dials", "stream_buffer", "max_streams",
+    "race",               "race_delay",      "race_delay_min",      "race_delay_max",     "stable_link"};
 
 }  // namespace
 
@@ -210,6 +211,71 @@ TEST_CASE("sizes are bytes or take KiB, MiB, GiB; stream_buffer and max_streams 
   CHECK(error_of(f, {"--stream-buffer=lots"}).rfind("stream_buffer: must be a size", 0) == 0);
   // Both change on reload (for streams opened afterwards).
   CHECK(reload_diff(*def, *r).empty());
+}
+
+TEST_CASE("racing keys: race is a boolean, race_delay a duration or none, min <= max; all reload") {
+  FakeEnv f;
+  auto def = parse_args(f, {});
+  REQUIRE(def.ok());
+  CHECK(def->race);
+  CHECK_FALSE(def->race_delay);
+  CHECK(def->race_delay_min == milliseconds(50));
+  CHECK(def->race_delay_max == milliseconds(2000));
+  CHECK(def->stable_link == milliseconds(60000));
+  CHECK(def->effective.at("race") == "true");
+  CHECK(def->effective.at("race_delay").empty());
+  CHECK(config_to_json(*def)["race_delay"].is_null());
+  CHECK(config_to_json(*def)["race_delay_min"] == "50ms");
+  CHECK(config_to_json(*def)["stable_link"] == "1m");
+  for (const char* off : {"false", "no", "off", "0"}) {
+    INFO(off);
+    auto r = parse_args(f, {std::string("--race=") + off});
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->race);
+    CHECK(r->effective.at("race") == "false");
+  }
+  for (const char* on : {"true", "yes", "on", "1"}) {
+    auto r = parse_args(f, {std::string("--race=") + on});
+    REQUIRE(r.ok());
+    CHECK(r->race);
+  }
+  CHECK(error_of(f, {"--race=maybe"}).rfind("race: must be true or false, got 'maybe'", 0) == 0);
+  CHECK(error_of(f, {"--race="}).rfind("race: must be true or false", 0) == 0);
+  auto r = parse_args(f, {"--race-delay=300ms", "--race-delay-min=10ms", "--race-delay-max=1.5s",
+                          "--stable-link=5m", "--race=false"});
+  REQUIRE(r.ok());
+  CHECK(r->race_delay == milliseconds(300));
+  CHECK(r->race_delay_min == milliseconds(10));
+  CHECK(r->race_delay_max == milliseconds(1500));
+  CHECK(r->stable_link == milliseconds(300000));
+  CHECK(config_to_json(*r)["race_delay"] == "300ms");
+  CHECK(error_of(f, {"--race-delay=soon"}).rfind("race_delay: invalid duration 'soon'", 0) == 0);
+  CHECK(error_of(f, {"--race-delay=0"}).rfind("race_delay: must be longer than zero", 0) == 0);
+  CHECK(error_of(f, {"--stable-link=0"}).rfind("stable_link: must be longer than zero", 0) == 0);
+  CHECK(error_of(f, {"--race-delay-min=0"}).rfind("race_delay_min: must be longer than zero", 0) == 0);
+  // min > max is refused, named by the key that was set.
+  CHECK(error_of(f, {"--race-delay-min=3s"}) == "race_delay_min: is longer than race_delay_max (3s > 2s) (--race-delay-min)");
+  CHECK(error_of(f, {"--race-delay-max=10ms"}) ==
+        "race_delay_max: is shorter than race_delay_min (10ms < 50ms) (--race-delay-max)");
+  CHECK(error_of(f, {"--race-delay-min=1s", "--race-delay-max=500ms"}).rfind("race_delay_min: is longer", 0) == 0);
+  CHECK(parse_args(f, {"--race-delay-min=1s", "--race-delay-max=1s"}).ok());  // equal: a fixed clamp
+  f.files["/c"] = "race_delay_min = 5s\n";
+  CHECK(error_of(f, {"--config=/c"}) == "race_delay_min: is longer than race_delay_max (5s > 2s) (/c:1)");
+  // In a file, an empty race_delay is its default (none).
+  f.files["/e"] = "race_delay =\nrace = off\n";
+  auto e = parse_args(f, {"--config=/e"});
+  REQUIRE(e.ok());
+  CHECK_FALSE(e->race_delay);
+  CHECK_FALSE(e->race);
+  // All change on reload, and a reload can unset race_delay.
+  CHECK(reload_diff(*def, *r).empty());
+  const DaemonConfig m = merge_reload(*def, *r);
+  CHECK(m.race_delay == milliseconds(300));
+  CHECK_FALSE(m.race);
+  CHECK(m.stable_link == milliseconds(300000));
+  const DaemonConfig back = merge_reload(m, *def);
+  CHECK_FALSE(back.race_delay);
+  CHECK(back.race);
 }
 
 TEST_CASE("tcp_keepalive takes 0 to turn keepalives off") {
