@@ -16,6 +16,7 @@
 #include "core/connection_manager.h"
 #include "methods/api.h"
 #include "net/failure_reason.h"
+#include "net/netwatch.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
 #include "rpc/dispatcher.h"
@@ -114,10 +115,12 @@ class Daemon {
   bool listen(std::optional<gid_t> socket_gid);
   void register_methods();
   void watch_signals();
+  void watch_network();
   void start_timers();
   void announce_ready();
 
   void on_signal(int signum);
+  void on_network_changed();
   void reload();
   void begin_shutdown();
   std::string summary() const;
@@ -144,6 +147,7 @@ class Daemon {
   rpc::AccessPolicy policy_;  // this process's euid and admin_gid_
   Watchdog watchdog_;
   UvHandle<uv_signal_t> sigterm_, sigint_, sighup_;
+  std::unique_ptr<NetWatch> netwatch_;  // the host's network changes, to the manager
   Timer status_timer_;  // STATUS= for systemd every kStatusIntervalMs
   Timer drain_timer_;   // the steps of a graceful stop
   std::string socket_path_;
@@ -264,6 +268,7 @@ bool Daemon::start() {
   if (!listen(socket_gid)) return false;
   register_methods();
   watch_signals();
+  watch_network();
   start_timers();
   announce_ready();
   return true;
@@ -382,6 +387,23 @@ void Daemon::watch_signals() {
   }
 }
 
+// rtnetlink's link, address and route changes reach the manager (supervised
+// links waiting for a retry are dialled again). Without it (no netlink here)
+// the daemon works as before, only slower to notice a network coming back.
+void Daemon::watch_network() {
+  netwatch_ = std::make_unique<NetWatch>();
+  Status s = netwatch_->start(&loop_, [this] { on_network_changed(); });
+  if (s.ok()) return;
+  log_.warning("network changes will not be noticed: " + s.message());
+  netwatch_.reset();
+}
+
+void Daemon::on_network_changed() {
+  manager_->network_changed();
+  log_.info("network changed",
+            {{"generation", std::to_string(manager_->network_status().generation)}});
+}
+
 void Daemon::start_timers() {
   status_timer_.init(&loop_);
   status_timer_.start(kStatusIntervalMs, [this] { notify_status(summary()); }, kStatusIntervalMs);
@@ -398,6 +420,7 @@ void Daemon::announce_ready() {
 }
 
 void Daemon::close_handles() {
+  netwatch_.reset();
   sigterm_.close();
   sigint_.close();
   sighup_.close();
@@ -460,6 +483,7 @@ void Daemon::begin_shutdown() {
   log_.info("stopping", {{"active", std::to_string(manager_->active_count())},
                          {"pending", std::to_string(manager_->pending_count())}});
   server_->stop_listening();
+  netwatch_.reset();  // no redials once the manager has shut down
   // Links close (peers see EOF) and waiting callers are answered "cancelled".
   manager_->shutdown();
   if (Status s = store_->flush(); !s.ok()) log_.warning("statistics not yet written: " + s.message());
@@ -488,6 +512,7 @@ int Daemon::run() {
 
   // Take the parts down in dependency order, then let libuv finish closing.
   api_.reset();
+  netwatch_.reset();  // its callback uses the manager
   manager_.reset();
   server_.reset();
   Status flushed = ok_status();

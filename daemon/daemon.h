@@ -1,7 +1,8 @@
 // Daemon: connmgrd's process: builds the parts (Store, connectors, manager,
-// API, dispatcher, socket server) on one libuv loop, serves until SIGTERM or
-// SIGINT, re-reads its configuration on SIGHUP, and takes everything down in
-// order (links closed so peers see EOF, statistics flushed).
+// API, dispatcher, socket server, network watch) on one libuv loop, serves
+// until SIGTERM or SIGINT, re-reads its configuration on SIGHUP, and takes
+// everything down in order (links closed so peers see EOF, statistics
+// flushed).
 #pragma once
 
 #include <string>

@@ -512,9 +512,9 @@ std::string help_text() {
 // proto/connmgr.openrpc.json (tests/install/docs_drift_test.py compares them).
 const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
                                               "disconnected", "node_added", "node_removed",   "stream_opened",
-                                              "stream_closed"};
+                                              "stream_closed", "network_changed"};
 const std::vector<std::string> kMethods = {
-    "nodes.list",       "nodes.get",    "endpoints.list", "connect",          "disconnect",
+    "nodes.list",       "nodes.get",    "nodes.explain",  "endpoints.list", "connect",          "disconnect",
     "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",
     "events.subscribe", "events.unsubscribe", "status",         "streams.open",     "streams.list"};
 const std::vector<std::string> kProtocols = {"tcp", "quic"};

@@ -110,6 +110,7 @@ std::vector<rpc::Method> Api::methods() {
   static constexpr Entry kMethods[] = {
       {"nodes.list", false, &Api::nodes_list},
       {"nodes.get", false, &Api::nodes_get},
+      {"nodes.explain", false, &Api::nodes_explain},
       {"nodes.add", true, &Api::nodes_add},
       {"nodes.remove", true, &Api::nodes_remove},
       {"endpoints.list", false, &Api::endpoints_list},
@@ -202,6 +203,19 @@ void Api::nodes_get(const Params& params, const Ctx&, Reply reply) {
   if (!found)
     return reply.error(to_rpc_error(found.error(), details_for(found.error(), node_id, {})));
   reply.result(to_json(*found, connected(node_id)));
+}
+
+// What connect would do for the node now, and why: the manager's own
+// decision code (ConnectionManager::explain), as JSON.
+void Api::nodes_explain(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  const auto node_id = p.req_string("node_id", kMaxIdBytes);
+  const auto protocol = p.opt_string("protocol", 64);
+  if (!p.finish()) return reply.error(p.error());
+  auto explained = ctx_.manager->explain(node_id, protocol);
+  if (!explained)
+    return reply.error(to_rpc_error(explained.error(), details_for(explained.error(), node_id, {})));
+  reply.result(to_json(*explained));
 }
 
 void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
@@ -446,9 +460,9 @@ void Api::events_subscribe(const Params& params, const Ctx& ctx, Reply reply) {
     for (const auto& t : *types) {
       auto type = t.is_string() ? event_type_from_name(t.get<std::string>()) : std::nullopt;
       if (!type) {
-        p.fail("types has an unknown event type " + t.dump() +
-               " (known: connecting, connected, connect_failed, retry_scheduled, disconnected, "
-               "node_added, node_removed, stream_opened, stream_closed)");
+        std::string known;
+        for (EventType k : all_event_types()) known += (known.empty() ? "" : ", ") + std::string(event_type_name(k));
+        p.fail("types has an unknown event type " + t.dump() + " (known: " + known + ")");
         break;
       }
       mask |= event_type_bit(*type);
@@ -527,6 +541,9 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   live.pending = ctx_.manager->pending_count();
   live.clients = ctx_.client_count ? ctx_.client_count() : 0;
   live.streams = ctx_.manager->stream_count();
+  network_scratch_.clear();
+  append_network_json(network_scratch_, ctx_.manager->network_status());
+  live.network = network_scratch_;
   status_.write(live, status_scratch_);
   reply.result_text(status_scratch_);
 }

@@ -68,6 +68,7 @@ class Api {
 
   void nodes_list(const Params&, const Ctx&, Reply);
   void nodes_get(const Params&, const Ctx&, Reply);
+  void nodes_explain(const Params&, const Ctx&, Reply);
   void nodes_add(const Params&, const Ctx&, Reply);
   void nodes_remove(const Params&, const Ctx&, Reply);
   void endpoints_list(const Params&, const Ctx&, Reply);
@@ -110,6 +111,7 @@ class Api {
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;
   std::string status_scratch_;  // the last result written, kept for its capacity
+  std::string network_scratch_;  // status.network's text, likewise
   uint64_t config_generation_ = 0;
   bool config_cached_ = false;
 };

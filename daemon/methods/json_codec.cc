@@ -1,5 +1,6 @@
 #include "methods/json_codec.h"
 
+#include "rpc/json_text.h"
 #include "util/clock.h"
 
 namespace connmgr::methods {
@@ -30,6 +31,9 @@ json to_json(const Endpoint& e) {
       {"last_success_at", opt_time(e.last_success_at)},
       {"last_failure_at", opt_time(e.last_failure_at)},
       {"last_error", opt(e.last_error)},
+      {"rtt_ms", e.rtt_ms ? json(*e.rtt_ms) : json(nullptr)},
+      {"consecutive_failures", e.consecutive_failures},
+      {"uncharged_failure_count", e.uncharged_failure_count},
   };
 }
 
@@ -75,8 +79,9 @@ json to_json(const Event& e) {
   json j{
       {"type", std::string(event_type_name(e.type))},
       {"at", format_rfc3339_ms(e.at)},
-      {"node_id", e.node_id},
   };
+  // Events tied to no node (network_changed) have no node_id key at all.
+  if (!e.node_id.empty()) j["node_id"] = e.node_id;
   if (e.endpoint_id) j["endpoint_id"] = *e.endpoint_id;
   if (e.protocol) j["protocol"] = *e.protocol;
   if (e.reason) j["reason"] = *e.reason;
@@ -86,6 +91,8 @@ json to_json(const Event& e) {
   if (e.stream_id) j["stream_id"] = *e.stream_id;
   if (e.bytes_in) j["bytes_in"] = *e.bytes_in;
   if (e.bytes_out) j["bytes_out"] = *e.bytes_out;
+  if (e.race_offset_ms) j["race_offset_ms"] = *e.race_offset_ms;
+  if (e.generation) j["generation"] = *e.generation;
   return j;
 }
 
@@ -99,6 +106,90 @@ json to_json(const StreamInfo& s) {
       {"bytes_in", s.bytes_in},
       {"bytes_out", s.bytes_out},
       {"client", json{{"pid", s.client.pid}, {"uid", s.client.uid}}},
+  };
+}
+
+json to_json(const ClassStatus& c) {
+  return json{{"state", c.state}, {"last_success_at", opt_time(c.last_success_at)}};
+}
+
+json classes_json(const NetworkStatus& n) {
+  json classes = json::object();
+  for (size_t i = 0; i < kAddressClasses; ++i)
+    classes[std::string(address_class_name(static_cast<AddressClass>(i)))] = to_json(n.classes[i]);
+  return classes;
+}
+
+json to_json(const NetworkStatus& n) {
+  return json{{"generation", n.generation}, {"classes", classes_json(n)}};
+}
+
+void append_network_json(std::string& out, const NetworkStatus& n) {
+  // Keys in a nlohmann object's (alphabetical) order: classes, generation;
+  // last_success_at, state. The class names and states need no escaping.
+  out += R"({"classes":{)";
+  for (size_t i = 0; i < kAddressClasses; ++i) {
+    if (i != 0) out += ',';
+    out += '"';
+    out += address_class_name(static_cast<AddressClass>(i));
+    out += R"(":{"last_success_at":)";
+    const auto& c = n.classes[i];
+    if (c.last_success_at) {
+      out += '"';
+      out += format_rfc3339_ms(*c.last_success_at);
+      out += '"';
+    } else {
+      out += "null";
+    }
+    out += R"(,"state":)";
+    rpc::append_json(out, json(c.state));
+    out += '}';
+  }
+  out += R"(},"generation":)";
+  out += std::to_string(n.generation);
+  out += '}';
+}
+
+json to_json(const Candidate& c) {
+  json why = json::array();
+  for (const auto& w : c.why) why.push_back(w);
+  return json{
+      {"endpoint", to_json(c.endpoint)},
+      {"rank", c.rank ? json(*c.rank) : json(nullptr)},
+      {"eligible", c.eligible},
+      {"why", std::move(why)},
+      {"race_offset_ms", c.race_offset_ms ? json(*c.race_offset_ms) : json(nullptr)},
+  };
+}
+
+json to_json(const AttemptRecord& a) {
+  return json{
+      {"at", format_rfc3339_ms(a.at)},
+      {"endpoint_id", a.endpoint_id},
+      {"outcome", a.outcome},
+      {"reason", opt(a.reason)},
+      {"charged", a.charged},
+  };
+}
+
+json to_json(const Explanation& x) {
+  json candidates = json::array();
+  for (const auto& c : x.candidates) candidates.push_back(to_json(c));
+  json recent = json::array();
+  for (const auto& a : x.recent) recent.push_back(to_json(a));
+  json backoff = nullptr;
+  if (x.backoff)
+    backoff = json{{"attempt", x.backoff->attempt},
+                   {"delay_ms", x.backoff->delay_ms},
+                   {"next_attempt_at", format_rfc3339_ms(x.backoff->next_attempt_at)}};
+  return json{
+      {"node_id", x.node_id},
+      {"decision", std::string(decision_name(x.decision))},
+      {"link", x.link ? to_json(*x.link) : json(nullptr)},
+      {"candidates", std::move(candidates)},
+      {"classes", classes_json(x.network)},
+      {"backoff", std::move(backoff)},
+      {"recent", std::move(recent)},
   };
 }
 

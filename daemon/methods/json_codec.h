@@ -20,7 +20,15 @@ rpc::json to_json(const NodeWithEndpoints& node, bool connected);
 rpc::json to_json(const LinkInfo& link);
 // A stream as streams.list shows it.
 rpc::json to_json(const StreamInfo& stream);
-// The params of an `event` notification.
+// status.network: {generation, classes: {tcp4|tcp6|udp4|udp6: {state, last_success_at}}}.
+rpc::json to_json(const NetworkStatus& network);
+// The same written as text onto `out`, byte for byte what dumping to_json()
+// writes (status is written as text: StatusText).
+void append_network_json(std::string& out, const NetworkStatus& network);
+// nodes.explain's result.
+rpc::json to_json(const Explanation& explanation);
+// The params of an `event` notification (no node_id key when the event is
+// tied to no node).
 rpc::json to_json(const Event& event);
 // A whole notification line's object.
 rpc::json event_notification(const Event& event);

@@ -4,7 +4,7 @@
 // identity (version, database, socket, node id), the connector names (fixed
 // at start) and the configuration (changed only by a reload). Those parts are
 // serialized when they change and kept as text; a call writes only the
-// counts and the uptime between them. Building the whole answer as a
+// counts, the network state (given as text) and the uptime between them. Building the whole answer as a
 // nlohmann object and dumping it was most of the daemon's cost per `status`.
 //
 // The members come in the order a nlohmann object (a std::map) keeps them,
@@ -38,6 +38,8 @@ class StatusText {
     uint64_t pending = 0;
     uint64_t clients = 0;
     uint64_t streams = 0;
+    // status.network as JSON text (json_codec's append_network_json); empty: null.
+    std::string_view network;
   };
 
   // The parts kept as text; each setter re-serializes its part.
@@ -60,11 +62,12 @@ class StatusText {
     node_id_ = node_id;
     middle_ = R"(},"database":)";
     rpc::append_json(middle_, rpc::json(database_));
-    middle_ += R"(,"node_id":)";
-    rpc::append_json(middle_, rpc::json(node_id_));
-    middle_ += R"(,"socket":)";
-    rpc::append_json(middle_, rpc::json(socket_));
-    middle_ += R"(,"uptime_s":)";
+    middle_ += R"(,"network":)";
+    after_network_ = R"(,"node_id":)";
+    rpc::append_json(after_network_, rpc::json(node_id_));
+    after_network_ += R"(,"socket":)";
+    rpc::append_json(after_network_, rpc::json(socket_));
+    after_network_ += R"(,"uptime_s":)";
     tail_ = R"(,"version":)";
     rpc::append_json(tail_, rpc::json(version_));
     tail_ += '}';
@@ -83,7 +86,8 @@ class StatusText {
   // kept, so a caller that keeps `out` allocates nothing here).
   void write(const Live& live, std::string& out) const {
     out.clear();
-    out.reserve(head_.size() + middle_.size() + tail_.size() + 128);
+    out.reserve(head_.size() + middle_.size() + after_network_.size() + live.network.size() + tail_.size() +
+                128);
     out += head_;
     append_number(out, live.active);
     out += R"(,"clients":)";
@@ -97,6 +101,8 @@ class StatusText {
     out += R"(,"streams":)";
     append_number(out, live.streams);
     out += middle_;
+    out += live.network.empty() ? std::string_view("null") : live.network;
+    out += after_network_;
     append_number(out, live.uptime_s);
     out += tail_;
   }
@@ -122,7 +128,8 @@ class StatusText {
   bool connectors_set_ = false;
   std::string version_, database_, socket_, node_id_;
   std::string head_;    // {"config":...,"connectors":[...],"counts":{"active":
-  std::string middle_;  // },"database":...,"node_id":...,"socket":...,"uptime_s":
+  std::string middle_;  // },"database":...,"network":
+  std::string after_network_;  // ,"node_id":...,"socket":...,"uptime_s":
   std::string tail_;    // ,"version":...}
 };
 

@@ -10,11 +10,13 @@ std::string from_uv(int e) {
       return kRefused;
     case UV_ETIMEDOUT:
       return kTimeout;
-    case UV_ENETUNREACH:
     case UV_EHOSTUNREACH:
+      return kUnreachable;
+    case UV_ENETUNREACH:
     case UV_ENETDOWN:
     case UV_EADDRNOTAVAIL:
-      return kUnreachable;
+    case UV_EAFNOSUPPORT:
+      return kLocalNetwork;
     case UV_ECONNRESET:
     case UV_EPIPE:
     case UV_ECONNABORTED:
@@ -47,5 +49,7 @@ std::string from_uv(int e) {
       return uv_err_name(e);  // "EMFILE", ...
   }
 }
+
+std::string describe_uv(int e) { return std::string(uv_strerror(e)) + " (" + uv_err_name(e) + ")"; }
 
 }  // namespace connmgr::reason

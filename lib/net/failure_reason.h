@@ -1,8 +1,8 @@
 // The closed set of short, stable failure reasons (docs/api.md,
 // "FailureReason" and "DisconnectReason"), produced in
-// this one place: `refused`, `timeout`, `unreachable`, `reset`, `dns`, `tls`,
-// `pin_mismatch`, `handshake`, `closed`, `idle_timeout`, `cancelled`, or an
-// errno name ("EMFILE") for anything else.
+// this one place: `refused`, `timeout`, `unreachable`, `local_network`,
+// `reset`, `dns`, `tls`, `pin_mismatch`, `handshake`, `closed`,
+// `idle_timeout`, `cancelled`, or an errno name ("EMFILE") for anything else.
 #pragma once
 
 #include <string>
@@ -29,9 +29,19 @@ inline constexpr const char* kRequested = "requested";
 inline constexpr const char* kShutdown = "shutdown";
 
 // Maps a libuv error (negative UV_E* value) to a reason: UV_ECONNREFUSED →
-// "refused", UV_ETIMEDOUT → "timeout", UV_ENETUNREACH/UV_EHOSTUNREACH →
-// "unreachable", UV_ECONNRESET/UV_EPIPE → "reset", UV_EAI_* → "dns",
-// UV_EOF → "closed", anything else → its errno name ("EMFILE").
+// "refused", UV_ETIMEDOUT → "timeout", UV_EHOSTUNREACH → "unreachable" (the
+// network answered: that host cannot be reached), UV_ENETUNREACH,
+// UV_ENETDOWN, UV_EADDRNOTAVAIL, UV_EAFNOSUPPORT → "local_network" (this
+// host has no route to that network, its interface is down, it has no
+// source address of the family, or the family is not configured here),
+// UV_ECONNRESET/UV_EPIPE/UV_ECONNABORTED → "reset", UV_EAI_* → "dns",
+// UV_EOF → "closed", UV_ECANCELED → "cancelled", anything else → its errno
+// name ("EMFILE").
 std::string from_uv(int uv_error);
+
+// A libuv error in words for a message, with its errno name so that the
+// exact cause reaches the log even when the reason is a class:
+// "network is unreachable (ENETUNREACH)".
+std::string describe_uv(int uv_error);
 
 }  // namespace connmgr::reason

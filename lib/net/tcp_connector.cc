@@ -242,7 +242,7 @@ class TcpDial {
   }
 
   Error connect_error(int uv_error) const {
-    return Error::connect_failed("connect to " + target_ + " failed: " + uv_strerror(uv_error) + tried_list(),
+    return Error::connect_failed("connect to " + target_ + " failed: " + reason::describe_uv(uv_error) + tried_list(),
                                  reason::from_uv(uv_error));
   }
 

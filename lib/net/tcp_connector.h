@@ -4,9 +4,11 @@
 // tried in turn, in getaddrinfo's order, until one connects, all within the
 // request's one timeout (one timer for resolution and every address).
 // Failures: Error{kConnectFailed, "connect to 127.0.0.1:9 failed: connection
-// refused", reason}; reason "refused", "timeout", "unreachable", "dns", or an
-// errno name ("EMFILE"). With several addresses the last one's error counts
-// and the message lists the addresses tried.
+// refused (ECONNREFUSED)", reason}; reason "refused", "timeout",
+// "unreachable", "local_network" (this host's network cannot carry the dial:
+// ENETUNREACH, ENETDOWN, EADDRNOTAVAIL, EAFNOSUPPORT; the message names the
+// errno), "dns", or an errno name ("EMFILE"). With several addresses the
+// last one's error counts and the message lists the addresses tried.
 //
 // An established link has TCP_NODELAY and, when options.keepalive is not
 // zero, TCP keepalive; it is read all the time (bytes counted and dropped) so

@@ -213,6 +213,7 @@ class QuicSession final : public quic::QuicStreamHost {
   bool handshake_done_ = false;
   bool handshake_confirmed_ = false;
   bool stateless_reset_ = false;
+  int send_error_ = 0;  // the first failed sendmsg's libuv error (send())
 
   std::map<int64_t, quic::QuicStream*> streams_;  // registered: open in ngtcp2
   // Bytes of released streams that ngtcp2 may still read (retransmission)
@@ -351,7 +352,7 @@ bool QuicSession::bind_and_connect(const sockaddr* addr) {
   // A connected UDP socket hears ICMP port-unreachable as ECONNREFUSED.
   if (rc == 0) rc = uv_udp_connect(udp_.get(), addr);
   if (rc != 0) {
-    fail(reason::from_uv(rc), "cannot open a UDP socket to " + remote_ + ": " + uv_strerror(rc));
+    fail(reason::from_uv(rc), "cannot open a UDP socket to " + remote_ + ": " + reason::describe_uv(rc));
     return false;
   }
   int len = sizeof local_addr_;
@@ -591,7 +592,18 @@ bool QuicSession::write_packets() {
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   const ngtcp2_tstamp ts = now_ns();
-  if (write_stream_packets(buf, sizeof buf, &ps, ts)) return true;
+  const bool written = write_stream_packets(buf, sizeof buf, &ps, ts);
+  if (written && send_error_ != 0 && state_ == State::kHandshake) {
+    // The kernel refused our packets (no route any more, the interface
+    // down, the source address gone, a port-unreachable heard earlier):
+    // the handshake cannot go on, and retransmitting until the deadline
+    // would only hide why.
+    const int error = send_error_;
+    fail(reason::from_uv(error), "QUIC dial to " + remote_ + " port " + std::to_string(req_.port) +
+                                     " failed: cannot send: " + reason::describe_uv(error));
+    return false;
+  }
+  if (written) return true;
   if (state_ == State::kHandshake)
     fail(reason::kHandshake, "QUIC: cannot write a packet");
   else
@@ -657,10 +669,14 @@ bool QuicSession::write_stream_packets(uint8_t* buf, size_t len, ngtcp2_path_sto
 }
 
 // uv_udp_try_send: synchronous, no request to outlive the session. A full
-// socket buffer loses the packet; QUIC's recovery resends it.
+// socket buffer loses the packet; QUIC's recovery resends it. Any other
+// error is noted for write_packets(): it ends a handshake; a link's packets
+// lost that way are left to QUIC's recovery and idle timeout (a route may
+// come back).
 void QuicSession::send(const uint8_t* data, size_t len) {
   uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(const_cast<uint8_t*>(data)), static_cast<unsigned>(len));
-  uv_udp_try_send(udp_.get(), &b, 1, nullptr);
+  const int rc = uv_udp_try_send(udp_.get(), &b, 1, nullptr);
+  if (rc < 0 && rc != UV_EAGAIN && rc != UV_ENOBUFS && rc != UV_EMSGSIZE && send_error_ == 0) send_error_ = rc;
 }
 
 void QuicSession::arm_timer() {
@@ -728,7 +744,7 @@ void QuicSession::on_read(ssize_t n, const uv_buf_t* buf) {
 void QuicSession::on_read_error(int error) {
   if (state_ == State::kHandshake)
     return fail(reason::from_uv(error), "QUIC dial to " + remote_ + " port " + std::to_string(req_.port) +
-                                            " failed: " + uv_strerror(error));
+                                            " failed: " + reason::describe_uv(error));
   drop(error == UV_ECONNREFUSED ? reason::kClosed : reason::from_uv(error));
 }
 

@@ -6,7 +6,11 @@
 // certificate is verified against the system trust store or options.ca_file,
 // unless the request carries pin_sha256, in which case the peer is accepted
 // if and only if the SHA-256 of its SubjectPublicKeyInfo (base64) matches.
-// Failures: "tls", "pin_mismatch", "handshake", "timeout", "refused", "dns".
+// Failures: "tls", "pin_mismatch", "handshake", "timeout", "refused", "dns",
+// "unreachable", "local_network" (the UDP socket's bind, connect or sendmsg
+// refused by this host's network: no route, interface down, no source
+// address, family not configured; the message names the errno), or an errno
+// name.
 // A held link sends keepalives every options.keepalive and ends after
 // options.idle_timeout of silence (drop reason "idle_timeout"); a peer
 // CONNECTION_CLOSE or stateless reset ends it with "closed" / "reset".

@@ -46,6 +46,22 @@ CREATE TABLE IF NOT EXISTS local_node (
 CREATE INDEX IF NOT EXISTS endpoints_node_id ON endpoints(node_id);
 )sql";
 
+// Version 2: statistics that describe the endpoint. ALTER TABLE ADD COLUMN
+// (no IF NOT EXISTS in SQLite): each is added only when missing, so a
+// database whose owner added them already is adopted as it is.
+struct AddedColumn {
+  const char* name;
+  const char* declaration;
+};
+constexpr AddedColumn kVersion2Columns[] = {
+    // Smoothed handshake RTT in ms (alpha 1/8); NULL until a success with an RTT.
+    {"rtt_ms", "REAL"},
+    // Failed dials since the last success, charged or not.
+    {"consecutive_failures", "INTEGER NOT NULL DEFAULT 0"},
+    // Failed dials not counted in failure_count.
+    {"uncharged_failure_count", "INTEGER NOT NULL DEFAULT 0"},
+};
+
 int user_version(sqlite3* db) {
   sqlite3_stmt* st = nullptr;
   int v = -1;
@@ -117,7 +133,7 @@ Error sqlite_error(int rc, sqlite3* db, const std::string& path, const std::stri
   return Error::storage(message + " [" + what + ": " + detail + "]", reason);
 }
 
-Status check_tables(sqlite3* db, const std::string& path) {
+Status check_tables(sqlite3* db, const std::string& path, int version) {
   static const char* kNodeCols[] = {"id", "name", "created_at"};
   static const char* kEndpointCols[] = {
       "id",          "node_id",       "protocol",      "address",         "port",
@@ -125,43 +141,65 @@ Status check_tables(sqlite3* db, const std::string& path) {
       "last_success_at", "last_failure_at", "last_error"};
   auto nodes = columns_of(db, "nodes");
   auto endpoints = columns_of(db, "endpoints");
+  const auto lacks = [&](const char* table, const char* c) {
+    return Error::storage("table " + std::string(table) + " lacks column " + c + ": " + path, "schema");
+  };
   for (const char* c : kNodeCols)
-    if (!nodes.count(c))
-      return Error::storage("table nodes lacks column " + std::string(c) + ": " + path, "schema");
+    if (!nodes.count(c)) return lacks("nodes", c);
   for (const char* c : kEndpointCols)
-    if (!endpoints.count(c))
-      return Error::storage("table endpoints lacks column " + std::string(c) + ": " + path, "schema");
+    if (!endpoints.count(c)) return lacks("endpoints", c);
+  if (version >= 2)
+    for (const AddedColumn& c : kVersion2Columns)
+      if (!endpoints.count(c.name)) return lacks("endpoints", c.name);
   return ok_status();
 }
+
+namespace {
+
+// Version 2's step: the statistics columns the table lacks.
+int add_version2_columns(sqlite3* db) {
+  const auto have = columns_of(db, "endpoints");
+  for (const AddedColumn& c : kVersion2Columns) {
+    if (have.count(c.name)) continue;
+    const std::string sql =
+        std::string("ALTER TABLE endpoints ADD COLUMN ") + c.name + " " + c.declaration;
+    if (int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr); rc != SQLITE_OK) return rc;
+  }
+  return SQLITE_OK;
+}
+
+}  // namespace
 
 Status migrate(sqlite3* db, const std::string& path) {
   int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) return sqlite_error(rc, db, path, "begin migration");
+  // The error first: ROLLBACK resets sqlite3_errmsg.
   auto fail = [&](int code, const char* what) {
     Error e = sqlite_error(code, db, path, what);
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
     return e;
   };
-  const int version = user_version(db);
-  if (version > kCurrentVersion) {
+  auto refuse = [&](Status s) {
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-    return Error::storage(
-                 "database schema version " + std::to_string(version) +
-                     " is newer than this connmgrd understands (" +
-                     std::to_string(kCurrentVersion) + "): " + path,
-                 "schema");
-  }
-  if (version < 1) {
-    if ((rc = sqlite3_exec(db, kApiTables, nullptr, nullptr, nullptr)) != SQLITE_OK)
-      return fail(rc, "create tables");
-    Status cols = check_tables(db, path);
-    if (!cols.ok()) {
-      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-      return cols;
-    }
-    if ((rc = sqlite3_exec(db, kVersion1, nullptr, nullptr, nullptr)) != SQLITE_OK)
-      return fail(rc, "migrate to version 1");
-  }
+    return s;
+  };
+  const int version = user_version(db);
+  if (version > kCurrentVersion)
+    return refuse(Error::storage("database schema version " + std::to_string(version) +
+                                     " is newer than this connmgrd understands (" +
+                                     std::to_string(kCurrentVersion) + "): " + path,
+                                 "schema"));
+  if (version < 1 && (rc = sqlite3_exec(db, kApiTables, nullptr, nullptr, nullptr)) != SQLITE_OK)
+    return fail(rc, "create tables");
+  // The documented columns, before anything is added to them.
+  if (Status cols = check_tables(db, path); !cols.ok()) return refuse(cols);
+  if (version < 1 && (rc = sqlite3_exec(db, kVersion1, nullptr, nullptr, nullptr)) != SQLITE_OK)
+    return fail(rc, "migrate to version 1");
+  // Every open, not only below version 2: a version-2 database whose
+  // endpoints table another program made anew from the documented columns
+  // gets its statistics columns back (nothing is written when they exist).
+  if ((rc = add_version2_columns(db)) != SQLITE_OK) return fail(rc, "migrate to version 2");
+  if (Status cols = check_tables(db, path, kCurrentVersion); !cols.ok()) return refuse(cols);
   if (version != kCurrentVersion) {
     const std::string set = "PRAGMA user_version = " + std::to_string(kCurrentVersion);
     if ((rc = sqlite3_exec(db, set.c_str(), nullptr, nullptr, nullptr)) != SQLITE_OK)

@@ -3,8 +3,13 @@
 //
 // Version 0 is "no schema yet, or exactly the documented tables made by
 // hand" (e.g. with the sqlite3 shell); each migration moves one version up,
-// only ever adding tables and indexes, and is safe to run on a database that
-// already has them (CREATE ... IF NOT EXISTS).
+// only ever adding tables, indexes and columns, and is safe to run on a
+// database that already has them (CREATE ... IF NOT EXISTS; a column is added
+// only when the table lacks it).
+//   1: the local_node table, an index on endpoints(node_id).
+//   2: endpoints gain rtt_ms REAL (NULL until a success with an RTT),
+//      consecutive_failures and uncharged_failure_count (INTEGER NOT NULL
+//      DEFAULT 0).
 #pragma once
 
 #include <sqlite3.h>
@@ -16,16 +21,19 @@
 namespace connmgr::schema {
 
 // The version this build writes into PRAGMA user_version.
-inline constexpr int kCurrentVersion = 1;
+inline constexpr int kCurrentVersion = 2;
 
 // Brings the database to kCurrentVersion inside one IMMEDIATE transaction.
 // A database of a newer version is refused (kStorage, reason "schema"), as is
-// one whose tables lack a documented column. `path` is for messages.
+// one whose tables lack a documented column. A database already at
+// kCurrentVersion with every column is left unchanged. `path` is for messages.
 Status migrate(sqlite3* db, const std::string& path);
 
-// Checks that the documented tables and columns exist (for a read-only database
-// that cannot be migrated).
-Status check_tables(sqlite3* db, const std::string& path);
+// Checks that the tables have the columns of schema `version`: the documented
+// ones for 0 and 1 (what a database made by hand has, before migrating, or a
+// read-only one that cannot be migrated), those plus version 2's statistics
+// columns for 2. Errors: kStorage, reason "schema", naming the column.
+Status check_tables(sqlite3* db, const std::string& path, int version = 0);
 
 // Maps an SQLite result code to the project's Error: kStorage with reason
 // "locked", "read_only", "corrupt", "full", "cantopen", "io" or "sqlite", and a

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iterator>
 #include <string_view>
@@ -63,6 +64,11 @@ class Use {
     if (v) bind(i, *v);
     else sqlite3_bind_null(st_, i);
   }
+  void bind(int i, double v) { sqlite3_bind_double(st_, i, v); }
+  void bind(int i, const std::optional<double>& v) {
+    if (v) bind(i, *v);
+    else sqlite3_bind_null(st_, i);
+  }
   int step() { return sqlite3_step(st_); }
 
  private:
@@ -78,25 +84,41 @@ std::optional<int64_t> opt_int(sqlite3_stmt* st, int col) {
   if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
   return sqlite3_column_int64(st, col);
 }
+std::optional<double> opt_double(sqlite3_stmt* st, int col) {
+  if (sqlite3_column_type(st, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_double(st, col);
+}
 
-constexpr const char* kEndpointCols =
-    "id, node_id, protocol, address, port, server_name, alpn, pin_sha256, success_count, "
-    "failure_count, last_success_at, last_failure_at, last_error";
+// The columns read_endpoint reads, in its order. The statistics columns of
+// schema version 2 come last, each with the value it has before any
+// statistics: what a read-only database that could not be migrated (made by
+// hand, or by an older connmgrd) reads as instead of the missing column.
+struct EndpointCol {
+  const char* name;
+  const char* before_version2;  // nullptr: a documented column, always there
+};
+constexpr EndpointCol kEndpointCols[] = {
+    {"id", nullptr},          {"node_id", nullptr},         {"protocol", nullptr},
+    {"address", nullptr},     {"port", nullptr},            {"server_name", nullptr},
+    {"alpn", nullptr},        {"pin_sha256", nullptr},      {"success_count", nullptr},
+    {"failure_count", nullptr}, {"last_success_at", nullptr}, {"last_failure_at", nullptr},
+    {"last_error", nullptr},  {"rtt_ms", "NULL"},           {"consecutive_failures", "0"},
+    {"uncharged_failure_count", "0"},
+};
 
-// kEndpointCols with every column qualified by `alias` ("e.id, e.node_id, ...").
-std::string qualified_endpoint_cols(const char* alias) {
+// The select list of kEndpointCols, each column qualified by `alias` when
+// given ("e.id, e.node_id, ..."); `version2`: the table has the statistics
+// columns (else their values before any statistics stand in).
+std::string endpoint_cols(bool version2, const char* alias = nullptr) {
   std::string out;
-  std::string_view cols = kEndpointCols;
-  while (!cols.empty()) {
-    const size_t comma = cols.find(',');
-    std::string_view col = cols.substr(0, comma);
-    while (!col.empty() && col.front() == ' ') col.remove_prefix(1);
+  for (const EndpointCol& c : kEndpointCols) {
     if (!out.empty()) out += ", ";
-    out += alias;
-    out += '.';
-    out += col;
-    if (comma == std::string_view::npos) break;
-    cols.remove_prefix(comma + 1);
+    if (c.before_version2 && !version2) {
+      out += c.before_version2;
+      continue;
+    }
+    if (alias) out += std::string(alias) + '.';
+    out += c.name;
   }
   return out;
 }
@@ -123,6 +145,9 @@ Endpoint read_endpoint(sqlite3_stmt* st, int c = 0) {
   e.last_success_at = opt_int(st, c + 10);
   e.last_failure_at = opt_int(st, c + 11);
   e.last_error = opt_text(st, c + 12);
+  e.rtt_ms = opt_double(st, c + 13);
+  e.consecutive_failures = sqlite3_column_int64(st, c + 14);
+  e.uncharged_failure_count = sqlite3_column_int64(st, c + 15);
   return e;
 }
 
@@ -134,10 +159,17 @@ Node read_node(sqlite3_stmt* st) {
   return n;
 }
 
+}  // namespace
+
 // The selection order (docs/guide.md, "Statistics and how an endpoint is
-// chosen"): highest success_count, then lowest failure_count, then most
-// recent success (never-succeeded last), then lowest id.
-bool ranks_before(const Endpoint& a, const Endpoint& b) {
+// chosen"): an endpoint failing now (consecutive_failures > 0) after every
+// endpoint that is not; then highest success_count, then lowest
+// failure_count, then most recent success (never-succeeded last), then
+// lowest id.
+bool Store::ranks_before(const Endpoint& a, const Endpoint& b) {
+  const bool a_failing = a.consecutive_failures > 0;
+  const bool b_failing = b.consecutive_failures > 0;
+  if (a_failing != b_failing) return b_failing;
   if (a.success_count != b.success_count) return a.success_count > b.success_count;
   if (a.failure_count != b.failure_count) return a.failure_count < b.failure_count;
   const int64_t as = a.last_success_at.value_or(INT64_MIN);
@@ -145,6 +177,8 @@ bool ranks_before(const Endpoint& a, const Endpoint& b) {
   if (as != bs) return as > bs;
   return a.id < b.id;
 }
+
+namespace {
 
 std::string random_node_id() {
   unsigned char bytes[16];
@@ -162,13 +196,54 @@ std::string random_node_id() {
   return hex;
 }
 
-// Queued statistics of one endpoint, merged until the next flush.
+// Queued statistics of one endpoint, merged until the next flush. The
+// counts add up in any order; consecutive_failures and rtt_ms depend on the
+// order of the outcomes, so the delta keeps what the whole sequence does to
+// the stored value, and applying it equals applying each outcome in turn.
 struct StatDelta {
   int64_t successes = 0;
-  int64_t failures = 0;
+  int64_t charged_failures = 0;
+  int64_t uncharged_failures = 0;
   std::optional<int64_t> last_success_at;
   std::optional<int64_t> last_failure_at;
   std::optional<std::string> last_error;
+  // consecutive_failures: set to 0 by a queued success (reset), then plus
+  // the failures queued after the last success (failures_since).
+  bool reset = false;
+  int64_t failures_since = 0;
+  // rtt_ms after the queued samples: from a stored value r (not NULL),
+  // r * rtt_scale + rtt_offset (each sample s maps r to r + (s - r) / 8, so
+  // the scale is (7/8)^n and the offset the same recurrence from 0); from
+  // NULL (the first sample sets it), rtt_from_null.
+  int64_t rtt_samples = 0;
+  double rtt_scale = 1;
+  double rtt_offset = 0;
+  double rtt_from_null = 0;
+
+  void success(std::optional<double> rtt) {
+    ++successes;
+    reset = true;
+    failures_since = 0;
+    if (!rtt) return;
+    rtt_from_null = rtt_samples == 0 ? *rtt : smooth(rtt_from_null, *rtt);
+    rtt_scale *= 1 - kRttGain;
+    rtt_offset = smooth(rtt_offset, *rtt);
+    ++rtt_samples;
+  }
+  void failure(bool charged) {
+    ++(charged ? charged_failures : uncharged_failures);
+    ++failures_since;
+  }
+  int64_t consecutive_failures(int64_t stored) const { return (reset ? 0 : stored) + failures_since; }
+  std::optional<double> rtt_ms(std::optional<double> stored) const {
+    if (rtt_samples == 0) return stored;
+    if (!stored) return rtt_from_null;
+    return *stored * rtt_scale + rtt_offset;
+  }
+
+  // TCP's SRTT gain (RFC 6298): alpha = 1/8.
+  static constexpr double kRttGain = 1.0 / 8;
+  static double smooth(double srtt, double sample) { return srtt + (sample - srtt) * kRttGain; }
 };
 
 class SqliteStore final : public Store {
@@ -233,6 +308,9 @@ class SqliteStore final : public Store {
   sqlite3* db_ = nullptr;
   bool closed_ = false;
   bool snapshot_ = false;  // opened immutable: see open()
+  // The endpoints table has schema version 2's statistics columns (always,
+  // unless read-only and never migrated).
+  bool version2_ = true;
   std::string local_node_id_;
   // Flushes queued statistics; closed with the Store, its callback never
   // runs after that (a Store destroyed with a flush pending is fine).
@@ -344,6 +422,10 @@ Status SqliteStore::open() {
                               " [" + c.message() + "]",
                           "read_only");
   }
+  // Migrated, or read-only at version 2 already; else (read-only, made by
+  // hand or by an older connmgrd) the statistics columns read as their
+  // values before any statistics.
+  version2_ = !read_only || schema::check_tables(db_, options_.path, schema::kCurrentVersion).ok();
   if (Status p = prepare_all(); !p.ok()) return p;
   if (Status l = load_local_node_id(); !l.ok()) return l;
   sqlite3_busy_timeout(db_, kBusyTimeoutMs);
@@ -354,7 +436,8 @@ Status SqliteStore::open() {
 }
 
 Status SqliteStore::prepare_all() {
-  const std::string ep = kEndpointCols;
+  const std::string ep = endpoint_cols(version2_);
+  const std::string qualified_ep = endpoint_cols(version2_, "e");
   struct {
     Stmt* stmt;
     std::string sql;
@@ -369,10 +452,10 @@ Status SqliteStore::prepare_all() {
       // read transaction (each costs two fcntl locks of the WAL index): no
       // row means no node, one row of NULLs a node without endpoints.
       // Columns: the node's (as get_node_), then the endpoint's.
-      {&node_endpoints_, "SELECT n.id, n.name, n.created_at, " + qualified_endpoint_cols("e") +
+      {&node_endpoints_, "SELECT n.id, n.name, n.created_at, " + qualified_ep +
                              " FROM nodes n LEFT JOIN endpoints e ON e.node_id = n.id WHERE n.id = ?1"},
       {&node_endpoints_proto_,
-       "SELECT n.id, n.name, n.created_at, " + qualified_endpoint_cols("e") +
+       "SELECT n.id, n.name, n.created_at, " + qualified_ep +
            " FROM nodes n LEFT JOIN endpoints e ON e.node_id = n.id AND e.protocol = ?2 WHERE n.id = ?1"},
       // A page of nodes is a range of ids: one scan of the node_id index.
       {&endpoints_in_range_,
@@ -387,7 +470,8 @@ Status SqliteStore::prepare_all() {
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
       {&delete_node_, "DELETE FROM nodes WHERE id = ?1"},
       {&delete_endpoint_, "DELETE FROM endpoints WHERE id = ?1"},
-      {&update_stats_,
+      // Prepared only with the statistics columns there (see version2_).
+      {&update_stats_, !version2_ ? std::string() :
        "UPDATE endpoints SET success_count = success_count + ?2, "
        "failure_count = failure_count + ?3, "
        "last_success_at = CASE WHEN ?4 IS NULL THEN last_success_at "
@@ -398,10 +482,17 @@ Status SqliteStore::prepare_all() {
        // than the stored one (clocks, another writer) keeps the stored text.
        // SET expressions read the row as it was before this UPDATE.
        "last_error = CASE WHEN ?5 IS NOT NULL AND "
-       "  (last_failure_at IS NULL OR ?5 >= last_failure_at) THEN ?6 ELSE last_error END "
+       "  (last_failure_at IS NULL OR ?5 >= last_failure_at) THEN ?6 ELSE last_error END, "
+       "uncharged_failure_count = uncharged_failure_count + ?7, "
+       // The queued outcomes in order (StatDelta): a success resets the
+       // run of failures, the failures after the last success add to it.
+       "consecutive_failures = CASE WHEN ?8 THEN 0 ELSE consecutive_failures END + ?9, "
+       "rtt_ms = CASE WHEN ?10 IS NULL THEN rtt_ms WHEN rtt_ms IS NULL THEN ?10 "
+       "  ELSE rtt_ms * ?11 + ?12 END "
        "WHERE id = ?1"},
   };
   for (auto& s : all) {
+    if (s.sql.empty()) continue;
     int rc = s.stmt->prepare(db_, s.sql.c_str());
     if (rc != SQLITE_OK) return err(rc, "prepare");
   }
@@ -490,7 +581,10 @@ void SqliteStore::overlay(Endpoint& e) const {
   if (it == pending_.end()) return;
   const StatDelta& d = it->second;
   e.success_count += d.successes;
-  e.failure_count += d.failures;
+  e.failure_count += d.charged_failures;
+  e.uncharged_failure_count += d.uncharged_failures;
+  e.consecutive_failures = d.consecutive_failures(e.consecutive_failures);
+  e.rtt_ms = d.rtt_ms(e.rtt_ms);
   if (d.last_success_at) e.last_success_at = std::max(e.last_success_at.value_or(INT64_MIN), *d.last_success_at);
   if (d.last_failure_at && *d.last_failure_at >= e.last_failure_at.value_or(INT64_MIN)) {
     e.last_failure_at = d.last_failure_at;
@@ -794,16 +888,19 @@ void SqliteStore::on_flush_timer() {
   if (!pending_.empty()) arm_timer(written ? 1 : static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
-void SqliteStore::record_success(int64_t endpoint_id, int64_t at, std::optional<double> /*rtt_ms*/) {
+void SqliteStore::record_success(int64_t endpoint_id, int64_t at, std::optional<double> rtt_ms) {
+  // A sample that is no duration (negative, NaN, infinite) would poison
+  // every later value: it is left out, the success still counts.
+  if (rtt_ms && !(std::isfinite(*rtt_ms) && *rtt_ms >= 0)) rtt_ms.reset();
   StatDelta& d = pending_[endpoint_id];
-  d.successes += 1;
+  d.success(rtt_ms);
   d.last_success_at = std::max(d.last_success_at.value_or(INT64_MIN), at);
   arm_timer(static_cast<uint64_t>(options_.flush_interval.count()));
 }
 
-void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool /*charged*/) {
+void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool charged) {
   StatDelta& d = pending_[endpoint_id];
-  d.failures += 1;
+  d.failure(charged);
   if (!d.last_failure_at || at >= *d.last_failure_at) {
     d.last_failure_at = at;
     d.last_error = reason;
@@ -816,6 +913,13 @@ Status SqliteStore::flush() { return flush_rows(SIZE_MAX); }
 Status SqliteStore::flush_rows(size_t max_rows) {
   if (pending_.empty() || !db_) return ok_status();
   if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
+  if (!update_stats_.get()) {
+    rollback();
+    return Error::storage("database is read-only: " + options_.path +
+                              " (its endpoints table lacks the statistics columns that opening it "
+                              "writable adds)",
+                          "read_only");
+  }
   // In rowid order: neighbouring endpoints share B-tree pages, so each page
   // is read and dirtied once.
   std::vector<int64_t> ids;
@@ -828,10 +932,18 @@ Status SqliteStore::flush_rows(size_t max_rows) {
     Use q(update_stats_);
     q.bind(1, id);
     q.bind(2, d.successes);
-    q.bind(3, d.failures);
+    q.bind(3, d.charged_failures);
     q.bind(4, d.last_success_at);
     q.bind(5, d.last_failure_at);
     q.bind(6, d.last_error);
+    q.bind(7, d.uncharged_failures);
+    q.bind(8, static_cast<int64_t>(d.reset));
+    q.bind(9, d.failures_since);
+    if (d.rtt_samples > 0) {
+      q.bind(10, d.rtt_from_null);
+      q.bind(11, d.rtt_scale);
+      q.bind(12, d.rtt_offset);
+    }
     int rc = q.step();
     if (rc != SQLITE_DONE) {
       Error e = err(rc, "write statistics");

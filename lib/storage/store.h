@@ -71,7 +71,15 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
+  // The ranking of a node's endpoints, best first: an endpoint failing now
+  // (consecutive_failures > 0) after every endpoint that is not; then
+  // success_count desc, failure_count asc, last_success_at desc
+  // (never-succeeded last), id asc. Reads rank with this, and apply the
+  // statistics still queued first.
+  static bool ranks_before(const Endpoint& a, const Endpoint& b);
+
   // --- reads -----------------------------------------------------------
+  // Every Endpoint read carries the statistics queued but not yet flushed.
   // Nodes ordered by id, at most `limit`, strictly after `after` if given.
   virtual Result<NodePage> list_nodes(int limit, const std::optional<std::string>& after) = 0;
   // kNodeNotFound when absent.
@@ -82,9 +90,8 @@ class Store {
   // consecutive ids is read by one scan of the node_id index.
   virtual Result<std::vector<Endpoint>> endpoints_of_nodes(
       const std::vector<std::string>& node_ids) = 0;
-  // A node's endpoints, optionally of one protocol, best first: success_count
-  // desc, failure_count asc, last_success_at desc (never-succeeded last), id
-  // asc. kNodeNotFound when the node does not exist.
+  // A node's endpoints, optionally of one protocol, best first as
+  // ranks_before orders them. kNodeNotFound when the node does not exist.
   virtual Result<std::vector<Endpoint>> endpoints_of(
       const std::string& node_id, const std::optional<std::string>& protocol) = 0;
   // The node and its endpoints (of `protocol` if given), ranked as
@@ -117,9 +124,15 @@ class Store {
   // Cheap: each queues a delta in memory (no SQL). Deltas are written in one
   // transaction per flush; a flush that meets a lock keeps the queue and is
   // retried from the timer. Deltas for an endpoint removed meanwhile are
-  // dropped at flush.
+  // dropped at flush. An endpoint's outcomes apply in the order recorded
+  // (a success then two failures leave consecutive_failures at 2), however
+  // many share a flush; last_success_at and last_failure_at keep the latest
+  // time, and last_error goes with the latest failure (a failure recorded
+  // later with an older time leaves them).
   // A success: success_count + 1, last_success_at, consecutive_failures = 0,
-  // and rtt_ms smoothed with `rtt_ms` when given (the first sample sets it).
+  // and rtt_ms smoothed with `rtt_ms` when given (the first sample sets it,
+  // each later one moves it by (sample - rtt_ms) / 8; a negative or
+  // non-finite sample is ignored).
   virtual void record_success(int64_t endpoint_id, int64_t at_unix_ms,
                               std::optional<double> rtt_ms = std::nullopt) = 0;
   // A failure: last_failure_at, last_error = reason, consecutive_failures + 1,

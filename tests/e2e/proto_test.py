@@ -8,7 +8,7 @@ import jsonschema
 
 from daemon import PROTO, PROTO_DOC
 
-API_METHODS = ["nodes.list", "nodes.get", "endpoints.list", "connect", "disconnect",
+API_METHODS = ["nodes.list", "nodes.get", "nodes.explain", "endpoints.list", "connect", "disconnect",
                "connections.list", "nodes.add", "nodes.remove", "endpoints.add",
                "endpoints.remove", "events.subscribe", "events.unsubscribe", "status",
                "streams.open", "streams.list"]
@@ -237,6 +237,58 @@ class SchemaBehaviourTest(unittest.TestCase):
             self.assertTrue(PROTO_DOC.is_valid(dict(line, params=ev), SCHEMAS["Notification"]), ev)
         for ev in bad:
             self.assertFalse(PROTO_DOC.is_valid(dict(line, params=ev), SCHEMAS["Notification"]), ev)
+
+    def test_events_tied_to_no_node_have_no_node_id(self):
+        line = {"jsonrpc": "2.0", "method": "event"}
+        at = "2026-11-24T09:30:00.123Z"
+        ok = [{"type": "network_changed", "at": at, "generation": 1},
+              {"type": "connecting", "at": at, "node_id": "n", "endpoint_id": 2, "protocol": "tcp",
+               "race_offset_ms": 250},
+              {"type": "connect_failed", "at": at, "node_id": "n", "endpoint_id": 2, "protocol": "tcp",
+               "reason": "local_network", "attempt": 1},
+              {"type": "connect_failed", "at": at, "node_id": "n", "endpoint_id": 2, "protocol": "tcp",
+               "reason": "cancelled", "attempt": 1}]
+        bad = [{"type": "network_changed", "at": at, "node_id": "n", "generation": 1},
+               {"type": "network_changed", "at": at, "node_id": "", "generation": 1},
+               {"type": "network_changed", "at": at},
+               {"type": "node_added", "at": at},
+               {"type": "connecting", "at": at, "node_id": "n", "endpoint_id": 2, "protocol": "tcp",
+                "race_offset_ms": -1}]
+        for ev in ok:
+            self.assertTrue(PROTO_DOC.is_valid(dict(line, params=ev), SCHEMAS["Notification"]), ev)
+        for ev in bad:
+            self.assertFalse(PROTO_DOC.is_valid(dict(line, params=ev), SCHEMAS["Notification"]), ev)
+
+    def test_an_explanation_ranks_the_eligible_and_nulls_the_rest(self):
+        endpoint = {"id": 1, "node_id": "n", "protocol": "tcp", "address": "127.0.0.1", "port": 80,
+                    "server_name": None, "alpn": None, "pin_sha256": None, "success_count": 0,
+                    "failure_count": 0, "last_success_at": None, "last_failure_at": None, "last_error": None,
+                    "rtt_ms": None, "consecutive_failures": 0, "uncharged_failure_count": 0}
+        cls = {"state": "unknown", "last_success_at": None}
+        x = {"node_id": "n", "decision": "dial", "link": None,
+             "candidates": [{"endpoint": endpoint, "rank": 0, "eligible": True, "why": [], "race_offset_ms": 0},
+                            {"endpoint": dict(endpoint, id=2, protocol="quic"), "rank": None, "eligible": False,
+                             "why": ["protocol quic not asked"], "race_offset_ms": None}],
+             "classes": {"tcp4": cls, "tcp6": dict(cls, state="up", last_success_at="2026-11-24T09:30:00.123Z"),
+                         "udp4": dict(cls, state="down"), "udp6": cls},
+             "backoff": None,
+             "recent": [{"at": "2026-11-24T09:30:00.123Z", "endpoint_id": 1, "outcome": "failure",
+                         "reason": "local_network", "charged": False},
+                        {"at": "2026-11-24T09:30:00.124Z", "endpoint_id": 1, "outcome": "success",
+                         "reason": None, "charged": False}]}
+        s = SCHEMAS["Explanation"]
+        self.assertTrue(PROTO_DOC.is_valid(x, s))
+        self.assertTrue(PROTO_DOC.is_valid(dict(x, decision="wait_retry", backoff={
+            "attempt": 2, "delay_ms": 1000, "next_attempt_at": "2026-11-24T09:30:01.123Z"}), s))
+        self.assertFalse(PROTO_DOC.is_valid(dict(x, decision="maybe"), s))
+        self.assertFalse(PROTO_DOC.is_valid(dict(x, classes={"tcp4": cls}), s))
+        self.assertFalse(PROTO_DOC.is_valid(dict(x, recent=x["recent"] * 9), s))  # 18 > 16
+        self.assertFalse(PROTO_DOC.is_valid({k: v for k, v in x.items() if k != "backoff"}, s))
+        self.assertFalse(PROTO_DOC.is_valid(dict(x, classes=dict(x["classes"], tcp4={"state": "sideways",
+                                                                                     "last_success_at": None})), s))
+        self.assertTrue(valid("nodes.explain", {"node_id": "n", "protocol": "tcp"}))
+        self.assertFalse(valid("nodes.explain", {}))
+        self.assertFalse(valid("nodes.explain", {"node_id": "n", "endpoint_id": 1}))
 
     def test_error_responses(self):
         s = SCHEMAS["ErrorResponse"]

@@ -7,8 +7,10 @@
 #include <cstdint>
 #include <limits>
 
+#include "methods/json_codec.h"
 #include "rpc/json_text.h"
 
+using connmgr::NetworkStatus;
 using connmgr::methods::StatusText;
 using connmgr::rpc::json;
 
@@ -22,11 +24,30 @@ struct Values {
   std::vector<std::string> connectors{"tcp", "quic"};
   json config = json{{"socket", "/run/connmgr/connmgrd.sock"}, {"admin_group", nullptr},
                      {"max_clients", "1024"}};
-  StatusText::Live live{1234, 3, 7, 1, 2, 5, 9};
+  StatusText::Live live{1234, 3, 7, 1, 2, 5, 9, {}};
+  NetworkStatus network = [] {
+    NetworkStatus n;
+    n.generation = 3;
+    n.classes[0].state = "up";
+    n.classes[0].last_success_at = 1764660000123;
+    n.classes[3].state = "down";
+    return n;
+  }();
+  std::string network_text;
+
+  // live, with status.network written as text.
+  StatusText::Live live_with_network() {
+    network_text.clear();
+    connmgr::methods::append_network_json(network_text, network);
+    StatusText::Live l = live;
+    l.network = network_text;
+    return l;
+  }
 };
 
 // The object as Api::status built it before it wrote text.
 std::string as_object(const Values& v) {
+  // status.network as the codec builds it as an object.
   json connectors = json::array();
   for (const auto& n : v.connectors) connectors.push_back(n);
   json result{
@@ -44,19 +65,20 @@ std::string as_object(const Values& v) {
         {"clients", v.live.clients},
         {"streams", v.live.streams}}},
       {"config", v.config},
+      {"network", connmgr::methods::to_json(v.network)},
   };
   std::string out;
   connmgr::rpc::append_json(out, result);
   return out;
 }
 
-std::string as_text(const Values& v) {
+std::string as_text(Values& v) {
   StatusText t;
   t.set_config(v.config);
   t.set_connectors(v.connectors);
   t.set_identity(v.version, v.database, v.socket, v.node_id);
   std::string out = "left over";
-  t.write(v.live, out);
+  t.write(v.live_with_network(), out);
   return out;
 }
 
@@ -83,8 +105,28 @@ TEST_CASE("status counts are written in full, extremes included") {
   v.live = StatusText::Live{std::numeric_limits<uint64_t>::max(),
                             std::numeric_limits<int64_t>::min(),
                             std::numeric_limits<int64_t>::max(), 0, 0, 0,
-                            std::numeric_limits<uint64_t>::max()};
+                            std::numeric_limits<uint64_t>::max(), {}};
   CHECK(as_text(v) == as_object(v));
+}
+
+TEST_CASE("status.network's text is what dumping its object writes, at start and with every class set") {
+  Values v;
+  v.network = NetworkStatus{};
+  CHECK(as_text(v) == as_object(v));
+  const json fresh = json::parse(as_text(v))["network"];
+  CHECK(fresh == json{{"generation", 0},
+                      {"classes",
+                       {{"tcp4", {{"state", "unknown"}, {"last_success_at", nullptr}}},
+                        {"tcp6", {{"state", "unknown"}, {"last_success_at", nullptr}}},
+                        {"udp4", {{"state", "unknown"}, {"last_success_at", nullptr}}},
+                        {"udp6", {{"state", "unknown"}, {"last_success_at", nullptr}}}}}});
+  for (auto& c : v.network.classes) {
+    c.state = "up";
+    c.last_success_at = 1764660000000;
+  }
+  v.network.generation = std::numeric_limits<uint64_t>::max();
+  CHECK(as_text(v) == as_object(v));
+  CHECK(json::parse(as_text(v))["network"]["classes"]["udp6"]["last_success_at"] == "2025-12-02T07:20:00.000Z");
 }
 
 TEST_CASE("a part set again replaces what was kept") {
@@ -99,6 +141,6 @@ TEST_CASE("a part set again replaces what was kept") {
   t.set_connectors(v.connectors);
   t.set_identity(v.version, v.database, v.socket, v.node_id);
   std::string out;
-  t.write(v.live, out);
+  t.write(v.live_with_network(), out);
   CHECK(out == as_object(v));
 }

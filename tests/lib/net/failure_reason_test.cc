@@ -13,12 +13,21 @@ TEST_CASE("a refused connect is 'refused' and a timeout is 'timeout'") {
   CHECK(reason::from_uv(UV_ETIMEDOUT) == "timeout");
 }
 
-TEST_CASE("no route to the network or the host is 'unreachable'") {
-  CHECK(reason::from_uv(UV_ENETUNREACH) == "unreachable");
+TEST_CASE("a host that cannot be reached is 'unreachable'") {
   CHECK(reason::from_uv(UV_EHOSTUNREACH) == "unreachable");
-  CHECK(reason::from_uv(UV_ENETDOWN) == "unreachable");
+}
+
+TEST_CASE("a dial that this host's own network cannot carry is 'local_network'") {
+  CHECK(reason::from_uv(UV_ENETUNREACH) == "local_network");  // no route
+  CHECK(reason::from_uv(UV_ENETDOWN) == "local_network");
   // No source address of the family (an IPv6 dial on a host without IPv6).
-  CHECK(reason::from_uv(UV_EADDRNOTAVAIL) == "unreachable");
+  CHECK(reason::from_uv(UV_EADDRNOTAVAIL) == "local_network");
+  CHECK(reason::from_uv(UV_EAFNOSUPPORT) == "local_network");
+}
+
+TEST_CASE("an error in words carries its errno name") {
+  CHECK(reason::describe_uv(UV_ENETUNREACH) == "network is unreachable (ENETUNREACH)");
+  CHECK(reason::describe_uv(UV_ECONNREFUSED) == "connection refused (ECONNREFUSED)");
 }
 
 TEST_CASE("a link ended by the peer is 'reset' or 'closed'") {

@@ -169,12 +169,12 @@ TEST_CASE("when every address of a name fails, the message names them all", "[.i
   CHECK(o->error.reason() == "refused");
   const std::string& m = o->error.message();
   CHECK(m.rfind("connect to twohost:", 0) == 0);
-  CHECK(m.find("failed: connection refused (tried ") != std::string::npos);
+  CHECK(m.find("failed: connection refused (ECONNREFUSED) (tried ") != std::string::npos);
   CHECK(m.find("::1") != std::string::npos);
   CHECK(m.find("127.0.0.1") != std::string::npos);
 }
 
-TEST_CASE("an address without a route fails at once as unreachable, after connect() returns",
+TEST_CASE("an address without a route fails at once as local_network, after connect() returns",
           "[.isolated]") {
   if (!isolated()) return;
   Fixture f;
@@ -182,10 +182,21 @@ TEST_CASE("an address without a route fails at once as unreachable, after connec
   auto o = f.dial("192.0.2.1", 80);
   const double ms = static_cast<double>(uv_hrtime() - t0) / 1e6;
   REQUIRE_FALSE(o->conn);
-  CHECK(o->error.reason() == "unreachable");
-  CHECK(o->error.message() == "connect to 192.0.2.1:80 failed: network is unreachable");
+  CHECK(o->error.reason() == "local_network");
+  // The errno behind the class reaches the log through the message.
+  CHECK(o->error.message() == "connect to 192.0.2.1:80 failed: network is unreachable (ENETUNREACH)");
   CHECK(ms < 2000);  // no waiting for the 5 s timeout
   auto by_name = f.dial("noroute", 80);
-  CHECK(by_name->error.reason() == "unreachable");
-  CHECK(by_name->error.message() == "connect to noroute:80 failed: network is unreachable (tried 192.0.2.1)");
+  CHECK(by_name->error.reason() == "local_network");
+  CHECK(by_name->error.message() ==
+        "connect to noroute:80 failed: network is unreachable (ENETUNREACH) (tried 192.0.2.1)");
+}
+
+TEST_CASE("an IPv6 address without a route fails as local_network too", "[.isolated]") {
+  if (!isolated()) return;
+  Fixture f;
+  auto o = f.dial("2001:db8::1", 80);
+  REQUIRE_FALSE(o->conn);
+  CHECK(o->error.reason() == "local_network");
+  CHECK(o->error.message().find("(ENETUNREACH)") != std::string::npos);
 }

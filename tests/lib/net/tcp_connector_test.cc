@@ -110,7 +110,7 @@ TEST_CASE_METHOD(Fixture, "a closed port is refused, in words a person reads") {
   CHECK(o->error.code() == ErrorCode::kConnectFailed);
   CHECK(o->error.reason() == "refused");
   CHECK(o->error.message() ==
-        "connect to 127.0.0.1:" + std::to_string(port) + " failed: connection refused");
+        "connect to 127.0.0.1:" + std::to_string(port) + " failed: connection refused (ECONNREFUSED)");
 }
 
 TEST_CASE_METHOD(Fixture, "an IPv6 address is bracketed in messages") {
@@ -121,7 +121,7 @@ TEST_CASE_METHOD(Fixture, "an IPv6 address is bracketed in messages") {
   auto o = dial(request("::1", port));
   REQUIRE_FALSE(o->conn);
   CHECK(o->error.reason() == "refused");
-  CHECK(o->error.message() == "connect to [::1]:" + std::to_string(port) + " failed: connection refused");
+  CHECK(o->error.message() == "connect to [::1]:" + std::to_string(port) + " failed: connection refused (ECONNREFUSED)");
 }
 
 TEST_CASE_METHOD(Fixture, "IPv6 literals are dialled") {

@@ -354,7 +354,7 @@ TEST_CASE_METHOD(Fixture, "a TCP stream to a port that refuses fails with the di
   CHECK(r.error().code() == ErrorCode::kConnectFailed);
   CHECK(r.error().reason() == "refused");
   CHECK(r.error().message() == "connect to 127.0.0.1:" + std::to_string(listener.port()) +
-                                   " failed: connection refused");
+                                   " failed: connection refused (ECONNREFUSED)");
 }
 
 TEST_CASE_METHOD(Fixture, "a TCP stream dial that is cancelled never calls back") {
