@@ -1,6 +1,7 @@
 #include "core/connection_manager.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <utility>
 
@@ -34,30 +35,61 @@ struct ConnectionManager::LinkStreams {
   uint64_t bytes_out = 0;
 };
 
+// One dial of an attempt, from its `connecting` event until it succeeds,
+// fails or is cancelled: waiting for a slot (`queued`, its entry in the
+// manager's queue) or under way (`dialing`, holding a slot, `handle`).
+struct ConnectionManager::Dial {
+  Dial() = default;
+  Dial(const Dial&) = delete;
+  Dial& operator=(const Dial&) = delete;
+  ~Dial() { handle.cancel(); }
+
+  Link* link = nullptr;
+  size_t index = 0;  // its candidate in the attempt's plan
+  DialRequest request;
+  DialHandle handle;
+  bool dialing = false;
+  bool queued = false;
+  std::list<Dial*>::iterator queue_entry;
+  int family = 0;  // of the address dialled last (DialRequest::on_address); 0 before any
+};
+
+// One attempt of the retry schedule: its candidates (one endpoint, or a
+// race's in rank order) and their dials. Allocated per attempt and freed
+// when it ends (end_attempt), so that a held link carries none.
+struct ConnectionManager::Attempt {
+  std::vector<Endpoint> plan;
+  size_t launched = 0;  // plan[0, launched) were started
+  std::vector<std::unique_ptr<Dial>> dials;  // started and not ended
+  // The failure reported when every candidate failed: the best-ranked one's.
+  std::optional<Error> best_failure;
+  size_t best_failure_index = SIZE_MAX;
+  std::optional<uint64_t> race_start;  // loop ms when the first dial began
+  Timer race_timer;  // starts the next candidate; opened only for a race
+};
+
 // One node's link: the attempt under way, the retry timer, or the established
-// connection, and the callers waiting for it. One of `dial` (kConnecting),
-// `timer` (kWaitingRetry) and `connection` (kActive) is live; an attempt
-// waiting for a dial slot (kConnecting) has its entry in the manager's queue
-// instead of a dial, and a dropped connection (still kActive) has the timer
-// that hands its drop to a later loop turn.
+// connection, and the callers waiting for it. One of `attempt` (kConnecting),
+// `timer` (kWaitingRetry) and `connection` (kActive) is live; an attempt's
+// dials wait for a slot in the manager's queue or are under way, and a
+// dropped connection (still kActive) has the timer that hands its drop to a
+// later loop turn.
 //
-// The callbacks of the dial, the timer and the connection point at this
-// link, and none of them can run once it is gone: the destructor cancels the
-// dial (a cancelled dial never calls back, net/dial_handle.h), a Timer's
-// callback dies with it (util/uv_handle.h), and a Connection's drop callback
-// never fires after its destruction (net/connection.h). Nor can an old
-// callback reach a newer state of the link: a dial begins only once the
-// previous one has called back, and Timer::start() replaces the callback.
+// The callbacks of the dials, the timers and the connection point at this
+// link (or its dials), and none of them can run once it is gone: the
+// attempt's end cancels its dials (a cancelled dial never calls back,
+// net/dial_handle.h), a Timer's callback dies with it (util/uv_handle.h),
+// and a Connection's drop callback never fires after its destruction
+// (net/connection.h). Nor can an old callback reach a newer state of the
+// link: an attempt begins only once the previous one has ended, and
+// Timer::start() replaces the callback.
 struct ConnectionManager::Link {
   Link() = default;
   Link(const Link&) = delete;
   Link& operator=(const Link&) = delete;
-  ~Link() { dial.cancel(); }
 
   std::string node_id;
   LinkState state = LinkState::kConnecting;
-  bool dialing = false;  // holds one of the manager's dial slots
-  bool queued = false;   // waits for a slot, at `queue_entry`
   bool reconnect = false;
 
   // What to dial: a fixed endpoint, or the node's best (of `protocol`).
@@ -66,12 +98,15 @@ struct ConnectionManager::Link {
   std::chrono::milliseconds timeout{10000};
   RetryOptions retry;
 
-  int attempts = 0;  // attempts made towards the current link
+  // Attempts made towards the current link; after a drop sooner than
+  // stable_link it goes on counting (flap damping, see on_drop).
+  int attempts = 0;
   // Endpoints that failed in the current series: a node connect tries each
-  // of the others before one of these again (see best_ranked).
+  // of the others before one of these again (see rank_candidates).
   std::vector<int64_t> failed_endpoints;
   int64_t since = 0;
   std::optional<int64_t> next_attempt_at;
+  int64_t retry_delay_ms = 0;  // of the retry scheduled (kWaitingRetry)
   // The endpoint dialled last, or connected: what connections.list and the
   // events show of it. Not the whole Endpoint record: a held link carries
   // only this (a manager may hold 50,000 of them).
@@ -82,12 +117,11 @@ struct ConnectionManager::Link {
     int port = 0;
   } endpoint;
 
-  DialHandle dial;
+  std::unique_ptr<Attempt> attempt;
   // Allocated only while a retry (or the handling of a drop) is pending, so
   // that an active link carries no timer.
   std::unique_ptr<Timer> timer;
   std::unique_ptr<Connection> connection;
-  std::list<QueuedDial>::iterator queue_entry;
   std::vector<Waiter> waiters;
   std::unique_ptr<LinkStreams> streams;  // only once a stream was opened
 };
@@ -191,6 +225,10 @@ ConnectionManager::LinkStreams::~LinkStreams() {
 
 namespace {
 
+using Target = ConnectionManager::Link::Target;
+
+Target target_of(const Endpoint& ep) { return Target{ep.id, ep.protocol, ep.address, ep.port}; }
+
 // An event about `link`, with the endpoint it dialled last when there is one.
 Event link_event(EventType type, const ConnectionManager::Link& link) {
   Event ev;
@@ -202,6 +240,33 @@ Event link_event(EventType type, const ConnectionManager::Link& link) {
   }
   return ev;
 }
+
+// An event about one dial of the link's attempt.
+Event dial_event(EventType type, const ConnectionManager::Link& link, const Endpoint& ep) {
+  Event ev;
+  ev.type = type;
+  ev.node_id = link.node_id;
+  ev.endpoint_id = ep.id;
+  ev.protocol = ep.protocol;
+  ev.attempt = link.attempts;
+  return ev;
+}
+
+// The address class of a dial of `ep`: the family of the address the
+// connector started last, else the endpoint's literal family, else IPv4 (a
+// host name that failed before any address, e.g. in DNS).
+AddressClass class_of(const Endpoint& ep, int family) {
+  if (family == 0) family = literal_family(ep.address);
+  return address_class(ep.protocol, family);
+}
+
+double unit_random() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0, 1)(rng);
+}
+
+// Attempts kept per node for explain.
+constexpr size_t kRecentAttempts = 16;
 
 // An event about a stream: stream_opened, or stream_closed with its reason
 // and bytes.
@@ -345,40 +410,54 @@ void ConnectionManager::configure(Link& link, const ConnectRequest& request) {
   link.since = unix_now_ms();
 }
 
+Decision ConnectionManager::decide(const Link* link) {
+  if (!link) return Decision::kDial;
+  switch (link->state) {
+    case LinkState::kActive:
+      return Decision::kReuse;
+    case LinkState::kConnecting:
+      return Decision::kJoin;
+    case LinkState::kWaitingRetry:
+      return Decision::kWaitRetry;
+  }
+  return Decision::kDial;
+}
+
 void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone done,
-                                      const std::vector<Endpoint>* ranked) {
+                                      std::vector<Endpoint>* ranked) {
   const std::string& node_id = *request.node_id;
   auto it = links_.find(node_id);
-  if (it != links_.end()) {
-    Link& link = *it->second;
-    // A joiner asking for supervision makes the link supervised.
-    link.reconnect = link.reconnect || request.reconnect;
-    switch (link.state) {
-      case LinkState::kActive: {
-        // A node has one link: an active one is answered, not dialled again.
-        LinkInfo info = info_of(link);
-        post([done = std::move(done), info] { done(ConnectOutcome{info, true}, nullptr); });
-        return;
-      }
-      case LinkState::kConnecting:
-        // One dial per node: join it.
-        link.waiters.push_back(Waiter{std::move(done), request.wait});
-        return;
-      case LinkState::kWaitingRetry:
-        // A scheduled retry is replaced by an attempt now, with this
-        // request's options (start_attempt drops the timer).
-        configure(link, request);
-        link.waiters.push_back(Waiter{std::move(done), request.wait});
-        start_attempt(link, ranked);
-        return;
+  Link* link = it == links_.end() ? nullptr : it->second.get();
+  // A joiner asking for supervision makes the link supervised.
+  if (link) link->reconnect = link->reconnect || request.reconnect;
+  switch (decide(link)) {
+    case Decision::kReuse: {
+      // A node has one link: an active one is answered, not dialled again.
+      LinkInfo info = info_of(*link);
+      post([done = std::move(done), info] { done(ConnectOutcome{info, true}, nullptr); });
+      return;
     }
+    case Decision::kJoin:
+      // One attempt per node: join it.
+      link->waiters.push_back(Waiter{std::move(done), request.wait});
+      return;
+    case Decision::kWaitRetry:
+      // A scheduled retry is replaced by an attempt now, with this
+      // request's options (start_attempt drops the timer).
+      configure(*link, request);
+      link->waiters.push_back(Waiter{std::move(done), request.wait});
+      start_attempt(*link, ranked);
+      return;
+    case Decision::kDial:
+    case Decision::kNoEndpoint:
+      break;
   }
-  auto link = std::make_unique<Link>();
-  link->node_id = node_id;
-  configure(*link, request);
-  link->waiters.push_back(Waiter{std::move(done), request.wait});
-  Link& ref = *link;
-  links_.emplace(node_id, std::move(link));
+  auto fresh = std::make_unique<Link>();
+  fresh->node_id = node_id;
+  configure(*fresh, request);
+  fresh->waiters.push_back(Waiter{std::move(done), request.wait});
+  Link& ref = *fresh;
+  links_.emplace(node_id, std::move(fresh));
   start_attempt(ref, ranked);
 }
 
@@ -393,81 +472,78 @@ std::unique_ptr<ConnectionManager::Link> ConnectionManager::erase_link(Link& lin
   std::unique_ptr<Link> erased = std::move(it->second);
   if (erased->state == LinkState::kActive) --active_;
   links_.erase(it);
-  if (erased->queued) {
-    dial_queue_.erase(erased->queue_entry);
-    erased->queued = false;
-  }
-  erased->dial.cancel();
-  end_dial(*erased);  // the slot goes to the next attempt waiting, if any
+  end_attempt(*erased);  // its slots go to the dials waiting, if any
   return erased;
 }
 
 // --- one attempt ------------------------------------------------------------
 
-void ConnectionManager::start_attempt(Link& link, const std::vector<Endpoint>* ranked) {
+void ConnectionManager::start_attempt(Link& link, std::vector<Endpoint>* ranked) {
   // Called from the retry timer's callback too: the Timer may go while it
   // runs, and an attempt under way carries none.
   link.timer.reset();
   set_state(link, LinkState::kConnecting);
   link.next_attempt_at.reset();
 
-  auto chosen = choose_endpoint(link, ranked);
-  if (!chosen) {
-    fail_link(link, chosen.error());
+  auto plan = plan_attempt(link, ranked);
+  if (!plan) {
+    fail_link(link, plan.error());
     return;
   }
-  link.endpoint = Link::Target{chosen->id, chosen->protocol, chosen->address, chosen->port};
   link.attempts += 1;
-  Event ev = link_event(EventType::kConnecting, link);
-  ev.attempt = link.attempts;
-  publish(std::move(ev));
-
-  DialRequest request = dial_request(link, *chosen);
-  if (dialing_ < dial_slots() && dial_queue_.empty()) {
-    begin_dial(link, request);
-    return;
-  }
-  // No slot free: the attempt waits its turn (state connecting); its dial
-  // timeout counts from when the dial begins.
-  link.queue_entry = dial_queue_.insert(dial_queue_.end(), QueuedDial{&link, std::move(request)});
-  link.queued = true;
+  link.attempt = std::make_unique<Attempt>();
+  link.attempt->plan = std::move(plan).value();
+  launch_next(link);
 }
 
-// The endpoint to dial, ranked afresh before every attempt: the fixed one,
-// or the node's best (docs/guide.md, "how an endpoint is chosen").
-Result<Endpoint> ConnectionManager::choose_endpoint(Link& link,
-                                                   const std::vector<Endpoint>* ranked) {
+// The endpoints of this attempt, ranked afresh before every attempt: the
+// fixed one, or the node's (docs/guide.md, "how an endpoint is chosen"):
+// the best only, or every eligible one in rank order when they race.
+Result<std::vector<Endpoint>> ConnectionManager::plan_attempt(Link& link,
+                                                             std::vector<Endpoint>* ranked) {
   if (link.fixed_endpoint) {
     auto ep = store_.get_endpoint(*link.fixed_endpoint);
     if (!ep) return ep.error();
     if (!connectors_.find(ep->protocol)) return Error::unsupported_protocol(ep->protocol);
-    return ep;
+    return std::vector<Endpoint>{std::move(ep).value()};
   }
-  if (ranked) return best_ranked(link, *ranked);  // what connect() just read
-  auto fetched = store_.endpoints_of(link.node_id, link.protocol);
-  if (!fetched) return fetched.error();
-  return best_ranked(link, *fetched);
+  std::vector<Endpoint> endpoints;
+  if (ranked) {
+    endpoints = std::move(*ranked);  // what connect() just read
+  } else {
+    auto fetched = store_.endpoints_of(link.node_id, link.protocol);
+    if (!fetched) return fetched.error();
+    endpoints = std::move(fetched).value();
+  }
+  Ranking r = rank(std::move(endpoints), link.protocol, &link.failed_endpoints, false);
+  if (r.eligible == 0) return no_candidate(link, r);
+  if (r.series_exhausted) link.failed_endpoints.clear();
+  std::vector<Endpoint> plan;
+  const size_t n = r.race ? r.eligible : 1;
+  plan.reserve(n);
+  for (size_t i = 0; i < n; ++i) plan.push_back(std::move(r.candidates[i].endpoint));
+  return plan;
 }
 
-// The store ranks by the record. Refinement: an endpoint that already failed
-// in this series gives way to one not yet tried, whatever its record, so one
-// series tries every endpoint before repeating one; once all have failed,
-// the ranking alone decides again. Endpoints without a connector are skipped.
-Result<Endpoint> ConnectionManager::best_ranked(Link& link, const std::vector<Endpoint>& ranked) {
-  const Endpoint* best = nullptr;
-  for (const auto& ep : ranked) {
-    if (!connectors_.find(ep.protocol)) continue;
-    if (!best) best = &ep;
-    if (std::find(link.failed_endpoints.begin(), link.failed_endpoints.end(), ep.id) ==
-        link.failed_endpoints.end()) {
-      return ep;  // the best not yet tried
-    }
-  }
-  link.failed_endpoints.clear();
-  if (best) return *best;
+Ranking ConnectionManager::rank(std::vector<Endpoint> endpoints,
+                                const std::optional<std::string>& protocol,
+                                const std::vector<int64_t>* failed_in_series,
+                                bool with_reasons) const {
+  RankingRules rules;
+  rules.protocol = &protocol;
+  rules.failed_in_series = failed_in_series;
+  rules.connectors = &connectors_;
+  rules.config = &config_;
+  rules.with_reasons = with_reasons;
+  return rank_candidates(std::move(endpoints), rules);
+}
+
+// No eligible endpoint: the node has none (of the protocol asked), or none
+// with a connector.
+Error ConnectionManager::no_candidate(const Link& link, const Ranking& ranking) const {
   const std::string node = "node '" + link.node_id + "'";
-  if (!ranked.empty()) {
-    return Error::unsupported_protocol(ranked.front().protocol,
+  if (!ranking.candidates.empty()) {
+    return Error::unsupported_protocol(ranking.candidates.front().endpoint.protocol,
                                        node + " has no endpoint of a supported protocol");
   }
   if (link.protocol)
@@ -475,7 +551,34 @@ Result<Endpoint> ConnectionManager::best_ranked(Link& link, const std::vector<En
   return Error::no_usable_endpoint(node + " has no endpoints");
 }
 
-DialRequest ConnectionManager::dial_request(const Link& link, const Endpoint& endpoint) const {
+void ConnectionManager::launch_next(Link& link) {
+  Attempt& a = *link.attempt;
+  const Endpoint& ep = a.plan[a.launched];
+  auto owned = std::make_unique<Dial>();
+  Dial& dial = *owned;
+  dial.link = &link;
+  dial.index = a.launched++;
+  a.dials.push_back(std::move(owned));
+  link.endpoint = target_of(ep);
+
+  Event ev = dial_event(EventType::kConnecting, link, ep);
+  if (a.plan.size() > 1)
+    ev.race_offset_ms = a.race_start ? static_cast<int64_t>(uv_now(loop_) - *a.race_start) : 0;
+  publish(std::move(ev));
+
+  dial.request = dial_request(link, ep, dial);
+  if (dialing_ < dial_slots() && dial_queue_.empty()) {
+    begin_dial(dial);
+    return;
+  }
+  // No slot free: the dial waits its turn (state connecting); its timeout
+  // counts from when it begins.
+  dial.queue_entry = dial_queue_.insert(dial_queue_.end(), &dial);
+  dial.queued = true;
+}
+
+DialRequest ConnectionManager::dial_request(const Link& link, const Endpoint& endpoint,
+                                            Dial& dial) const {
   DialRequest request;
   request.node_id = link.node_id;
   request.endpoint_id = endpoint.id;
@@ -486,6 +589,12 @@ DialRequest ConnectionManager::dial_request(const Link& link, const Endpoint& en
   request.alpn = endpoint.alpn;
   request.pin_sha256 = endpoint.pin_sha256;
   request.timeout = link.timeout;
+  // A host name's addresses race inside the dial by the same delay rule.
+  request.attempt_delay = race_delay(config_, endpoint.rtt_ms);
+  // Called during the dial only: a cancelled dial never calls back, and
+  // the dial is cancelled before `dial` goes.
+  Dial* d = &dial;
+  request.on_address = [d](int family) { d->family = family; };
   return request;
 }
 
@@ -493,34 +602,60 @@ size_t ConnectionManager::dial_slots() const {
   return static_cast<size_t>(std::max(1, config_.max_concurrent_dials));
 }
 
-void ConnectionManager::begin_dial(Link& link, const DialRequest& request) {
-  Connector* connector = connectors_.find(request.protocol);
-  link.dialing = true;
+void ConnectionManager::begin_dial(Dial& dial) {
+  Attempt& a = *dial.link->attempt;
+  Connector* connector = connectors_.find(dial.request.protocol);
+  dial.dialing = true;
   ++dialing_;
-  // The link cancels its dial when it ends, and a cancelled dial never calls
-  // back: whenever this callback runs, `dialing` is alive and dialling. Two
-  // pointers fit in std::function without a heap block.
-  Link* dialing = &link;
-  link.dial = connector->connect(request, [this, dialing](Result<std::unique_ptr<Connection>> r) {
-    on_dial_done(*dialing, std::move(r));
+  if (!a.race_start) a.race_start = uv_now(loop_);
+  // The attempt cancels its dials when it ends, and a cancelled dial never
+  // calls back: whenever this callback runs, `d` is alive and dialling.
+  Dial* d = &dial;
+  dial.handle = connector->connect(dial.request, [this, d](Result<std::unique_ptr<Connection>> r) {
+    on_dial_done(*d, std::move(r));
   });
+  arm_race_timer(*dial.link, dial);
 }
 
-void ConnectionManager::end_dial(Link& link) {
-  if (!link.dialing) return;
-  link.dialing = false;
+// A race dials the next candidate when the last one started has neither
+// succeeded nor failed after its attempt delay, counted from when its dial
+// began (not while it waited for a slot).
+void ConnectionManager::arm_race_timer(Link& link, const Dial& dial) {
+  Attempt& a = *link.attempt;
+  if (dial.index + 1 != a.launched || a.launched >= a.plan.size()) return;
+  if (!a.race_timer.initialized()) a.race_timer.init(loop_);
+  const auto delay = race_delay(config_, a.plan[dial.index].rtt_ms);
+  Link* racing = &link;
+  a.race_timer.start(static_cast<uint64_t>(delay.count()), [this, racing] { launch_next(*racing); });
+}
+
+bool ConnectionManager::release_dial(Dial& dial) {
+  if (dial.queued) {
+    dial_queue_.erase(dial.queue_entry);
+    dial.queued = false;
+  }
+  dial.handle.cancel();
+  if (!dial.dialing) return false;
+  dial.dialing = false;
   --dialing_;
+  return true;
+}
+
+void ConnectionManager::end_attempt(Link& link) {
+  if (!link.attempt) return;
+  for (auto& d : link.attempt->dials) release_dial(*d);
+  link.attempt.reset();
   if (!shut_down_) start_waiting_dials();
 }
 
 void ConnectionManager::start_waiting_dials() {
-  // Oldest first. Every entry is a live link's: erase_link removes a link's
-  // entry with the link.
+  // Oldest first. Every entry is a live attempt's: an attempt's end takes
+  // its dials out of the queue.
   while (dialing_ < dial_slots() && !dial_queue_.empty()) {
-    QueuedDial next = std::move(dial_queue_.front());
+    Dial* next = dial_queue_.front();
     dial_queue_.pop_front();
-    next.link->queued = false;
-    begin_dial(*next.link, next.request);
+    next->queued = false;
+    begin_dial(*next);
   }
 }
 
@@ -533,23 +668,91 @@ size_t ConnectionManager::dials_waiting() const { return dial_queue_.size(); }
 
 // --- outcomes ---------------------------------------------------------------
 
-void ConnectionManager::on_dial_done(Link& link, Result<std::unique_ptr<Connection>> result) {
-  link.dial = DialHandle();
-  end_dial(link);  // the slot goes to the next attempt waiting, if any
+void ConnectionManager::on_dial_done(Dial& dial, Result<std::unique_ptr<Connection>> result) {
+  Link& link = *dial.link;
+  dial.handle = DialHandle();
+  release_dial(dial);
   if (result.ok()) {
-    on_connected(link, std::move(result).value());
-  } else {
-    on_dial_failed(link, result.error());
+    on_race_won(link, dial, std::move(result).value());
+    return;
+  }
+  if (!shut_down_) start_waiting_dials();  // the slot goes to the next dial waiting
+  on_dial_failed(link, dial, result.error());
+}
+
+// The first dial to succeed is the link; the other dials of the attempt are
+// cancelled, counted neither as success nor as failure.
+void ConnectionManager::on_race_won(Link& link, Dial& winner,
+                                    std::unique_ptr<Connection> connection) {
+  const Endpoint& ep = link.attempt->plan[winner.index];
+  link.endpoint = target_of(ep);
+  record_dial(ep.id, class_of(ep, winner.family), {}, connection->rtt_ms());
+  remember_attempt(link.node_id, AttemptRecord{unix_now_ms(), ep.id, "success", std::nullopt, false});
+  cancel_losers(link, winner);
+  end_attempt(link);  // `winner` dies here; the losers' slots go to the dials waiting
+  on_connected(link, std::move(connection));
+}
+
+void ConnectionManager::cancel_losers(Link& link, const Dial& winner) {
+  for (const auto& d : link.attempt->dials) {
+    if (d.get() == &winner) continue;
+    const Endpoint& ep = link.attempt->plan[d->index];
+    Event ev = dial_event(EventType::kConnectFailed, link, ep);
+    ev.reason = reason::kCancelled;
+    publish(std::move(ev));
+    remember_attempt(link.node_id,
+                     AttemptRecord{unix_now_ms(), ep.id, "cancelled", reason::kCancelled, false});
   }
 }
 
+// One dial failed: recorded, and the race goes on (the next candidate starts
+// at once) unless it was the attempt's last dial.
+void ConnectionManager::on_dial_failed(Link& link, Dial& dial, const Error& error) {
+  Attempt& a = *link.attempt;
+  const Endpoint& ep = a.plan[dial.index];
+  const std::string why = dial_reason(error);
+  const bool charged = record_dial(ep.id, class_of(ep, dial.family), why);
+  remember_attempt(link.node_id, AttemptRecord{unix_now_ms(), ep.id, "failure", why, charged});
+  link.failed_endpoints.push_back(ep.id);
+  Event ev = dial_event(EventType::kConnectFailed, link, ep);
+  ev.reason = why;
+  publish(std::move(ev));
+  if (dial.index < a.best_failure_index) {
+    a.best_failure = Error::connect_failed(error.message(), why);
+    a.best_failure_index = dial.index;
+  }
+  auto it = std::find_if(a.dials.begin(), a.dials.end(), [&](const auto& d) { return d.get() == &dial; });
+  a.dials.erase(it);  // `dial` dies here
+  if (a.launched < a.plan.size()) {
+    a.race_timer.stop();
+    launch_next(link);
+  } else if (a.dials.empty()) {
+    on_attempt_failed(link);
+  }
+}
+
+// Every candidate of the attempt failed: the attempt failed, reported with
+// the best-ranked candidate's endpoint and reason.
+void ConnectionManager::on_attempt_failed(Link& link) {
+  Attempt& a = *link.attempt;
+  link.endpoint = target_of(a.plan[a.best_failure_index]);
+  const Error error = *a.best_failure;
+  end_attempt(link);
+  const bool attempts_remain = link.attempts < link.retry.max_attempts;
+  if (attempts_remain || link.reconnect) {
+    // A supervised link never gives up until disconnect; max_attempts bounds
+    // only how long a `wait` caller waits.
+    schedule_retry(link, link.attempts);
+  }
+  answer_failure(link, error, attempts_remain);
+  if (link.state != LinkState::kWaitingRetry) erase_link(link);  // `link` dies here
+}
+
 void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> connection) {
-  const int64_t now = unix_now_ms();
-  record_dial(link.endpoint.id, {});
   link.connection = std::move(connection);
   std::vector<int64_t>().swap(link.failed_endpoints);  // a held link keeps no capacity
   set_state(link, LinkState::kActive);
-  link.since = now;
+  link.since = unix_now_ms();
   // The connection is the link's, and its drop callback never fires after
   // its destruction, so a pointer to the link is safe (and two pointers fit
   // in std::function without a heap block per held link).
@@ -567,32 +770,24 @@ void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> con
   answer_success(link, false);  // last: `link` may be gone after it
 }
 
-void ConnectionManager::on_dial_failed(Link& link, const Error& error) {
-  const std::string reason = dial_reason(error);
-  record_dial(link.endpoint.id, reason);
-  link.failed_endpoints.push_back(link.endpoint.id);
-  Event ev = link_event(EventType::kConnectFailed, link);
-  ev.reason = reason;
-  ev.attempt = link.attempts;
-  publish(std::move(ev));
-
-  const bool attempts_remain = link.attempts < link.retry.max_attempts;
-  if (attempts_remain || link.reconnect) {
-    // A supervised link never gives up until disconnect; max_attempts bounds
-    // only how long a `wait` caller waits.
-    schedule_retry(link, link.attempts);
+// `failure`: empty for a success. The charging rule is the NetworkState's.
+bool ConnectionManager::record_dial(int64_t endpoint_id, AddressClass cls,
+                                    const std::string& failure, std::optional<double> rtt_ms) {
+  const int64_t now = unix_now_ms();
+  if (failure.empty()) {
+    network_.on_success(cls, now);
+    store_.record_success(endpoint_id, now, rtt_ms);
+    return false;
   }
-  answer_failure(link, Error::connect_failed(error.message(), reason), attempts_remain);
-  if (link.state != LinkState::kWaitingRetry) erase_link(link);  // `link` dies here
+  const bool charged = network_.on_failure(endpoint_id, cls, failure);
+  store_.record_failure(endpoint_id, failure, now, charged);
+  return charged;
 }
 
-// `failure_reason`: empty for a success.
-void ConnectionManager::record_dial(int64_t endpoint_id, const std::string& failure_reason) {
-  if (failure_reason.empty()) {
-    store_.record_success(endpoint_id, unix_now_ms());
-  } else {
-    store_.record_failure(endpoint_id, failure_reason, unix_now_ms());
-  }
+void ConnectionManager::remember_attempt(const std::string& node_id, AttemptRecord record) {
+  auto& recent = recent_[node_id];
+  if (recent.size() >= kRecentAttempts) recent.erase(recent.begin());
+  recent.push_back(std::move(record));
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
@@ -644,10 +839,13 @@ void ConnectionManager::fail_link(Link& link, const Error& error) {
 }
 
 void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
-  static thread_local std::mt19937_64 rng{std::random_device{}()};
-  const auto delay = backoff_delay_jittered(link.retry, failed_attempts,
-                                            std::uniform_real_distribution<double>(0, 1)(rng));
+  arm_retry(link, backoff_delay_jittered(link.retry, failed_attempts, unit_random()),
+            failed_attempts + 1);
+}
+
+void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay, int attempt) {
   set_state(link, LinkState::kWaitingRetry);
+  link.retry_delay_ms = delay.count();
   link.next_attempt_at = unix_now_ms() + delay.count();
   // After a drop this runs inside the link's timer callback: the Timer is
   // restarted, which its callback may do.
@@ -658,7 +856,7 @@ void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
 
   Event ev = link_event(EventType::kRetryScheduled, link);
   ev.protocol.reset();  // a node's next attempt may choose another endpoint
-  ev.attempt = failed_attempts + 1;
+  ev.attempt = attempt;
   ev.delay_ms = delay.count();
   ev.next_attempt_at = link.next_attempt_at;
   publish(std::move(ev));
@@ -676,10 +874,14 @@ void ConnectionManager::on_drop(Link& link, const std::string& reason) {
   if (!link.reconnect || shut_down_) {
     erase_link(link);  // `link` dies here, and its timer, whose callback this is
   } else {
-    // Supervised: re-establish on the backoff schedule, counting afresh.
-    link.attempts = 0;
-    link.since = unix_now_ms();
-    schedule_retry(link, 1);
+    // Supervised: re-established on the backoff schedule. Flap damping: a
+    // link that was up at least stable_link starts the schedule afresh; one
+    // that drops sooner goes on where its attempts had got to, so a peer
+    // that accepts and closes at once is dialled ever less often.
+    const int64_t now = unix_now_ms();
+    if (now - link.since >= config_.stable_link.count()) link.attempts = 0;
+    link.since = now;
+    schedule_retry(link, std::max(1, link.attempts));
   }
   end_streams(std::move(streams), stream_reason::kLinkLost);
 }
@@ -723,6 +925,7 @@ DisconnectOutcome ConnectionManager::disconnect_node(const std::string& node_id)
 
 DisconnectOutcome ConnectionManager::remove_node_links(const std::string& node_id) {
   DisconnectOutcome outcome;
+  recent_.erase(node_id);
   end_link(node_id, reason::kRequested, stream_reason::kNodeRemoved, &outcome);
   return outcome;
 }
@@ -807,7 +1010,9 @@ void ConnectionManager::on_stream_opened(Link& link, uint64_t opening_id,
   LinkStreams::Opening& opening = node.mapped();
   --streams_opening_;
   if (link.endpoint.protocol == kTcpProtocol)
-    record_dial(link.endpoint.id, result.ok() ? std::string() : dial_reason(result.error()));
+    record_dial(link.endpoint.id,
+                address_class(kTcpProtocol, literal_family(link.connection->remote_address())),
+                result.ok() ? std::string() : dial_reason(result.error()));
   if (!result) return on_stream_failed(link, std::move(opening.done), result.error());
 
   StreamInfo info;
@@ -923,25 +1128,55 @@ bool ConnectionManager::has_link(const std::string& node_id) const {
   return links_.count(node_id) != 0;
 }
 
-// --- interface stubs (issue 15 work in progress on branch i15) ----------------
-
-std::string_view address_class_name(AddressClass c) {
-  static constexpr std::string_view kNames[] = {"tcp4", "tcp6", "udp4", "udp6"};
-  return kNames[static_cast<size_t>(c)];
-}
+// --- choosing and dialing well -------------------------------------------------
 
 std::string_view decision_name(Decision d) {
   static constexpr std::string_view kNames[] = {"reuse", "join", "dial", "wait_retry", "no_endpoint"};
   return kNames[static_cast<size_t>(d)];
 }
 
+// The node's endpoints ranked by rank_candidates, as start_attempt ranks
+// them (with the link's series, when it has one), and decide()'s decision.
 Result<Explanation> ConnectionManager::explain(const std::string& node_id,
-                                               const std::optional<std::string>&) {
-  return Error::internal("nodes.explain is not built yet: " + node_id);  // STUB (i15)
+                                               const std::optional<std::string>& protocol) {
+  auto found = store_.node_with_endpoints(node_id, std::nullopt);
+  if (!found) return found.error();
+  auto it = links_.find(node_id);
+  const Link* link = it == links_.end() ? nullptr : it->second.get();
+  Ranking ranking =
+      rank(std::move(found->endpoints), protocol, link ? &link->failed_endpoints : nullptr, true);
+  Explanation ex;
+  ex.node_id = node_id;
+  ex.decision = decide(link);
+  if (ex.decision == Decision::kDial && ranking.eligible == 0) ex.decision = Decision::kNoEndpoint;
+  ex.candidates = std::move(ranking.candidates);
+  ex.network = network_.status();
+  if (link) ex.link = info_of(*link);
+  if (link && link->state == LinkState::kWaitingRetry && link->next_attempt_at)
+    ex.backoff = BackoffInfo{link->attempts + 1, link->retry_delay_ms, *link->next_attempt_at};
+  auto recent = recent_.find(node_id);
+  if (recent != recent_.end()) ex.recent = recent->second;
+  return ex;
 }
 
-NetworkStatus ConnectionManager::network_status() const { return NetworkStatus{}; }  // STUB (i15)
+NetworkStatus ConnectionManager::network_status() const { return network_.status(); }
 
-void ConnectionManager::network_changed() {}  // STUB (i15)
+void ConnectionManager::network_changed() {
+  network_.on_network_changed();
+  Event ev;
+  ev.type = EventType::kNetworkChanged;
+  ev.generation = network_.status().generation;
+  publish(std::move(ev));
+  // Supervised links waiting for a retry, ever up or not, are dialled again
+  // within a second, spread at random so that a host with thousands of them
+  // does not dial all at once, with their backoff restarted.
+  for (auto& [id, link] : links_) {
+    if (!link->reconnect || link->state != LinkState::kWaitingRetry) continue;
+    link->attempts = 0;
+    link->failed_endpoints.clear();
+    const auto delay = std::chrono::milliseconds(std::llround(unit_random() * 1000));
+    arm_retry(*link, delay, 1);
+  }
+}
 
 }  // namespace connmgr

@@ -45,7 +45,9 @@
 
 #include "core/backoff.h"
 #include "core/connection_config.h"
+#include "core/endpoint_ranking.h"
 #include "core/events.h"
+#include "core/network_state.h"
 #include "net/connector_factory.h"
 #include "net/stream.h"
 #include "storage/store.h"
@@ -144,22 +146,6 @@ using StreamDone = std::function<void(Result<OpenedStream>, const ConnectFailure
 
 // --- Choosing and dialing well (docs/guide.md) ------------------------------
 
-// An address class: transport (TCP, or UDP for QUIC) x address family.
-enum class AddressClass { kTcp4 = 0, kTcp6, kUdp4, kUdp6 };
-inline constexpr size_t kAddressClasses = 4;
-std::string_view address_class_name(AddressClass c);  // "tcp4", "tcp6", "udp4", "udp6"
-
-struct ClassStatus {
-  std::string state = "unknown";  // "up" | "down" | "unknown"
-  std::optional<int64_t> last_success_at;  // unix ms; none until a dial of the class succeeds
-};
-
-// status.network.
-struct NetworkStatus {
-  uint64_t generation = 0;  // network changes seen (rtnetlink)
-  std::array<ClassStatus, kAddressClasses> classes;  // indexed by AddressClass
-};
-
 // One of a node's last attempts (kept in memory, 16 per node).
 struct AttemptRecord {
   int64_t at = 0;  // unix ms, when the dial ended
@@ -171,14 +157,6 @@ struct AttemptRecord {
 
 enum class Decision { kReuse, kJoin, kDial, kWaitRetry, kNoEndpoint };
 std::string_view decision_name(Decision d);  // "reuse", "join", "dial", "wait_retry", "no_endpoint"
-
-struct Candidate {
-  Endpoint endpoint;
-  std::optional<int> rank;  // 0 = dialled first; none when not eligible
-  bool eligible = false;
-  std::vector<std::string> why;  // short reasons ("consecutive_failures 3", "protocol quic not asked")
-  std::optional<int64_t> race_offset_ms;  // when a race would dial it, from the race's start
-};
 
 struct BackoffInfo {
   int attempt = 0;
@@ -276,6 +254,8 @@ class ConnectionManager {
   void shutdown();
 
   struct Link;  // one node's link state machine (in the .cc)
+  struct Attempt;  // an attempt's dials: one, or a race's (in the .cc)
+  struct Dial;  // one dial of an attempt (in the .cc)
   struct LinkStreams;  // a link's streams, open and opening (in the .cc)
   class ManagedStream;  // the Stream open_stream() hands out (in the .cc)
 
@@ -284,48 +264,66 @@ class ConnectionManager {
     ConnectDone done;
     bool wait = false;
   };
-  // An attempt waiting for a dial slot. A link has at most one entry (its
-  // Link::queue_entry), which leaves the queue when the dial begins or the
-  // link ends: every entry is a live link's.
-  struct QueuedDial {
-    Link* link = nullptr;
-    DialRequest request;
-  };
   using Links = std::map<std::string, std::unique_ptr<Link>>;
 
   // `ranked`: the node's endpoints as connect() read them, for a first
   // attempt started here (nullptr: start_attempt reads them itself).
   void join_or_start(const ConnectRequest& request, ConnectDone done,
-                     const std::vector<Endpoint>* ranked);
+                     std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
+  // What a connect for the node does now given its link (none: kDial);
+  // explain() says the same.
+  static Decision decide(const Link* link);
 
-  // One attempt: choose the endpoint, then dial it now or queue the dial.
-  void start_attempt(Link& link, const std::vector<Endpoint>* ranked = nullptr);
-  Result<Endpoint> choose_endpoint(Link& link, const std::vector<Endpoint>* ranked);
-  Result<Endpoint> best_ranked(Link& link, const std::vector<Endpoint>& ranked);
-  DialRequest dial_request(const Link& link, const Endpoint& endpoint) const;
+  // One attempt: rank the candidates, then dial the first, and race the
+  // others when racing (each dial now or queued for a slot).
+  void start_attempt(Link& link, std::vector<Endpoint>* ranked = nullptr);
+  // The endpoints to dial in this attempt, in order: one, or a race's.
+  Result<std::vector<Endpoint>> plan_attempt(Link& link, std::vector<Endpoint>* ranked);
+  Ranking rank(std::vector<Endpoint> endpoints, const std::optional<std::string>& protocol,
+               const std::vector<int64_t>* failed_in_series, bool with_reasons) const;
+  Error no_candidate(const Link& link, const Ranking& ranking) const;
+  // Starts the attempt's next candidate (a `connecting` event, then its dial
+  // now or in the queue).
+  void launch_next(Link& link);
+  DialRequest dial_request(const Link& link, const Endpoint& endpoint, Dial& dial) const;
   // A dial holds one of max_concurrent_dials slots from begin_dial() until
-  // end_dial(), which starts the attempts queued meanwhile.
-  void begin_dial(Link& link, const DialRequest& request);
-  void end_dial(Link& link);
+  // it ends (release_dial), which starts the attempts queued meanwhile.
+  void begin_dial(Dial& dial);
+  void arm_race_timer(Link& link, const Dial& dial);
+  // Takes the dial out of the queue or its slot and cancels it; true when
+  // it had a slot (its caller then starts the dials waiting).
+  bool release_dial(Dial& dial);
+  // Ends the link's attempt: its dials cancelled, its slots freed.
+  void end_attempt(Link& link);
   void start_waiting_dials();
   size_t dial_slots() const;
 
   // The outcomes, each from the callback of something the link owns (its
-  // dial, its connection, its timer), which cannot call back once the link
-  // is gone.
-  void on_dial_done(Link& link, Result<std::unique_ptr<Connection>> result);
+  // dials, its connection, its timers), which cannot call back once the
+  // link is gone.
+  void on_dial_done(Dial& dial, Result<std::unique_ptr<Connection>> result);
+  void on_race_won(Link& link, Dial& winner, std::unique_ptr<Connection> connection);
+  void cancel_losers(Link& link, const Dial& winner);
+  void on_dial_failed(Link& link, Dial& dial, const Error& error);
+  void on_attempt_failed(Link& link);
   void on_connected(Link& link, std::unique_ptr<Connection> connection);
-  void on_dial_failed(Link& link, const Error& error);
   void on_drop(Link& link, const std::string& reason);
   void schedule_retry(Link& link, int failed_attempts);
+  // Starts the link's next attempt after `delay` (state kWaitingRetry),
+  // announced as attempt `attempt` (retry_scheduled).
+  void arm_retry(Link& link, std::chrono::milliseconds delay, int attempt);
   void fail_link(Link& link, const Error& error);
   void answer_success(Link& link, bool reused);
   void answer_failure(Link& link, const Error& error, bool attempts_remain);
   // `streams_end`: the reason the link's streams end with.
   void end_link(const std::string& node_id, const char* reason, const char* streams_end,
                 DisconnectOutcome* outcome);
-  void record_dial(int64_t endpoint_id, const std::string& failure_reason);
+  // A dial's outcome into the Store and the network state (`failure`
+  // empty: a success); whether a failure was charged.
+  bool record_dial(int64_t endpoint_id, AddressClass cls, const std::string& failure,
+                   std::optional<double> rtt_ms = std::nullopt);
+  void remember_attempt(const std::string& node_id, AttemptRecord record);
 
   // Streams: the steps of open_stream, and the end of a link's streams.
   using Deadline = std::chrono::steady_clock::time_point;
@@ -343,8 +341,8 @@ class ConnectionManager {
 
   // Every change of a link's state and every removal goes through these,
   // which keep active_ exact (`status` asks for it on every call).
-  // erase_link also takes the link out of the dial queue and its dial slot,
-  // and hands it back: it dies with the returned pointer.
+  // erase_link also ends the link's attempt (its dials out of the queue and
+  // their slots), and hands the link back: it dies with the returned pointer.
   void set_state(Link& link, LinkState state);
   std::unique_ptr<Link> erase_link(Link& link);
 
@@ -361,11 +359,18 @@ class ConnectionManager {
   ConnectionConfig config_;
   Links links_;
   size_t active_ = 0;  // links in kActive
-  size_t dialing_ = 0;  // links whose dial is under way
+  size_t dialing_ = 0;  // dials under way (each holds a slot)
   size_t streams_open_ = 0;
   size_t streams_opening_ = 0;
   uint64_t next_stream_id_ = 1;
-  std::list<QueuedDial> dial_queue_;  // oldest first
+  // Dials waiting for a slot, oldest first. Every entry is a live attempt's
+  // dial, which leaves the queue when it begins or its attempt ends.
+  std::list<Dial*> dial_queue_;
+  NetworkState network_;
+  // Each node's last attempts (kRecentAttempts), oldest first. Kept beyond
+  // the link's end, so that explain can show why a connect failed; a node's
+  // entry goes when the node is removed (remove_node_links).
+  std::map<std::string, std::vector<AttemptRecord>> recent_;
   bool shut_down_ = false;
   // post()'s calls, run by one unreferenced timer (it must not keep the loop
   // alive on its own); the destructor runs those still pending.

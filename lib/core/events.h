@@ -22,9 +22,9 @@
 namespace connmgr {
 
 enum class EventType {
-  kConnecting,
+  kConnecting,      // attempt; race_offset_ms when racing
   kConnected,
-  kConnectFailed,   // reason, attempt
+  kConnectFailed,   // reason (a race's cancelled loser: "cancelled"), attempt
   kRetryScheduled,  // attempt, delay_ms, next_attempt_at
   kDisconnected,    // reason: requested, closed, reset, idle_timeout, shutdown
   kNodeAdded,
