@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "net/address_race.h"
 #include "net/failure_reason.h"
 #include "net/resolver.h"
 #include "net/socket_address.h"
@@ -149,11 +150,65 @@ class TcpConnection final : public Connection {
 
 // --- a dial ----------------------------------------------------------------------
 
-// One dial: resolve the host, then try each address in turn until one
-// connects, all within the request's one timeout. Owned by the connector's
-// Dials; it leaves them (and so is destroyed) when it answers, and may be
-// destroyed at any time before: its timer, resolution and socket are
-// members that close themselves.
+// One address's connect: its socket and the uv_connect_t under way. Owned by
+// the race's handle for it, so destroying the handle closes the socket
+// (net/address_race.h); answers `done` as the last thing it does.
+class TcpAttempt {
+ public:
+  TcpAttempt(uv_loop_t* loop, AddressRace<TcpConnected>::AttemptDone done) : loop_(loop), done_(std::move(done)) {}
+
+  void start(const sockaddr_storage& address) {
+    const auto* addr = reinterpret_cast<const sockaddr*>(&address);
+    ip_ = format_host(addr);
+    if (const int rc = start_connect(addr); rc != 0) {
+      // Failed at once (no route, no socket left): answered on the next
+      // turn, never inside the race's Attempt call.
+      socket_.close();
+      later_.init(loop_);
+      later_.start(0, [this, rc] { on_connect(rc); });
+    }
+  }
+
+ private:
+  // The request lives in its own heap block, freed in its callback: libuv
+  // calls a pending connect back (UV_ECANCELED) when the socket closes,
+  // which may be after this attempt is gone. The callback reaches the
+  // attempt only through the socket's owner, null once the socket was closed.
+  int start_connect(const sockaddr* addr) {
+    if (const int rc = socket_.init(loop_, this, uv_tcp_init); rc != 0) return rc;
+    auto* request = new uv_connect_t{};
+    const int rc = uv_tcp_connect(request, socket_.get(), addr, &TcpAttempt::connected);
+    if (rc != 0) delete request;  // not taken: no callback will come
+    return rc;
+  }
+
+  static void connected(uv_connect_t* request, int status) {
+    std::unique_ptr<uv_connect_t> owned(request);
+    if (auto* attempt = UvHandle<uv_tcp_t>::owner<TcpAttempt>(request->handle)) attempt->on_connect(status);
+  }
+
+  // The message is the error in words only: the dial names its target.
+  void on_connect(int status) {
+    auto done = std::move(done_);
+    if (status != 0) {
+      socket_.close();
+      return done(Error::connect_failed(reason::describe_uv(status), reason::from_uv(status)));
+    }
+    done(TcpConnected{std::move(socket_), ip_});  // last: the race may destroy this
+  }
+
+  uv_loop_t* loop_;
+  AddressRace<TcpConnected>::AttemptDone done_;
+  UvHandle<uv_tcp_t> socket_;
+  Timer later_;  // a failure known at once, answered on the next turn
+  std::string ip_;
+};
+
+// One dial: resolve the host, then race its addresses (net/address_race.h),
+// all within the request's one timeout. Owned by the connector's Dials; it
+// leaves them (and so is destroyed) when it answers, and may be destroyed
+// at any time before: its timer, resolution and race are members that
+// close themselves.
 class TcpDial {
  public:
   TcpDial(uv_loop_t* loop, const DialRequest& req, TcpDialDone done, const TcpOptions& options,
@@ -169,6 +224,7 @@ class TcpDial {
     // turn old when connect() is called: refresh it so that the timeout
     // counts from now, not from before.
     uv_update_time(loop_);
+    deadline_at_ = uv_now(loop_) + static_cast<uint64_t>(limit);
     deadline_.init(loop_);
     deadline_.start(static_cast<uint64_t>(limit), [this] { on_timeout(); });
     // The resolver never answers inside start(), so neither does this dial
@@ -180,59 +236,30 @@ class TcpDial {
  private:
   void on_resolved(Result<std::vector<sockaddr_storage>> addresses) {
     if (!addresses.ok()) return answer(addresses.error());
-    addresses_ = std::move(addresses).value();
     connecting_ = true;
-    connect_next();
+    race_.start(
+        loop_, addresses.value(), req_.attempt_delay, deadline_at_, req_.on_address,
+        [this](const sockaddr_storage& address, std::chrono::milliseconds, AddressRace<TcpConnected>::AttemptDone done) {
+          auto attempt = std::make_shared<TcpAttempt>(loop_, std::move(done));
+          attempt->start(address);
+          return DialHandle([attempt] {});  // cancelling (or dropping) it destroys the attempt
+        },
+        [this](Result<TcpConnected> r) { on_raced(std::move(r)); });
   }
 
-  // Starts a connect to the next address; an address that fails at once
-  // (no route, no socket left) is passed over like one that fails later.
-  void connect_next() {
-    while (next_ < addresses_.size()) {
-      const sockaddr* addr = reinterpret_cast<const sockaddr*>(&addresses_[next_++]);
-      current_ip_ = format_host(addr);
-      tried_.push_back(current_ip_);
-      if (const int rc = start_connect(addr); rc != 0) {
-        last_error_ = rc;
-        attempt_.close();
-        continue;
-      }
-      return;
-    }
-    answer(connect_error(last_error_ != 0 ? last_error_ : UV_EADDRNOTAVAIL));
-  }
-
-  // The request lives in its own heap block, freed in its callback: libuv
-  // calls a pending connect back (UV_ECANCELED) when the socket closes,
-  // which may be after this dial is gone. The callback reaches the dial
-  // only through the socket's owner, null once the socket was closed.
-  int start_connect(const sockaddr* addr) {
-    if (const int rc = attempt_.init(loop_, this, uv_tcp_init); rc != 0) return rc;
-    auto* request = new uv_connect_t{};
-    const int rc = uv_tcp_connect(request, attempt_.get(), addr, &TcpDial::connected);
-    if (rc != 0) delete request;  // not taken: no callback will come
-    return rc;
-  }
-
-  static void connected(uv_connect_t* request, int status) {
-    std::unique_ptr<uv_connect_t> owned(request);
-    if (auto* dial = UvHandle<uv_tcp_t>::owner<TcpDial>(request->handle)) dial->on_connect(status);
-  }
-
-  void on_connect(int status) {
-    if (status != 0) {
-      last_error_ = status;
-      attempt_.close();
-      connect_next();
-      return;
+  void on_raced(Result<TcpConnected> result) {
+    if (!result.ok()) {
+      const Error& e = result.error();
+      return answer(Error::connect_failed("connect to " + target_ + " failed: " + e.message() + tried_list(),
+                                          e.reason()));
     }
     // Links carry small messages: no Nagle delay. Keepalive finds a peer
     // that vanished without a FIN or RST (power loss, a NAT forgetting us).
-    uv_tcp_nodelay(attempt_.get(), 1);
-    if (options_.keepalive.count() > 0)
-      uv_tcp_keepalive(attempt_.get(), 1, static_cast<unsigned>(options_.keepalive.count()));
+    uv_tcp_t* socket = result.value().socket.get();
+    uv_tcp_nodelay(socket, 1);
+    if (options_.keepalive.count() > 0) uv_tcp_keepalive(socket, 1, static_cast<unsigned>(options_.keepalive.count()));
     // The socket now belongs to the link or stream the caller makes of it.
-    answer(TcpConnected{std::move(attempt_), current_ip_});
+    answer(std::move(result));
   }
 
   void on_timeout() {
@@ -241,16 +268,12 @@ class TcpDial {
     answer(Error::connect_failed(text + tried_list(), reason::kTimeout));
   }
 
-  Error connect_error(int uv_error) const {
-    return Error::connect_failed("connect to " + target_ + " failed: " + reason::describe_uv(uv_error) + tried_list(),
-                                 reason::from_uv(uv_error));
-  }
-
   // " (tried ::1, 127.0.0.1)" when the host was a name; "" for a literal.
   std::string tried_list() const {
-    if (tried_.empty() || (tried_.size() == 1 && tried_[0] == req_.address)) return {};
+    const auto& tried = race_.tried();
+    if (tried.empty() || (tried.size() == 1 && tried[0] == req_.address)) return {};
     std::string out = " (tried ";
-    for (size_t i = 0; i < tried_.size(); ++i) out += (i ? ", " : "") + tried_[i];
+    for (size_t i = 0; i < tried.size(); ++i) out += (i ? ", " : "") + tried[i];
     return out + ")";
   }
 
@@ -272,14 +295,10 @@ class TcpDial {
   std::string target_;  // "host:port" / "[v6]:port", for messages
 
   Timer deadline_;
+  uint64_t deadline_at_ = 0;  // loop time
   Resolution resolution_;
-  bool connecting_ = false;  // resolved: trying addresses
-  std::vector<sockaddr_storage> addresses_;
-  size_t next_ = 0;
-  UvHandle<uv_tcp_t> attempt_;  // the address being tried
-  std::string current_ip_;
-  std::vector<std::string> tried_;
-  int last_error_ = 0;
+  bool connecting_ = false;  // resolved: racing the addresses
+  AddressRace<TcpConnected> race_;
 };
 
 DialHandle TcpConnector::Dials::start(const DialRequest& request, TcpDialDone done) {

@@ -1,14 +1,21 @@
 // TcpConnector: dials TCP endpoints on the libuv loop.
 //
-// Host names are resolved with resolve() (uv_getaddrinfo); every address is
-// tried in turn, in getaddrinfo's order, until one connects, all within the
-// request's one timeout (one timer for resolution and every address).
+// Host names are resolved with Resolution (uv_getaddrinfo) and their
+// addresses raced inside the one dial (net/address_race.h): IPv6 first,
+// families interleaved, the next address dialled when the one before has
+// neither connected nor failed after the request's attempt_delay, or at once
+// when it failed; the first to connect wins and the other sockets close. All
+// within the request's one timeout (one timer for resolution and every
+// address). request.on_address hears the family of each address as its
+// connect starts.
 // Failures: Error{kConnectFailed, "connect to 127.0.0.1:9 failed: connection
 // refused (ECONNREFUSED)", reason}; reason "refused", "timeout",
 // "unreachable", "local_network" (this host's network cannot carry the dial:
 // ENETUNREACH, ENETDOWN, EADDRNOTAVAIL, EAFNOSUPPORT; the message names the
 // errno), "dns", or an errno name ("EMFILE"). With several addresses the
-// last one's error counts and the message lists the addresses tried.
+// message lists the addresses tried and the reason is the most telling
+// failure: the last one that is not "local_network", "local_network" only
+// when every address failed for it; "timeout" when the timeout passes first.
 //
 // An established link has TCP_NODELAY and, when options.keepalive is not
 // zero, TCP keepalive; it is read all the time (bytes counted and dropped) so

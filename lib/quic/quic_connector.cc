@@ -13,7 +13,9 @@
 #include <utility>
 #include <vector>
 
+#include "net/address_race.h"
 #include "net/failure_reason.h"
+#include "net/resolver.h"
 #include "net/socket_address.h"
 #include "quic/peer_identity.h"
 #include "quic/quic_stream.h"
@@ -46,14 +48,18 @@ void fill_random(uint8_t* dest, size_t len) {
 
 namespace {
 class QuicSession;
+class QuicNameDial;
 }  // namespace
 
 // The dials under way, which own their sessions until the handshake ends:
 // a session leaves the set (destroyed on failure, handed to its
 // QuicConnection on success), and destroying the connector destroys the
-// rest. Handles reach it through a weak_ptr (a no-op once it is gone).
+// rest. A host name's dial (`named`) races one session per address, each
+// in `under_way` like a dial of an IP literal. Handles reach them through a
+// weak_ptr (a no-op once the connector is gone).
 struct QuicDials {
   std::unordered_map<uint64_t, std::unique_ptr<QuicSession>> under_way;
+  std::unordered_map<uint64_t, std::unique_ptr<QuicNameDial>> named;
   uint64_t next_id = 1;
 };
 
@@ -67,6 +73,7 @@ struct QuicConnector::Impl {
   gnutls_priority_t priority = nullptr;
   std::shared_ptr<QuicDials> dials = std::make_shared<QuicDials>();
   ~Impl() {
+    dials->named.clear();      // their sessions go with them, uncalled
     dials->under_way.clear();  // their TLS sessions use the credentials
     if (priority) gnutls_priority_deinit(priority);
     if (credentials) gnutls_certificate_free_credentials(credentials);
@@ -127,7 +134,7 @@ class QuicSession final : public quic::QuicStreamHost {
   const std::string& remote() const { return remote_; }
 
  private:
-  enum class State { kResolving, kHandshake, kEstablished, kClosed };
+  enum class State { kOpening, kHandshake, kEstablished, kClosed };
 
   // One open_stream() until it is answered: waiting for credit (no stream
   // yet) or answered on the next turn. Its timer is the timeout, then the
@@ -146,9 +153,7 @@ class QuicSession final : public quic::QuicStreamHost {
 
   // Dial steps, one per event.
   void start_deadline();
-  void start_lookup();
   void on_deadline();
-  void on_resolved(int status, const addrinfo* res);
   void open_socket(const sockaddr* addr);
   bool bind_and_connect(const sockaddr* addr);
   bool init_tls();
@@ -191,12 +196,11 @@ class QuicSession final : public quic::QuicStreamHost {
   ConnectCallback done_;
   uint64_t id_;  // in connector_.dials while dialling
   QuicConnection* owner_ = nullptr;
-  State state_ = State::kResolving;
+  State state_ = State::kOpening;
 
   UvHandle<uv_udp_t> udp_;
   Timer expiry_;
   Timer deadline_;
-  AddrInfoRequest lookup_;
 
   ngtcp2_conn* conn_ = nullptr;
   gnutls_session_t tls_ = nullptr;
@@ -285,18 +289,18 @@ class QuicConnection final : public Connection {
 
 // --- dialling -------------------------------------------------------------------
 
+// A session dials an IP literal (a host name's dial gives each of its
+// sessions one of the name's addresses).
 void QuicSession::start() {
   expiry_.init(connector_.loop);
   deadline_.init(connector_.loop);
   start_deadline();
   expected_name_ = req_.server_name.value_or(req_.address);
-  sockaddr_storage ss{};
-  if (parse_ip_literal(req_.address, req_.port, &ss)) {
-    // Opened on the next turn so that `done` never runs inside connect().
-    remote_addr_ = ss;
+  // Opened on the next turn so that `done` never runs inside connect().
+  if (parse_ip_literal(req_.address, req_.port, &remote_addr_)) {
     expiry_.start(0, [this] { open_socket(reinterpret_cast<sockaddr*>(&remote_addr_)); });
   } else {
-    start_lookup();
+    expiry_.start(0, [this] { fail(reason::kDns, "QUIC: " + req_.address + " is not an IP address"); });
   }
 }
 
@@ -307,37 +311,16 @@ void QuicSession::start_deadline() {
 }
 
 void QuicSession::on_deadline() {
-  if (state_ != State::kResolving && state_ != State::kHandshake) return;
+  if (state_ != State::kOpening && state_ != State::kHandshake) return;
   fail(reason::kTimeout, "QUIC handshake with " + req_.address + " port " + std::to_string(req_.port) +
                              " timed out after " + std::to_string(req_.timeout.count()) + " ms");
 }
 
-void QuicSession::start_lookup() {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  const int rc = lookup_.start(connector_.loop, req_.address.c_str(), std::to_string(req_.port).c_str(), &hints,
-                               [this](int status, addrinfo* res) { on_resolved(status, res); });
-  if (rc != 0) {
-    // Answered on the next turn, never inside connect().
-    expiry_.start(0, [this, rc] {
-      fail(reason::kDns, "cannot resolve " + req_.address + ": " + uv_strerror(rc));
-    });
-  }
-}
-
-void QuicSession::on_resolved(int status, const addrinfo* res) {
-  if (state_ != State::kResolving) return;
-  if (status != 0 || !res)
-    return fail(reason::kDns, "cannot resolve " + req_.address + ": " + uv_strerror(status));
-  memcpy(&remote_addr_, res->ai_addr, res->ai_addrlen);
-  open_socket(reinterpret_cast<sockaddr*>(&remote_addr_));
-}
-
 void QuicSession::open_socket(const sockaddr* addr) {
-  if (state_ != State::kResolving) return;
+  if (state_ != State::kOpening) return;
   state_ = State::kHandshake;
   remote_ = format_host(addr);
+  if (req_.on_address) req_.on_address(addr->sa_family);
   if (!bind_and_connect(addr) || !init_tls() || !init_quic()) return;
   start_reading();
   if (!write_packets()) return;
@@ -877,7 +860,6 @@ void QuicSession::close_by_owner() {
 void QuicSession::stop_io() {
   state_ = State::kClosed;
   done_ = nullptr;
-  lookup_.cancel();
   expiry_.close();
   deadline_.close();
   udp_.close();
@@ -1039,6 +1021,105 @@ void QuicSession::end_streams() {
   for (auto& [id, s] : std::exchange(streams_, {})) s->on_link_lost();
 }
 
+// --- dials ---------------------------------------------------------------------
+
+// A dial of one IP literal: one session, in the connector's dials until it
+// answers.
+DialHandle start_session(QuicConnector::Impl& connector, const DialRequest& request, ConnectCallback done) {
+  auto& dials = *connector.dials;
+  const uint64_t id = dials.next_id++;
+  auto session = std::make_unique<QuicSession>(connector, request, std::move(done), id);
+  QuicSession* started = session.get();
+  dials.under_way.emplace(id, std::move(session));
+  started->start();
+  return DialHandle([dials = std::weak_ptr<QuicDials>(connector.dials), id] {
+    // A no-op once the dial has answered (it left the set) or the connector went.
+    if (auto d = dials.lock()) d->under_way.erase(id);
+  });
+}
+
+// A dial of a host name: resolve it, then race its addresses
+// (net/address_race.h), one session each, dialling the IP with the name
+// for SNI and verification, all within the request's one timeout. Owned by
+// the connector's dials (`named`); leaves them when it answers, and may be
+// destroyed at any time before (its race cancels its sessions).
+class QuicNameDial {
+ public:
+  using Race = AddressRace<std::unique_ptr<Connection>>;
+
+  QuicNameDial(QuicConnector::Impl& connector, const DialRequest& req, ConnectCallback done, uint64_t id)
+      : connector_(connector), req_(req), done_(std::move(done)), id_(id) {}
+
+  void start() {
+    const auto limit = static_cast<uint64_t>(std::max<int64_t>(1, req_.timeout.count()));
+    uv_update_time(connector_.loop);  // the deadline counts from now (see TcpDial)
+    deadline_at_ = uv_now(connector_.loop) + limit;
+    deadline_.init(connector_.loop);
+    deadline_.start(limit, [this] { on_deadline(); });
+    // Never answers inside start(), so neither does connect().
+    resolution_.start(connector_.loop, req_.address, req_.port, std::chrono::milliseconds(0),
+                      [this](Result<std::vector<sockaddr_storage>> r) { on_resolved(std::move(r)); });
+  }
+
+ private:
+  void on_resolved(Result<std::vector<sockaddr_storage>> addresses) {
+    if (!addresses.ok()) return answer(addresses.error());
+    race_.start(
+        connector_.loop, addresses.value(), req_.attempt_delay, deadline_at_, req_.on_address,
+        [this](const sockaddr_storage& a, std::chrono::milliseconds left, Race::AttemptDone done) {
+          return dial_address(a, left, std::move(done));
+        },
+        [this](Result<std::unique_ptr<Connection>> r) { on_raced(std::move(r)); });
+  }
+
+  DialHandle dial_address(const sockaddr_storage& address, std::chrono::milliseconds left, Race::AttemptDone done) {
+    DialRequest one = req_;
+    one.address = format_host(reinterpret_cast<const sockaddr*>(&address));
+    one.server_name = req_.server_name.value_or(req_.address);  // the name, not the IP
+    one.timeout = left;
+    one.on_address = nullptr;  // the race tells the caller
+    return start_session(connector_, one, std::move(done));
+  }
+
+  void on_raced(Result<std::unique_ptr<Connection>> result) {
+    if (result.ok()) return answer(std::move(result));
+    const Error& e = result.error();
+    answer(Error::connect_failed(e.message() + tried_list(), e.reason()));
+  }
+
+  void on_deadline() {
+    answer(Error::connect_failed("QUIC dial to " + req_.address + " port " + std::to_string(req_.port) +
+                                     " timed out after " + std::to_string(req_.timeout.count()) + " ms" +
+                                     (race_.tried().empty() ? " while resolving the name" : tried_list()),
+                                 reason::kTimeout));
+  }
+
+  // " (tried ::1, 127.0.0.1)".
+  std::string tried_list() const {
+    std::string out;
+    for (const auto& ip : race_.tried()) out += (out.empty() ? " (" + req_.address + ": tried " : ", ") + ip;
+    return out.empty() ? out : out + ")";
+  }
+
+  // Leaves the dials (destroyed: the deadline, the resolution and the
+  // sessions still racing close), then answers.
+  void answer(Result<std::unique_ptr<Connection>> result) {
+    auto done = std::move(done_);
+    const auto dials = connector_.dials;
+    dials->named.erase(id_);  // destroys this
+    if (done) done(std::move(result));
+  }
+
+  QuicConnector::Impl& connector_;
+  DialRequest req_;
+  ConnectCallback done_;
+  uint64_t id_;
+  Timer deadline_;
+  uint64_t deadline_at_ = 0;  // loop time
+  Resolution resolution_;
+  Race race_;
+};
+
 }  // namespace
 
 Result<std::unique_ptr<QuicConnector>> QuicConnector::create(uv_loop_t* loop, QuicOptions options) {
@@ -1068,15 +1149,16 @@ QuicConnector::QuicConnector(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 QuicConnector::~QuicConnector() = default;
 
 DialHandle QuicConnector::connect(const DialRequest& request, ConnectCallback done) {
+  sockaddr_storage literal{};
+  if (parse_ip_literal(request.address, request.port, &literal)) return start_session(*impl_, request, std::move(done));
   auto& dials = *impl_->dials;
   const uint64_t id = dials.next_id++;
-  auto session = std::make_unique<QuicSession>(*impl_, request, std::move(done), id);
-  QuicSession* started = session.get();
-  dials.under_way.emplace(id, std::move(session));
+  auto dial = std::make_unique<QuicNameDial>(*impl_, request, std::move(done), id);
+  QuicNameDial* started = dial.get();
+  dials.named.emplace(id, std::move(dial));
   started->start();
   return DialHandle([dials = std::weak_ptr<QuicDials>(impl_->dials), id] {
-    // A no-op once the dial has answered (it left the set) or the connector went.
-    if (auto d = dials.lock()) d->under_way.erase(id);
+    if (auto d = dials.lock()) d->named.erase(id);
   });
 }
 

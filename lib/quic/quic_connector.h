@@ -1,6 +1,17 @@
 // QuicConnector: dials QUIC endpoints (protocol "quic") with ngtcp2 0.12.1 and
 // GnuTLS over uv_udp, on the libuv loop.
 //
+// Addresses: a host name is resolved (Resolution) and its addresses raced
+// inside the one dial (net/address_race.h: IPv6 first, families
+// interleaved, the next address when the handshake before has neither
+// completed nor failed after the request's attempt_delay, or at once when it
+// failed; the first handshake to complete wins and the others' sockets
+// close), each handshake with the name for SNI and verification, all within
+// the request's one timeout. A failure then names the addresses tried and
+// its reason is the most telling one ("local_network" only when every
+// address failed for it). request.on_address hears each address's family
+// as its socket opens.
+//
 // Identity: SNI and verification name = the request's server_name, else its
 // address; ALPN = the request's alpn, else options.default_alpn; the peer's
 // certificate is verified against the system trust store or options.ca_file,

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include "net/socket_address.h"
 #include "test_support.h"
@@ -89,6 +90,26 @@ TEST_CASE_METHOD(Fixture, "a dial to a listener gives an active connection with 
   REQUIRE(o->conn->rtt_ms().has_value());
   CHECK(*o->conn->rtt_ms() >= 0.0);
   CHECK(run_until(&loop, [&] { return peer.accepted() == 1; }));
+}
+
+TEST_CASE_METHOD(Fixture, "the caller hears the family of the address dialled") {
+  for (const char* literal : {"127.0.0.1", "::1"}) {
+    INFO(literal);
+    TcpListener peer(&loop, literal);
+    auto r = request(literal, peer.port());
+    std::vector<int> families;
+    r.on_address = [&](int family) { families.push_back(family); };
+    auto o = dial(r);
+    REQUIRE(o->conn);
+    CHECK(families == std::vector<int>{strchr(literal, ':') ? AF_INET6 : AF_INET});
+  }
+  // A refused dial has started on its address too: the caller knows its class.
+  auto r = request("127.0.0.1", closed_port());
+  int family = 0;
+  r.on_address = [&](int f) { family = f; };
+  auto o = dial(r);
+  CHECK(o->error.reason() == "refused");
+  CHECK(family == AF_INET);
 }
 
 TEST_CASE_METHOD(Fixture, "the callback never runs inside connect()") {

@@ -14,6 +14,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "../net/isolated_namespace.h"
+#include "net/socket_address.h"
 #include "test_support.h"
 
 extern char** environ;
@@ -381,4 +383,127 @@ TEST_CASE("a missing CA file is refused when the connector is made") {
   REQUIRE_FALSE(c.ok());
   CHECK(c.error().message().find("quic_ca_file") != std::string::npos);
   uv_loop_close(&loop);
+}
+
+// --- in a network of their own (tests/lib/net/isolated_namespace.h) ----------------
+
+namespace {
+
+// A UDP socket on `ip`:`port` that reads nothing and answers nothing: a QUIC
+// handshake to it neither succeeds nor fails (no port-unreachable either).
+struct SilentUdp {
+  SilentUdp(const std::string& ip, int port) {
+    sockaddr_storage ss{};
+    REQUIRE(parse_ip_literal(ip, port, &ss));
+    fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+    const int on = 1;
+    if (ss.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&ss),
+                 ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in)) == 0);
+  }
+  ~SilentUdp() { close(fd); }
+  int fd = -1;
+};
+
+double ms_since(uint64_t t0) { return static_cast<double>(uv_hrtime() - t0) / 1e6; }
+
+}  // namespace
+
+TEST_CASE("QUIC dials behave in a network of their own: several addresses, no route") {
+  TempDir dir;
+  const std::string hosts = dir.file("hosts");
+  {
+    std::ofstream out(hosts);
+    out << "127.0.0.1 localhost\n::1 twohost\n127.0.0.1 twohost\n";
+  }
+  const int rc = connmgr::test::run_isolated_cases(hosts);
+  if (rc == connmgr::test::kCannotIsolate) {
+    WARN("skipped: no permission for private mount and network namespaces (run as root)");
+    return;
+  }
+  CHECK(rc == 0);  // the child's own report is in this test's output above
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC name whose IPv6 address is silent connects over IPv4 after the attempt delay",
+                 "[.isolated]") {
+  if (!connmgr::test::isolated()) return;
+  Certificate cert(dir);
+  Gtlsserver server(cert, free_udp_port());
+  SilentUdp silent("::1", server.port);
+  auto& c = connector();
+  wait_until_up(c, server.port, cert.pin);
+  auto r = request(server.port, cert.pin, 5s);
+  r.address = "twohost";
+  r.attempt_delay = 300ms;
+  std::vector<int> families;
+  r.on_address = [&](int family) { families.push_back(family); };
+  const uint64_t t0 = uv_hrtime();
+  auto o = dial(c, r);
+  const double ms = ms_since(t0);
+  REQUIRE(o->conn);
+  CHECK(o->conn->remote_address() == "127.0.0.1");
+  CHECK(families == std::vector<int>{AF_INET6, AF_INET});
+  CHECK(ms >= 290);  // IPv6 first
+  CHECK(ms < 2500);  // about the delay, far from the 5 s timeout
+  REQUIRE(o->conn->rtt_ms().has_value());
+  CHECK(*o->conn->rtt_ms() > 0.0);
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC name whose addresses are all silent times out once, naming them", "[.isolated]") {
+  if (!connmgr::test::isolated()) return;
+  const int port = free_udp_port();
+  SilentUdp silent4("127.0.0.1", port);
+  SilentUdp silent6("::1", port);
+  auto& c = connector();
+  auto r = request(port, std::nullopt, 700ms);
+  r.address = "twohost";
+  r.attempt_delay = 100ms;
+  const uint64_t t0 = uv_hrtime();
+  auto o = dial(c, r);
+  const double ms = ms_since(t0);
+  REQUIRE_FALSE(o->conn);
+  CHECK(o->error.reason() == "timeout");
+  CHECK(o->error.message().find("(twohost: tried ::1, 127.0.0.1)") != std::string::npos);
+  CHECK(ms >= 650);
+  CHECK(ms < 2500);
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC dial to an address without a route fails at once as local_network",
+                 "[.isolated]") {
+  if (!connmgr::test::isolated()) return;
+  auto& c = connector();
+  for (const char* ip : {"192.0.2.1", "2001:db8::1"}) {
+    INFO(ip);
+    auto r = request(4433, std::nullopt, 5s);
+    r.address = ip;
+    const uint64_t t0 = uv_hrtime();
+    auto o = dial(c, r);
+    REQUIRE_FALSE(o->conn);
+    CHECK(o->error.reason() == "local_network");
+    CHECK(o->error.message().find("(ENETUNREACH)") != std::string::npos);
+    CHECK(ms_since(t0) < 2000);
+  }
+}
+
+TEST_CASE_METHOD(Fixture, "a QUIC handshake whose route goes away fails as local_network, not at the timeout",
+                 "[.isolated]") {
+  if (!connmgr::test::isolated()) return;
+  // A route to 10.77.0.0/24 on lo, where nothing has 10.77.0.2: the
+  // handshake's packets go out and nothing answers them. Then the route
+  // goes, and the next retransmission's sendmsg is refused (ENETUNREACH).
+  REQUIRE(std::system("ip route add 10.77.0.0/24 dev lo") == 0);
+  auto& c = connector();
+  auto r = request(4433, std::nullopt, 8s);
+  r.address = "10.77.0.2";
+  const uint64_t t0 = uv_hrtime();
+  auto o = start(c, r);
+  run_for(&loop, 50ms);
+  INFO(o->error.message());
+  REQUIRE_FALSE(o->done);
+  REQUIRE(std::system("ip route del 10.77.0.0/24 dev lo") == 0);
+  REQUIRE(run_until(&loop, [&] { return o->done; }, 10s));
+  REQUIRE_FALSE(o->conn);
+  CHECK(o->error.reason() == "local_network");
+  CHECK(o->error.message().find("cannot send: network is unreachable (ENETUNREACH)") != std::string::npos);
+  CHECK(ms_since(t0) < 4000);
 }
