@@ -125,7 +125,7 @@ std::string underscores(std::string name) {
 Error config_error(const std::string& key, const std::string& what, const std::string& where) {
   std::string m = key.empty() ? what : key + ": " + what;
   if (!where.empty()) m += " (" + where + ")";
-  return Error(ErrorCode::kInvalidParams, m);
+  return Error::invalid_params(m);
 }
 
 std::string trim(const std::string& s) {

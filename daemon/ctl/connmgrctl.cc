@@ -74,10 +74,12 @@ void print_links(const json& links) {
   print_table({"NODE", "STATE", "PROTO", "REMOTE", "LOCAL", "SINCE", "ATTEMPTS", "RTT"}, rows);
 }
 
+// An event tied to no node (network_changed) has no node_id.
 std::string event_line(const json& e) {
-  std::string line = text(e["at"]) + "  " + paint(text(e["type"]), "1") + "  node=" + text(e["node_id"]);
-  for (const char* k : {"endpoint_id", "protocol", "reason", "attempt", "delay_ms", "next_attempt_at"})
-    if (e.contains(k)) line += std::string("  ") + k + "=" + text(e[k]);
+  std::string line = text(e["at"]) + "  " + paint(text(e["type"]), "1");
+  for (const char* k : {"node_id", "endpoint_id", "protocol", "reason", "attempt", "delay_ms", "next_attempt_at",
+                        "race_offset_ms", "generation", "stream_id", "bytes_in", "bytes_out"})
+    if (e.contains(k)) line += std::string("  ") + (k == std::string("node_id") ? "node" : k) + "=" + text(e[k]);
   return line;
 }
 
@@ -243,6 +245,13 @@ int verb_status(Options& o, const Arguments&) {
     printf("nodes %s, endpoints %s, links %s active / %s pending, clients %s\n", text(c["nodes"]).c_str(),
            text(c["endpoints"]).c_str(), text(c["active"]).c_str(), text(c["pending"]).c_str(),
            text(c["clients"]).c_str());
+    if (r.contains("network")) {
+      const json& n = r["network"];
+      std::string classes;
+      for (const auto& [name, cl] : n["classes"].items())
+        classes += (classes.empty() ? "" : ", ") + name + " " + text(cl["state"]);
+      printf("network   %s change(s) seen; %s\n", text(n["generation"]).c_str(), classes.c_str());
+    }
   });
 }
 
@@ -272,6 +281,85 @@ int verb_endpoints(Options& o, const Arguments& a) {
   json p{{"node_id", a.positional[0]}};
   if (auto protocol = a.value("--protocol")) p["protocol"] = *protocol;
   return show(o, call(o, "endpoints.list", p), [](const json& r) { print_endpoints(r["endpoints"]); });
+}
+
+// --- explain: what connect would do for a node, and why -----------------------------------
+
+std::string decision_words(const std::string& decision) {
+  if (decision == "reuse") return "connect would reuse the active link";
+  if (decision == "join") return "connect would join the attempt under way";
+  if (decision == "dial") return "connect would dial now, in the order below";
+  if (decision == "wait_retry") return "a retry is scheduled (backoff below)";
+  if (decision == "no_endpoint") return "no usable endpoint: connect would fail";
+  return decision;
+}
+
+std::string link_words(const json& l) {
+  if (l.is_null()) return "none";
+  std::string s = text(l["state"]);
+  if (!l["protocol"].is_null()) s += " via " + text(l["protocol"]) + " " + text(l["address"]) + ":" + text(l["port"]);
+  if (!l["endpoint_id"].is_null()) s += " (endpoint " + text(l["endpoint_id"]) + ")";
+  s += ", since " + human_time(l["since"]) + ", " + text(l["attempts"]) + " attempt(s)";
+  if (l.contains("next_attempt_at")) s += ", next " + human_time(l["next_attempt_at"]);
+  return s;
+}
+
+std::string address_of(const json& e) {
+  const std::string host = text(e["address"]);
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + text(e["port"]);
+}
+
+void print_candidates(const json& candidates) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : candidates) {
+    const json& e = c["endpoint"];
+    std::string why;
+    for (const auto& w : c["why"]) why += (why.empty() ? "" : "; ") + text(w);
+    const bool eligible = c["eligible"].get<bool>();
+    rows.push_back({text(c["rank"]), eligible ? paint("yes", "32") : paint("no", "33"), text(e["id"]),
+                    text(e["protocol"]), address_of(e),
+                    c["race_offset_ms"].is_null() ? "-" : "+" + text(c["race_offset_ms"]) + "ms",
+                    text(e["success_count"]), text(e["failure_count"]), text(e["consecutive_failures"]),
+                    e["rtt_ms"].is_null() ? "-" : text(e["rtt_ms"]) + " ms", why.empty() ? "-" : why});
+  }
+  print_table({"RANK", "ELIGIBLE", "ID", "PROTO", "ADDRESS", "RACE", "OK", "FAIL", "FAILING", "RTT", "WHY"}, rows);
+}
+
+void print_explanation(const json& x) {
+  printf("node %s: %s (%s)\n", text(x["node_id"]).c_str(), paint(text(x["decision"]), "1").c_str(),
+         decision_words(text(x["decision"])).c_str());
+  printf("link     %s\n", link_words(x["link"]).c_str());
+  const json& b = x["backoff"];
+  if (b.is_null()) printf("backoff  none\n");
+  else
+    printf("backoff  attempt %s, delay %sms, next %s\n", text(b["attempt"]).c_str(), text(b["delay_ms"]).c_str(),
+           human_time(b["next_attempt_at"]).c_str());
+  std::string classes;
+  for (const auto& [name, c] : x["classes"].items()) {
+    classes += (classes.empty() ? "" : ", ") + name + " " + text(c["state"]);
+    if (!c["last_success_at"].is_null()) classes += " (last success " + human_time(c["last_success_at"]) + ")";
+  }
+  printf("classes  %s\n\n", classes.c_str());
+  print_candidates(x["candidates"]);
+  printf("\nrecent attempts, oldest first:\n");
+  if (x["recent"].empty()) {
+    printf("none\n");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : x["recent"]) {
+    const std::string outcome = text(r["outcome"]);
+    rows.push_back({human_time(r["at"]), text(r["endpoint_id"]),
+                    paint(outcome, outcome == "success" ? "32" : outcome == "failure" ? "31" : "33"),
+                    text(r["reason"]), text(r["charged"])});
+  }
+  print_table({"AT", "ENDPOINT", "OUTCOME", "REASON", "CHARGED"}, rows);
+}
+
+int verb_explain(Options& o, const Arguments& a) {
+  json p{{"node_id", a.positional[0]}};
+  if (auto protocol = a.value("--protocol")) p["protocol"] = *protocol;
+  return show(o, call(o, "nodes.explain", p), print_explanation);
 }
 
 int verb_add_node(Options& o, const Arguments& a) {
@@ -438,6 +526,11 @@ const Verbs kVerbs = {
     {.name = "endpoints", .args = "NODE", .min_args = 1, .max_args = 1,
      .flags = {{.name = "--protocol", .value = "P", .completes = Completion::kProtocol}},
      .arg_completions = {Completion::kNodeId}, .handler = verb_endpoints, .help = "a node's endpoints, best first"},
+    {.name = "explain", .args = "NODE", .min_args = 1, .max_args = 1,
+     .flags = {{.name = "--protocol", .value = "P", .completes = Completion::kProtocol}},
+     .arg_completions = {Completion::kNodeId}, .handler = verb_explain,
+     .help = "what connect would do for a node and why: its candidates ranked, address classes, backoff, "
+             "recent attempts"},
     {.name = "add-node", .args = "ID", .min_args = 1, .max_args = 1,
      .flags = {{.name = "--name", .value = "NAME"},
                {.name = "--endpoint", .value = "PROTO://HOST:PORT", .completes = Completion::kEndpointSpec,

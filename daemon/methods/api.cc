@@ -428,8 +428,9 @@ void Api::streams_open(const Params& params, const Ctx& ctx, Reply reply) {
       });
 }
 
-// streams.open's errors: -32012 with its reason (and the dial's for a
-// refused TCP stream), a failed connect's details, or the server error.
+// streams.open's errors: stream refused (ErrorCode::kStreamRefused) with its
+// reason (and the dial's for a refused TCP stream), a failed connect's
+// details, or the server error.
 rpc::RpcError Api::open_stream_error(const Error& error, const ConnectFailure* failure,
                                      const std::optional<std::string>& node_id,
                                      const std::optional<int64_t>& endpoint_id) {

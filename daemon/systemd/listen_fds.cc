@@ -22,7 +22,7 @@ Result<std::optional<int>> rpc_listen_fd() {
     }
     free(raw_names);
   }
-  if (n < 0) return Error(ErrorCode::kInternal, std::string("socket activation: ") + strerror(-n));
+  if (n < 0) return Error::internal(std::string("socket activation: ") + strerror(-n));
   if (n == 0) return std::optional<int>();
 
   int chosen = -1;
@@ -33,12 +33,12 @@ Result<std::optional<int>> rpc_listen_fd() {
   for (int i = 0; i < n; ++i)
     if (SD_LISTEN_FDS_START + i != chosen) close(SD_LISTEN_FDS_START + i);
   if (chosen < 0)
-    return Error(ErrorCode::kInternal, "socket activation: " + std::to_string(n) +
-                                           " sockets passed, none named '" + kRpcSocketName + "'");
+    return Error::internal("socket activation: " + std::to_string(n) + " sockets passed, none named '" +
+                           kRpcSocketName + "'");
   if (sd_is_socket_unix(chosen, SOCK_STREAM, /*listening=*/1, nullptr, 0) <= 0) {
     close(chosen);
-    return Error(ErrorCode::kInternal, "socket activation: the passed socket is not a listening Unix stream "
-                                       "socket (ListenStream= must be a path)");
+    return Error::internal("socket activation: the passed socket is not a listening Unix stream "
+                           "socket (ListenStream= must be a path)");
   }
   return std::optional<int>(chosen);
 }
