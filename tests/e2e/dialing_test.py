@@ -458,6 +458,7 @@ class LocalNetworkTest(DialTest):
             except subprocess.TimeoutExpired:
                 peer.kill()
                 peer.wait(5)
+            peer.stdout.close()
         self.closers.append(end_peer)
         self.assertEqual(peer.stdout.readline().strip(), "ready")
         # Drain what the failed attempt sent before the change.
