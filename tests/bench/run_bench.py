@@ -541,9 +541,13 @@ class Bench:
                     on.append(ms)
                     rpc_on.call("disconnect", {"node_id": "race"})
                 for _ in range(max(1, self.args.race_runs // 10)):
-                    # The timed-out dial ranks the blackholed endpoint behind
-                    # (consecutive_failures): put it first again, as at the start.
-                    reset_race_record(db_off, hole_port, hole_rtt)
+                    if off:
+                        # The timed-out dial ranks the blackholed endpoint
+                        # behind (consecutive_failures): once the daemon has
+                        # written that down (its writes are batched), put it
+                        # first again, as at the start.
+                        wait_race_failure_flushed(db_off, hole_port)
+                        reset_race_record(db_off, hole_port, hole_rtt)
                     ms, answer = rpc_off.timed("connect", {
                         "node_id": "race", "timeout_ms": off_timeout_ms, "wait": True,
                         "retry": {"max_attempts": 2, "initial_delay_ms": 0}})
@@ -827,6 +831,20 @@ def reset_race_record(db, hole_port, rtt_ms):
         c.execute("UPDATE endpoints SET success_count = 1000000, failure_count = 0, consecutive_failures = 0, "
                   "rtt_ms = ? WHERE port = ?", (rtt_ms, hole_port))
     c.close()
+
+
+def wait_race_failure_flushed(db, hole_port, timeout=10.0):
+    """Until the daemon has written the blackholed endpoint's failure."""
+    deadline = time.time() + timeout
+    while True:
+        c = sqlite3.connect(db, timeout=30)
+        n = c.execute("SELECT consecutive_failures FROM endpoints WHERE port = ?", (hole_port, )).fetchone()[0]
+        c.close()
+        if n > 0:
+            return
+        if time.time() > deadline:
+            raise RuntimeError("the timed-out dial was not recorded within %.0f s" % timeout)
+        time.sleep(0.02)
 
 
 def p99(values):

@@ -143,6 +143,11 @@ while True:
 """
 
 
+def measured(what, *args):
+    """One measured figure in the test's log (stderr), for the record."""
+    sys.stderr.write("  measured: " + (what % args) + "\n")
+
+
 def endpoint_ids_by_port(node):
     return {e["port"]: e["id"] for e in node["endpoints"]}
 
@@ -269,6 +274,7 @@ class RacingTest(DialTest):
         self.assertIn("result", answer, answer)
         self.assertEqual(answer["result"]["endpoint_id"], live_id)
         self.assertEqual(answer["result"]["state"], "active")
+        measured("race past a blackholed best endpoint answered in %.0f ms (timeout 5 s)", took * 1000)
         self.assertLess(took, 2.5, "answered in %.2f s: the blackholed endpoint's timeout was waited" % took)
         self.assertGreaterEqual(took, 0.2, "answered in %.3f s: both endpoints were dialled at once" % took)
         self.assertTrue(wait_for(lambda: live.accepted() == 1))
@@ -321,6 +327,7 @@ class RacingTest(DialTest):
         answer, took = self.timed_connect({"node_id": "n"})
         self.assertIn("result", answer, answer)
         self.assertEqual(answer["result"]["endpoint_id"], ids[live.port])
+        measured("refused best endpoint, race_delay 3 s: answered in %.0f ms", took * 1000)
         self.assertLess(took, 1.5, "answered in %.2f s: the race delay was waited after a failure" % took)
 
     def test_the_delay_follows_the_rtt_clamped_to_race_delay_min(self):
@@ -383,6 +390,7 @@ class RaceOffTest(DialTest):
                                            "retry": {"max_attempts": 2, "initial_delay_ms": 0}})
         self.assertIn("result", answer, answer)
         self.assertEqual(answer["result"]["endpoint_id"], ids[live.port])
+        measured("race = false, blackholed best endpoint then the live one: %.0f ms (timeout 2 s)", took * 1000)
         self.assertGreaterEqual(took, 1.8)
 
 
@@ -472,6 +480,8 @@ class LocalNetworkTest(DialTest):
         self.assertNotIn("node_id", changed[0][1], changed[0][1])
         self.assertTrue(connected, "no link within 15 s: %s" % [e for _, e in got])
         self.assertEqual(connected[0][1]["endpoint_id"], ids[port])
+        measured("lo up -> network_changed %.0f ms, link up %.0f ms (retry delay 60 s)",
+                 (changed[0][0] - t0) * 1000, (connected[0][0] - t0) * 1000)
         self.assertLess(connected[0][0] - t0, 4.0, "the link came %.1f s after the change"
                         % (connected[0][0] - t0))
         self.assertLess(changed[0][0], connected[0][0])
@@ -547,6 +557,8 @@ class FlapDampingTest(DialTest):
         times = [t for t, e in got if e["type"] == "connected"]
         gaps = [b - a for a, b in zip(times, times[1:])]
         self.assertGreaterEqual(len(gaps), 3, gaps)
+        measured("flapping peer: retry delays %s ms, gaps between links %s ms", delays,
+                 [round(g * 1000) for g in gaps])
         self.assertGreater(gaps[-1], 0.6, gaps)
         self.assertGreater(gaps[-1], 3 * gaps[0], gaps)
         self.assertLessEqual(len(peer.accepted), 6, "redialled %d times in %.1f s"
