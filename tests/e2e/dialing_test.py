@@ -188,6 +188,20 @@ class DialTest(DaemonTest):
         finally:
             c.close()
 
+    def written(self, endpoint_id, column, pred, timeout=5.0):
+        """Until the database file itself (not the daemon's answers, which
+        include statistics queued for its next batched write) holds a value
+        of `column` for which pred is true: a record written by hand after
+        that is not overwritten by the daemon's late write."""
+        def check():
+            c = sqlite3.connect(self.d.db, timeout=10)
+            try:
+                return pred(c.execute("SELECT %s FROM endpoints WHERE id = ?" % column,
+                                      (endpoint_id, )).fetchone()[0])
+            finally:
+                c.close()
+        self.assertTrue(wait_for(check, timeout=timeout), "endpoint %d: %s not written" % (endpoint_id, column))
+
     def endpoint(self, node_id, endpoint_id):
         for e in self.d.result("nodes.get", {"node_id": node_id})["endpoints"]:
             if e["id"] == endpoint_id:
@@ -384,6 +398,7 @@ class RaceOffTest(DialTest):
 
         # The failure ranks the blackholed endpoint behind (consecutive
         # failures); reset that so the retry below starts from it again.
+        self.written(ids[bh.port], "consecutive_failures", lambda n: n > 0)
         self.set_record(ids[bh.port], consecutive_failures=0, success_count=20)
         self.assertTrue(wait_for(lambda: self.ranked_first("n") == ids[bh.port], timeout=5))
         answer, took = self.timed_connect({"node_id": "n", "wait": True,
@@ -623,6 +638,7 @@ class ExplainTest(DialTest):
             answer = self.d.call("connect", {"node_id": "n"})
             self.assertEqual(answer["result"]["endpoint_id"], ids[better.port], (answer, ex))
             self.d.result("disconnect", {"node_id": "n"})
+            self.written(ids[better.port], "success_count", lambda n: n > 50)
 
     def test_a_failing_endpoint_ranks_behind_in_explain_and_connect(self):
         """Pass: the endpoint with the better record is refused once; it then
