@@ -124,6 +124,7 @@ struct ConnectionManager::Link {
   std::unique_ptr<Connection> connection;
   std::vector<Waiter> waiters;
   std::unique_ptr<LinkStreams> streams;  // only once a stream was opened
+  std::vector<RecentAttempt> recent;  // oldest first, at most kRecentAttempts
 };
 
 // The Stream open_stream() hands out: the transport's, with the bytes
@@ -452,13 +453,21 @@ void ConnectionManager::join_or_start(const ConnectRequest& request, ConnectDone
     case Decision::kNoEndpoint:
       break;
   }
-  auto fresh = std::make_unique<Link>();
-  fresh->node_id = node_id;
-  configure(*fresh, request);
-  fresh->waiters.push_back(Waiter{std::move(done), request.wait});
-  Link& ref = *fresh;
-  links_.emplace(node_id, std::move(fresh));
-  start_attempt(ref, ranked);
+  Link& fresh = add_link(node_id);
+  configure(fresh, request);
+  fresh.waiters.push_back(Waiter{std::move(done), request.wait});
+  start_attempt(fresh, ranked);
+}
+
+ConnectionManager::Link& ConnectionManager::add_link(const std::string& node_id) {
+  auto link = std::make_unique<Link>();
+  link->node_id = node_id;
+  // The node's recent attempts follow it from link to link.
+  if (auto kept = recent_.find(node_id); kept != recent_.end()) {
+    link->recent = std::move(kept->second);
+    recent_.erase(kept);
+  }
+  return *links_.emplace(node_id, std::move(link)).first->second;
 }
 
 void ConnectionManager::set_state(Link& link, LinkState state) {
@@ -473,6 +482,7 @@ std::unique_ptr<ConnectionManager::Link> ConnectionManager::erase_link(Link& lin
   if (erased->state == LinkState::kActive) --active_;
   links_.erase(it);
   end_attempt(*erased);  // its slots go to the dials waiting, if any
+  if (!erased->recent.empty()) recent_[erased->node_id] = std::move(erased->recent);
   return erased;
 }
 
@@ -687,7 +697,7 @@ void ConnectionManager::on_race_won(Link& link, Dial& winner,
   const Endpoint& ep = link.attempt->plan[winner.index];
   link.endpoint = target_of(ep);
   record_dial(ep.id, class_of(ep, winner.family), {}, connection->rtt_ms());
-  remember_attempt(link.node_id, AttemptRecord{unix_now_ms(), ep.id, "success", std::nullopt, false});
+  remember_attempt(link, ep.id, AttemptOutcome::kSuccess, {}, false);
   cancel_losers(link, winner);
   end_attempt(link);  // `winner` dies here; the losers' slots go to the dials waiting
   on_connected(link, std::move(connection));
@@ -700,8 +710,7 @@ void ConnectionManager::cancel_losers(Link& link, const Dial& winner) {
     Event ev = dial_event(EventType::kConnectFailed, link, ep);
     ev.reason = reason::kCancelled;
     publish(std::move(ev));
-    remember_attempt(link.node_id,
-                     AttemptRecord{unix_now_ms(), ep.id, "cancelled", reason::kCancelled, false});
+    remember_attempt(link, ep.id, AttemptOutcome::kCancelled, reason::kCancelled, false);
   }
 }
 
@@ -712,7 +721,7 @@ void ConnectionManager::on_dial_failed(Link& link, Dial& dial, const Error& erro
   const Endpoint& ep = a.plan[dial.index];
   const std::string why = dial_reason(error);
   const bool charged = record_dial(ep.id, class_of(ep, dial.family), why);
-  remember_attempt(link.node_id, AttemptRecord{unix_now_ms(), ep.id, "failure", why, charged});
+  remember_attempt(link, ep.id, AttemptOutcome::kFailure, why, charged);
   link.failed_endpoints.push_back(ep.id);
   Event ev = dial_event(EventType::kConnectFailed, link, ep);
   ev.reason = why;
@@ -784,10 +793,34 @@ bool ConnectionManager::record_dial(int64_t endpoint_id, AddressClass cls,
   return charged;
 }
 
-void ConnectionManager::remember_attempt(const std::string& node_id, AttemptRecord record) {
-  auto& recent = recent_[node_id];
-  if (recent.size() >= kRecentAttempts) recent.erase(recent.begin());
-  recent.push_back(std::move(record));
+void ConnectionManager::remember_attempt(Link& link, int64_t endpoint_id, AttemptOutcome outcome,
+                                         const std::string& reason, bool charged) {
+  RecentAttempt r{unix_now_ms(), endpoint_id, 0, outcome, charged};
+  if (!reason.empty()) {
+    auto it = std::find(reasons_.begin(), reasons_.end(), reason);
+    if (it == reasons_.end()) it = reasons_.insert(reasons_.end(), reason);
+    r.reason = static_cast<uint16_t>(it - reasons_.begin() + 1);
+  }
+  if (link.recent.size() >= kRecentAttempts) link.recent.erase(link.recent.begin());
+  link.recent.push_back(r);
+}
+
+std::vector<AttemptRecord> ConnectionManager::recent_of(const std::string& node_id,
+                                                        const Link* link) const {
+  static constexpr const char* kOutcomes[] = {"success", "failure", "cancelled"};
+  const std::vector<RecentAttempt>* kept = link ? &link->recent : nullptr;
+  if (!link) {
+    auto it = recent_.find(node_id);
+    if (it != recent_.end()) kept = &it->second;
+  }
+  std::vector<AttemptRecord> out;
+  if (!kept) return out;
+  for (const RecentAttempt& r : *kept) {
+    AttemptRecord a{r.at, r.endpoint_id, kOutcomes[static_cast<size_t>(r.outcome)], std::nullopt, r.charged};
+    if (r.reason != 0) a.reason = reasons_[r.reason - 1];
+    out.push_back(std::move(a));
+  }
+  return out;
 }
 
 void ConnectionManager::answer_success(Link& link, bool reused) {
@@ -839,11 +872,10 @@ void ConnectionManager::fail_link(Link& link, const Error& error) {
 }
 
 void ConnectionManager::schedule_retry(Link& link, int failed_attempts) {
-  arm_retry(link, backoff_delay_jittered(link.retry, failed_attempts, unit_random()),
-            failed_attempts + 1);
+  arm_retry(link, backoff_delay_jittered(link.retry, failed_attempts, unit_random()));
 }
 
-void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay, int attempt) {
+void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay) {
   set_state(link, LinkState::kWaitingRetry);
   link.retry_delay_ms = delay.count();
   link.next_attempt_at = unix_now_ms() + delay.count();
@@ -856,7 +888,7 @@ void ConnectionManager::arm_retry(Link& link, std::chrono::milliseconds delay, i
 
   Event ev = link_event(EventType::kRetryScheduled, link);
   ev.protocol.reset();  // a node's next attempt may choose another endpoint
-  ev.attempt = attempt;
+  ev.attempt = link.attempts + 1;  // the attempt the timer starts
   ev.delay_ms = delay.count();
   ev.next_attempt_at = link.next_attempt_at;
   publish(std::move(ev));
@@ -925,8 +957,8 @@ DisconnectOutcome ConnectionManager::disconnect_node(const std::string& node_id)
 
 DisconnectOutcome ConnectionManager::remove_node_links(const std::string& node_id) {
   DisconnectOutcome outcome;
-  recent_.erase(node_id);
   end_link(node_id, reason::kRequested, stream_reason::kNodeRemoved, &outcome);
+  recent_.erase(node_id);
   return outcome;
 }
 
@@ -1154,8 +1186,7 @@ Result<Explanation> ConnectionManager::explain(const std::string& node_id,
   if (link) ex.link = info_of(*link);
   if (link && link->state == LinkState::kWaitingRetry && link->next_attempt_at)
     ex.backoff = BackoffInfo{link->attempts + 1, link->retry_delay_ms, *link->next_attempt_at};
-  auto recent = recent_.find(node_id);
-  if (recent != recent_.end()) ex.recent = recent->second;
+  ex.recent = recent_of(node_id, link);
   return ex;
 }
 
@@ -1175,7 +1206,7 @@ void ConnectionManager::network_changed() {
     link->attempts = 0;
     link->failed_endpoints.clear();
     const auto delay = std::chrono::milliseconds(std::llround(unit_random() * 1000));
-    arm_retry(*link, delay, 1);
+    arm_retry(*link, delay);
   }
 }
 

@@ -1,10 +1,21 @@
 // ConnectionManager: keeps one link per node.
 //
-// It chooses endpoints from the Store's ranking, dials them through the
-// ConnectorFactory, records each outcome in the Store, retries on the backoff
-// schedule, supervises `reconnect` links and publishes events, as
-// docs/guide.md describes (one link per node, retries and backoff, supervised
-// links, events). It knows no JSON and no systemd.
+// It ranks a node's endpoints (rank_candidates, core/endpoint_ranking.h),
+// dials them through the ConnectorFactory (racing them when racing is on),
+// records each outcome in the Store under the charging rule of its address
+// class (core/network_state.h), retries on the backoff schedule with flap
+// damping, supervises `reconnect` links, reacts to network changes and
+// publishes events, as docs/guide.md describes ("One link per node",
+// "Racing a node's endpoints", "Statistics and how an endpoint is chosen",
+// "Retries and backoff", "Flap damping", "Network changes", "Supervised
+// links", "Events"). explain() answers from the same ranking and decision
+// functions connect() uses. It knows no JSON and no systemd.
+//
+// Attempts: an attempt of the retry schedule dials one endpoint, or races
+// several (each dial holding its own max_concurrent_dials slot); the first
+// success is the link and the other dials are cancelled (connect_failed
+// "cancelled", no statistic). A node's last 16 dial outcomes are kept in
+// memory (explain's `recent`) until the node is removed.
 //
 // Ownership and threads: used from the loop thread only. It borrows the loop,
 // Store, ConnectorFactory and EventBus, which must outlive it. Per node it
@@ -196,17 +207,20 @@ class ConnectionManager {
                                                        const std::optional<std::string>& protocol);
 
   // Connects a node, or the node of an endpoint: reuses its active link,
-  // joins its dial under way, or attempts now (replacing a scheduled retry),
-  // retrying on `request.retry`'s schedule (docs/guide.md, "One link per
-  // node" and "Retries and backoff"). On failure `done` gets the Error and,
-  // for kConnectFailed, the failure details.
+  // joins its attempt under way, or attempts now (replacing a scheduled
+  // retry), retrying on `request.retry`'s schedule (docs/guide.md, "One link
+  // per node", "Racing a node's endpoints" and "Retries and backoff"). A node
+  // connect with several eligible endpoints races them when config.race is
+  // on. On failure `done` gets the Error and, for kConnectFailed, the
+  // failure details (of the attempt's best-ranked endpoint when it raced).
   void connect(const ConnectRequest& request, ConnectDone done);
 
   // Closes the node's link (peers see a clean close) and cancels its
   // attempts and timers; waiters get kCancelled. Idempotent.
   DisconnectOutcome disconnect_node(const std::string& node_id);
   // The same for a node being removed: its streams end with "node_removed"
-  // rather than "disconnect" (the `disconnected` event says "requested").
+  // rather than "disconnect" (the `disconnected` event says "requested"),
+  // and its recent attempts are forgotten.
   DisconnectOutcome remove_node_links(const std::string& node_id);
 
   // Opens a stream to a node (streams.open). The link is reused or made
@@ -225,8 +239,11 @@ class ConnectionManager {
   std::vector<StreamInfo> list_streams() const;
   size_t stream_count() const { return streams_open_; }
 
-  // nodes.explain: computed by the code connect() decides with.
-  // kNodeNotFound when the node does not exist.
+  // nodes.explain: computed by the code connect() decides with (decide()
+  // and rank_candidates, with the link's series of failed endpoints).
+  // Every endpoint of the node is a candidate, those of another protocol
+  // than `protocol` or without a connector unranked. kNodeNotFound when the
+  // node does not exist.
   Result<Explanation> explain(const std::string& node_id, const std::optional<std::string>& protocol);
   // status.network.
   NetworkStatus network_status() const;
@@ -264,6 +281,15 @@ class ConnectionManager {
     ConnectDone done;
     bool wait = false;
   };
+  enum class AttemptOutcome : uint8_t { kSuccess, kFailure, kCancelled };
+  // An AttemptRecord in 24 bytes: a node keeps up to 16, a held link one.
+  struct RecentAttempt {
+    int64_t at = 0;
+    int64_t endpoint_id = 0;
+    uint16_t reason = 0;  // 0: none, else reasons_[reason - 1]
+    AttemptOutcome outcome = AttemptOutcome::kSuccess;
+    bool charged = false;
+  };
   using Links = std::map<std::string, std::unique_ptr<Link>>;
 
   // `ranked`: the node's endpoints as connect() read them, for a first
@@ -271,6 +297,7 @@ class ConnectionManager {
   void join_or_start(const ConnectRequest& request, ConnectDone done,
                      std::vector<Endpoint>* ranked);
   void configure(Link& link, const ConnectRequest& request);
+  Link& add_link(const std::string& node_id);
   // What a connect for the node does now given its link (none: kDial);
   // explain() says the same.
   static Decision decide(const Link* link);
@@ -309,10 +336,11 @@ class ConnectionManager {
   void on_attempt_failed(Link& link);
   void on_connected(Link& link, std::unique_ptr<Connection> connection);
   void on_drop(Link& link, const std::string& reason);
+  // The next attempt after the backoff's delay for `failed_attempts`.
   void schedule_retry(Link& link, int failed_attempts);
-  // Starts the link's next attempt after `delay` (state kWaitingRetry),
-  // announced as attempt `attempt` (retry_scheduled).
-  void arm_retry(Link& link, std::chrono::milliseconds delay, int attempt);
+  // Starts the link's next attempt after `delay` (state kWaitingRetry), and
+  // announces it (retry_scheduled).
+  void arm_retry(Link& link, std::chrono::milliseconds delay);
   void fail_link(Link& link, const Error& error);
   void answer_success(Link& link, bool reused);
   void answer_failure(Link& link, const Error& error, bool attempts_remain);
@@ -323,7 +351,10 @@ class ConnectionManager {
   // empty: a success); whether a failure was charged.
   bool record_dial(int64_t endpoint_id, AddressClass cls, const std::string& failure,
                    std::optional<double> rtt_ms = std::nullopt);
-  void remember_attempt(const std::string& node_id, AttemptRecord record);
+  // A dial's outcome into the link's recent attempts (kRecentAttempts).
+  void remember_attempt(Link& link, int64_t endpoint_id, AttemptOutcome outcome,
+                        const std::string& reason, bool charged);
+  std::vector<AttemptRecord> recent_of(const std::string& node_id, const Link* link) const;
 
   // Streams: the steps of open_stream, and the end of a link's streams.
   using Deadline = std::chrono::steady_clock::time_point;
@@ -367,10 +398,14 @@ class ConnectionManager {
   // dial, which leaves the queue when it begins or its attempt ends.
   std::list<Dial*> dial_queue_;
   NetworkState network_;
-  // Each node's last attempts (kRecentAttempts), oldest first. Kept beyond
-  // the link's end, so that explain can show why a connect failed; a node's
-  // entry goes when the node is removed (remove_node_links).
-  std::map<std::string, std::vector<AttemptRecord>> recent_;
+  // The recent attempts of nodes without a link, kept beyond the link's end
+  // so that explain can show why a connect failed: a link's go here when it
+  // ends and back into the node's next link. A node's entry goes when the
+  // node is removed (remove_node_links). Held links keep theirs in the Link
+  // (no map entry and key per held link).
+  std::map<std::string, std::vector<RecentAttempt>> recent_;
+  // The failure reasons recent attempts name (RecentAttempt::reason - 1).
+  std::vector<std::string> reasons_;
   bool shut_down_ = false;
   // post()'s calls, run by one unreferenced timer (it must not keep the loop
   // alive on its own); the destructor runs those still pending.

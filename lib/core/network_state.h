@@ -2,7 +2,7 @@
 // address class (TCP or UDP x IPv4 or IPv6): each class's state and last
 // success, the generation of network changes, and the charging rule that
 // keeps our own outages out of the endpoints' failure_count (docs/guide.md,
-// "Statistics").
+// "Statistics and how an endpoint is chosen").
 //
 // The rule: a failure with reason local_network is never charged; any other
 // is charged only when its endpoint has no charged failure since the daemon

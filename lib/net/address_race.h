@@ -81,7 +81,8 @@ class AddressRace {
     on_address_ = std::move(on_address);
     attempt_ = std::move(attempt);
     done_ = std::move(done);
-    if (!stagger_.initialized()) stagger_.init(loop_);
+    // One address (an IP literal, most dials) needs no stagger timer.
+    if (addresses_.size() != 1 && !stagger_.initialized()) stagger_.init(loop_);
     // No attempt answers inside its Attempt call, so neither does the race
     // inside start(); with nothing to dial it answers on the next turn.
     if (addresses_.empty())

@@ -46,7 +46,11 @@ class Connection {
   // Asked of the kernel when wanted rather than kept: a held link stays small.
   virtual std::string local_address() const = 0;
   virtual bool is_active() const = 0;
-  // Smoothed round-trip time when the transport knows it.
+  // Smoothed round-trip time when the transport knows it. Read when the dial
+  // succeeds, it is the handshake's measure, the sample an endpoint's
+  // statistics keep: TCP, the kernel's RTT of the new socket (TCP_INFO,
+  // from its SYN and SYN-ACK); QUIC, ngtcp2's smoothed RTT at handshake
+  // completion. Later reads follow the link's traffic.
   virtual std::optional<double> rtt_ms() const = 0;
   // Ends the link gracefully (TCP: FIN; QUIC: CONNECTION_CLOSE). Idempotent.
   virtual void close() = 0;

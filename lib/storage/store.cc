@@ -65,10 +65,6 @@ class Use {
     else sqlite3_bind_null(st_, i);
   }
   void bind(int i, double v) { sqlite3_bind_double(st_, i, v); }
-  void bind(int i, const std::optional<double>& v) {
-    if (v) bind(i, *v);
-    else sqlite3_bind_null(st_, i);
-  }
   int step() { return sqlite3_step(st_); }
 
  private:
@@ -301,6 +297,8 @@ class SqliteStore final : public Store {
   void on_flush_timer();
   // Writes up to max_rows queued statistics in one transaction, lowest ids first.
   Status flush_rows(size_t max_rows);
+  // One endpoint's queued statistics (update_stats_): SQLITE_DONE or the error.
+  int write_delta(int64_t id, const StatDelta& d);
   Result<Endpoint> insert_endpoint(const std::string& node_id, const EndpointSpec& spec);
 
   uv_loop_t* loop_;
@@ -910,6 +908,25 @@ void SqliteStore::record_failure(int64_t endpoint_id, const std::string& reason,
 
 Status SqliteStore::flush() { return flush_rows(SIZE_MAX); }
 
+int SqliteStore::write_delta(int64_t id, const StatDelta& d) {
+  Use q(update_stats_);
+  q.bind(1, id);
+  q.bind(2, d.successes);
+  q.bind(3, d.charged_failures);
+  q.bind(4, d.last_success_at);
+  q.bind(5, d.last_failure_at);
+  q.bind(6, d.last_error);
+  q.bind(7, d.uncharged_failures);
+  q.bind(8, static_cast<int64_t>(d.reset));
+  q.bind(9, d.failures_since);
+  if (d.rtt_samples > 0) {  // else ?10 stays NULL: the RTT is kept
+    q.bind(10, d.rtt_from_null);
+    q.bind(11, d.rtt_scale);
+    q.bind(12, d.rtt_offset);
+  }
+  return q.step();
+}
+
 Status SqliteStore::flush_rows(size_t max_rows) {
   if (pending_.empty() || !db_) return ok_status();
   if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
@@ -928,24 +945,7 @@ Status SqliteStore::flush_rows(size_t max_rows) {
   std::sort(ids.begin(), ids.end());
   if (ids.size() > max_rows) ids.resize(max_rows);
   for (int64_t id : ids) {
-    const StatDelta& d = pending_.at(id);
-    Use q(update_stats_);
-    q.bind(1, id);
-    q.bind(2, d.successes);
-    q.bind(3, d.charged_failures);
-    q.bind(4, d.last_success_at);
-    q.bind(5, d.last_failure_at);
-    q.bind(6, d.last_error);
-    q.bind(7, d.uncharged_failures);
-    q.bind(8, static_cast<int64_t>(d.reset));
-    q.bind(9, d.failures_since);
-    if (d.rtt_samples > 0) {
-      q.bind(10, d.rtt_from_null);
-      q.bind(11, d.rtt_scale);
-      q.bind(12, d.rtt_offset);
-    }
-    int rc = q.step();
-    if (rc != SQLITE_DONE) {
+    if (int rc = write_delta(id, pending_.at(id)); rc != SQLITE_DONE) {
       Error e = err(rc, "write statistics");
       rollback();
       return e;

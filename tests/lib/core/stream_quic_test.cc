@@ -226,3 +226,39 @@ TEST_CASE_METHOD(Fixture, "disconnect ends a QUIC link's streams with disconnect
   a.reset();
   b.reset();
 }
+
+TEST_CASE_METHOD(Fixture, "a QUIC race answers in about the race delay when the best endpoint never answers") {
+  connmgr::test::SilentUdpPort silent;
+  NodeSpec spec;
+  spec.id = "q2";
+  for (int port : {silent.port(), peer.port}) {  // equal records: the silent one ranks first
+    EndpointSpec e;
+    e.protocol = "quic";
+    e.address = "127.0.0.1";
+    e.port = port;
+    e.pin_sha256 = peer.pin;
+    spec.endpoints.push_back(e);
+  }
+  REQUIRE(store->add_node(spec).ok());
+  std::optional<Result<ConnectOutcome>> out;
+  ConnectRequest req;
+  req.node_id = "q2";
+  const uint64_t t0 = uv_hrtime();
+  manager->connect(req, [&](Result<ConnectOutcome> r, const ConnectFailure*) { out.emplace(std::move(r)); });
+  REQUIRE(run_until(&loop, [&] { return out.has_value(); }, 15s));
+  const double took = static_cast<double>(uv_hrtime() - t0) / 1e6;
+  REQUIRE(out->ok());
+  CHECK((*out)->link.port == peer.port);
+  CHECK(took >= 240);   // the silent endpoint had its 250 ms
+  CHECK(took < 3000);   // not the 5 s timeout
+  std::vector<Event> failed;
+  for (const auto& e : seen)
+    if (e.type == EventType::kConnectFailed) failed.push_back(e);
+  REQUIRE(failed.size() == 1);
+  CHECK(failed[0].reason == "cancelled");
+  auto ex = manager->explain("q2", std::nullopt);
+  REQUIRE(ex.ok());
+  CHECK(ex->decision == Decision::kReuse);
+  CHECK(ex->network.classes[static_cast<size_t>(AddressClass::kUdp4)].state == "up");
+  manager->disconnect_node("q2");
+}

@@ -178,8 +178,12 @@ TEST_CASE_METHOD(Fixture, "a pinned dial to gtlsserver completes the handshake")
   Gtlsserver server(cert, free_udp_port());
   auto& c = connector();
   wait_until_up(c, server.port, cert.pin);
-  auto o = dial(c, request(server.port, cert.pin));
+  auto r = request(server.port, cert.pin);
+  std::vector<int> families;
+  r.on_address = [&](int family) { families.push_back(family); };
+  auto o = dial(c, r);
   REQUIRE(o->conn);
+  CHECK(families == std::vector<int>{AF_INET});  // the caller hears the address class
   CHECK(o->conn->is_active());
   CHECK(o->conn->protocol() == "quic");
   CHECK(o->conn->remote_address() == "127.0.0.1");
