@@ -14,6 +14,40 @@ json opt_time(const std::optional<int64_t>& v) {
   return v ? json(format_rfc3339_ms(*v)) : json(nullptr);
 }
 
+// status.network's and nodes.explain's parts.
+json class_json(const ClassStatus& c) {
+  return json{{"state", c.state}, {"last_success_at", opt_time(c.last_success_at)}};
+}
+
+json classes_json(const NetworkStatus& n) {
+  json classes = json::object();
+  for (size_t i = 0; i < kAddressClasses; ++i)
+    classes[std::string(address_class_name(static_cast<AddressClass>(i)))] = class_json(n.classes[i]);
+  return classes;
+}
+
+json candidate_json(const Candidate& c) {
+  json why = json::array();
+  for (const auto& w : c.why) why.push_back(w);
+  return json{
+      {"endpoint", to_json(c.endpoint)},
+      {"rank", c.rank ? json(*c.rank) : json(nullptr)},
+      {"eligible", c.eligible},
+      {"why", std::move(why)},
+      {"race_offset_ms", c.race_offset_ms ? json(*c.race_offset_ms) : json(nullptr)},
+  };
+}
+
+json attempt_json(const AttemptRecord& a) {
+  return json{
+      {"at", format_rfc3339_ms(a.at)},
+      {"endpoint_id", a.endpoint_id},
+      {"outcome", a.outcome},
+      {"reason", opt(a.reason)},
+      {"charged", a.charged},
+  };
+}
+
 }  // namespace
 
 json to_json(const Endpoint& e) {
@@ -109,17 +143,6 @@ json to_json(const StreamInfo& s) {
   };
 }
 
-json to_json(const ClassStatus& c) {
-  return json{{"state", c.state}, {"last_success_at", opt_time(c.last_success_at)}};
-}
-
-json classes_json(const NetworkStatus& n) {
-  json classes = json::object();
-  for (size_t i = 0; i < kAddressClasses; ++i)
-    classes[std::string(address_class_name(static_cast<AddressClass>(i)))] = to_json(n.classes[i]);
-  return classes;
-}
-
 json to_json(const NetworkStatus& n) {
   return json{{"generation", n.generation}, {"classes", classes_json(n)}};
 }
@@ -150,33 +173,11 @@ void append_network_json(std::string& out, const NetworkStatus& n) {
   out += '}';
 }
 
-json to_json(const Candidate& c) {
-  json why = json::array();
-  for (const auto& w : c.why) why.push_back(w);
-  return json{
-      {"endpoint", to_json(c.endpoint)},
-      {"rank", c.rank ? json(*c.rank) : json(nullptr)},
-      {"eligible", c.eligible},
-      {"why", std::move(why)},
-      {"race_offset_ms", c.race_offset_ms ? json(*c.race_offset_ms) : json(nullptr)},
-  };
-}
-
-json to_json(const AttemptRecord& a) {
-  return json{
-      {"at", format_rfc3339_ms(a.at)},
-      {"endpoint_id", a.endpoint_id},
-      {"outcome", a.outcome},
-      {"reason", opt(a.reason)},
-      {"charged", a.charged},
-  };
-}
-
 json to_json(const Explanation& x) {
   json candidates = json::array();
-  for (const auto& c : x.candidates) candidates.push_back(to_json(c));
+  for (const auto& c : x.candidates) candidates.push_back(candidate_json(c));
   json recent = json::array();
-  for (const auto& a : x.recent) recent.push_back(to_json(a));
+  for (const auto& a : x.recent) recent.push_back(attempt_json(a));
   json backoff = nullptr;
   if (x.backoff)
     backoff = json{{"attempt", x.backoff->attempt},

@@ -4,8 +4,9 @@
 // identity (version, database, socket, node id), the connector names (fixed
 // at start) and the configuration (changed only by a reload). Those parts are
 // serialized when they change and kept as text; a call writes only the
-// counts, the network state (given as text) and the uptime between them. Building the whole answer as a
-// nlohmann object and dumping it was most of the daemon's cost per `status`.
+// counts, the network state (given as text) and the uptime between them.
+// Building the whole answer as a nlohmann object and dumping it was most of
+// the daemon's cost per `status`.
 //
 // The members come in the order a nlohmann object (a std::map) keeps them,
 // alphabetical, so the text is byte for byte what json{...}.dump() wrote
