@@ -119,6 +119,30 @@ TEST_CASE_METHOD(Fixture, "a race answers in about the race delay when the best 
   CHECK_FALSE(recent[1].charged);
 }
 
+TEST_CASE_METHOD(Fixture, "the race delay after an endpoint is 1.5 x its smoothed RTT") {
+  BlackholedTcpPort hole;
+  TcpListener live(&loop);
+  auto ids = add_node("n1", {tcp(hole.port()), tcp(live.port())});
+  store->record_success(ids[0], 1000, 100.0);  // ranks first, RTT 100 ms: 150 ms
+  REQUIRE(store->flush().ok());
+  ConnectRequest r = to_node("n1");
+  r.timeout = 3000ms;
+  const uint64_t t0 = uv_hrtime();
+  auto a = connect(r, 10s);
+  const double took = ms_since(t0);
+  REQUIRE(a->result.ok());
+  CHECK(a->result->link.endpoint_id == ids[1]);
+  CHECK(took >= 140);
+  CHECK(took < 1000);
+  auto starts = of_type(EventType::kConnecting);
+  REQUIRE(starts.size() == 2);
+  REQUIRE(starts[1].race_offset_ms);
+  CHECK(*starts[1].race_offset_ms >= 150);
+  CHECK(*starts[1].race_offset_ms < 240);  // not the 250 ms of an unknown RTT
+  // The winner's handshake RTT went into its record.
+  CHECK(stats(ids[1]).rtt_ms);
+}
+
 TEST_CASE_METHOD(Fixture, "a fixed race_delay paces the race") {
   set_race(*manager, true, 80ms);
   BlackholedTcpPort hole;
@@ -216,6 +240,10 @@ TEST_CASE_METHOD(Fixture, "a failing endpoint is charged once between two succes
   r.retry = retry(5, 5, 5);
   r.wait = true;
   REQUIRE_FALSE(connect(r)->result.ok());
+  auto s = stats(down[0]);
+  CHECK(s.failure == 1);
+  CHECK(s.uncharged == 4);
+  CHECK(s.consecutive == 5);
   auto recent = recent_of(*manager, "down");
   REQUIRE(recent.size() == 5);
   CHECK(recent[0].charged);  // the first since the start
@@ -236,7 +264,10 @@ TEST_CASE_METHOD(Fixture, "a failing endpoint is charged once between two succes
   REQUIRE(recent.size() == 10);
   CHECK(recent[5].charged);
   for (size_t i = 6; i < recent.size(); ++i) CHECK_FALSE(recent[i].charged);
-  (void)down;
+  s = stats(down[0]);
+  CHECK(s.failure == 2);
+  CHECK(s.uncharged == 8);
+  CHECK(s.consecutive == 10);
 }
 
 TEST_CASE_METHOD(Fixture, "a node keeps its last 16 attempts") {
@@ -359,6 +390,18 @@ TEST_CASE_METHOD(Fixture, "explain's rank 0 is what connect dials when the ranki
   CHECK(ex->decision == Decision::kReuse);
   REQUIRE(ex->link);
   CHECK(ex->link->endpoint_id == ids[1]);
+  // A failure now puts it behind, whatever its successes: both follow.
+  manager->disconnect_node("n1");
+  store->record_failure(ids[1], "refused", 3000, true);
+  REQUIRE(store->flush().ok());
+  ex = manager->explain("n1", std::nullopt);
+  REQUIRE(ex.ok());
+  CHECK(ex->decision == Decision::kDial);
+  CHECK(ex->candidates[0].endpoint.id == ids[0]);
+  CHECK(ex->candidates[1].why[0] == "consecutive_failures 1: ranks after endpoints without");
+  seen.clear();
+  REQUIRE(connect(to_node("n1"))->result.ok());
+  CHECK(of_type(EventType::kConnecting)[0].endpoint_id == ids[0]);
 }
 
 TEST_CASE_METHOD(Fixture, "explain says join, wait_retry and no_endpoint as connect would do") {

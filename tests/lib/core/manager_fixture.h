@@ -27,6 +27,9 @@ struct StoredStats {
   int64_t success = -1;
   int64_t failure = -1;
   std::string last_error;
+  int64_t uncharged = -1;
+  int64_t consecutive = -1;
+  std::optional<double> rtt_ms;
 };
 
 class Fixture {
@@ -109,7 +112,8 @@ class Fixture {
             SQLITE_OK);
     sqlite3_stmt* st = nullptr;
     sqlite3_prepare_v2(db,
-                       "SELECT success_count, failure_count, coalesce(last_error,'') "
+                       "SELECT success_count, failure_count, coalesce(last_error,''), "
+                       "uncharged_failure_count, consecutive_failures, rtt_ms "
                        "FROM endpoints WHERE id = ?",
                        -1, &st, nullptr);
     sqlite3_bind_int64(st, 1, endpoint_id);
@@ -118,6 +122,9 @@ class Fixture {
       out.success = sqlite3_column_int64(st, 0);
       out.failure = sqlite3_column_int64(st, 1);
       out.last_error = reinterpret_cast<const char*>(sqlite3_column_text(st, 2));
+      out.uncharged = sqlite3_column_int64(st, 3);
+      out.consecutive = sqlite3_column_int64(st, 4);
+      if (sqlite3_column_type(st, 5) != SQLITE_NULL) out.rtt_ms = sqlite3_column_double(st, 5);
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
