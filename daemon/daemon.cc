@@ -185,6 +185,8 @@ std::string Daemon::summary() const {
 }
 
 void Daemon::log_event(const Event& e) {
+  // on_network_changed writes that one's line, with the generation.
+  if (e.type == EventType::kNetworkChanged) return;
   // A failure, or a link the peer or the network ended, is worth an
   // operator's eye; a disconnect that was asked for (or the shutdown) is not.
   const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
