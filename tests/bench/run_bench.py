@@ -4,7 +4,7 @@ the reference it is judged against, measured in the same run.
 
 Run through scripts/bench (which installs redis and builds a release tree):
     scripts/bench [--rounds N] [--only ROW,...] [--markdown FILE]
-Rows: status, tcp, quic, links, scale, latency, streams.
+Rows: status, tcp, quic, links, scale, latency, streams, race.
 
 The machines are shared and noisy: every figure is the median of --rounds
 rounds, connmgr's and the reference's rounds interleaved, and judged by the
@@ -469,10 +469,107 @@ class Bench:
         # information; most of it is building the answer as JSON.
         self.row("1M nodes: nodes.list page of 1000 with endpoints, p50 ms",
                  statistics.median(page_ep), None, "ms", ("info", 0))
-        self.notes.append("1M nodes, p99 of 300: nodes.get %.2f ms, endpoints.list %.2f ms; "
-                          "connect p99 of 100 %.2f ms"
-                          % (p99(get), p99(rank), p99(conn)))
+        # nodes.explain: the ranking connect uses, every candidate with its
+        # reasons, the classes, the backoff and the recent attempts (the
+        # first 100 ids have one refused attempt each, from the rows above).
+        expl = []
+        for i in ids:
+            ms, answer = rpc.timed("nodes.explain", {"node_id": i})
+            if "result" not in answer or len(answer["result"]["candidates"]) != 2:
+                raise RuntimeError("nodes.explain answered %r" % answer)
+            expl.append(ms)
+        self.row("1M nodes: nodes.explain, p50 ms (round trip)", statistics.median(expl), None, "ms",
+                 ("max", 1.0))
+        self.notes.append("1M nodes, p99 of 300: nodes.get %.2f ms, endpoints.list %.2f ms, "
+                          "nodes.explain %.2f ms; connect p99 of 100 %.2f ms"
+                          % (p99(get), p99(rank), p99(expl), p99(conn)))
         self.stop_daemon(d, rpc)
+
+    def bench_race(self):
+        """A node whose best-ranked endpoint blackholes (its SYNs dropped) and
+        whose second endpoint accepts: the time a node connect takes, racing
+        (the default) against race = false. Target with racing: the race
+        delay + 2 x RTT + 5 ms, the delay as nodes.explain plans it (the
+        second candidate's race_offset_ms) and the RTT measured here as the
+        median plain connect() to the live endpoint."""
+        print("node connect past a blackholed best endpoint: racing on vs off", flush=True)
+        # listen(0), never accepted, one connection queued: every further SYN
+        # is dropped, so a dial to it hangs until its timeout.
+        hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(0)
+        hole_port = hole.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", hole_port), timeout=5)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(0.3)
+        try:
+            probe.connect(("127.0.0.1", hole_port))
+            raise RuntimeError("the blackholed port accepted a connection")
+        except (TimeoutError, socket.timeout):
+            pass
+        finally:
+            probe.close()
+        peer, tcp_port, _ = self.start_peer()
+        rtt_ms = statistics.median(plain_connect_ms("127.0.0.1", tcp_port) for _ in range(50))
+        nodes = [("race", [("tcp", "127.0.0.1", hole_port, None), ("tcp", "127.0.0.1", tcp_port, None)])]
+        off_timeout_ms = 1000
+        conf = os.path.join(self.work, "race-off.conf")
+        with open(conf, "w") as f:
+            f.write("race = false\n")
+        # Cases: (label, endpoint record of the blackholed one, flags).
+        # "RTT unknown": no rtt_ms, the delay is 250 ms; "RTT 0.1 ms": a
+        # loopback-like smoothed RTT, 1.5 x RTT clamped up to race_delay_min.
+        cases = [("RTT unknown", None), ("RTT 0.1 ms", 0.1)]
+        for n, (label, hole_rtt) in enumerate(cases):
+            on, off = [], []
+            db_on = self.fresh_db("race-on-%d" % n, nodes)
+            db_off = self.fresh_db("race-off-%d" % n, nodes)
+            for db in (db_on, db_off):
+                reset_race_record(db, hole_port, hole_rtt)
+            don, _, rpc_on, _, _ = self.start_daemon("race-on-%d" % n, database=db_on)
+            doff, _, rpc_off, _, _ = self.start_daemon("race-off-%d" % n, "--config=" + conf, database=db_off)
+            plan = rpc_on.call("nodes.explain", {"node_id": "race"})
+            ranked = sorted((c for c in plan["candidates"] if c["rank"] is not None), key=lambda c: c["rank"])
+            if ranked[0]["endpoint"]["port"] != hole_port:
+                raise RuntimeError("the blackholed endpoint does not rank first: %r" % plan)
+            delay = ranked[1]["race_offset_ms"]
+            for _ in range(self.rounds()):
+                for _ in range(self.args.race_runs):
+                    ms, answer = rpc_on.timed("connect", {"node_id": "race"})
+                    if answer.get("result", {}).get("port") != tcp_port:
+                        raise RuntimeError("racing connect answered %r" % answer)
+                    on.append(ms)
+                    rpc_on.call("disconnect", {"node_id": "race"})
+                for _ in range(max(1, self.args.race_runs // 10)):
+                    if off:
+                        # The timed-out dial ranks the blackholed endpoint
+                        # behind (consecutive_failures): once the daemon has
+                        # written that down (its writes are batched), put it
+                        # first again, as at the start.
+                        wait_race_failure_flushed(db_off, hole_port)
+                        reset_race_record(db_off, hole_port, hole_rtt)
+                    ms, answer = rpc_off.timed("connect", {
+                        "node_id": "race", "timeout_ms": off_timeout_ms, "wait": True,
+                        "retry": {"max_attempts": 2, "initial_delay_ms": 0}})
+                    result = answer.get("result", {})
+                    if result.get("port") != tcp_port or result.get("attempts") != 2:
+                        raise RuntimeError("connect with race = false answered %r" % answer)
+                    off.append(ms)
+                    rpc_off.call("disconnect", {"node_id": "race"})
+            self.stop_daemon(don, rpc_on)
+            self.stop_daemon(doff, rpc_off)
+            target = delay + 2 * rtt_ms + 5
+            self.row("node connect, best endpoint blackholed, racing, %s: p50 ms" % label,
+                     statistics.median(on), statistics.median(off), "ms", ("max", target),
+                     ref_name="race = false, timeout %d ms" % off_timeout_ms)
+            self.notes.append("race, %s: target %.1f ms = race delay %d ms (nodes.explain) + 2 × RTT "
+                              "%.3f ms + 5 ms; racing p50 %.1f ms, p99 %.1f ms over %d connects; "
+                              "race = false p50 %.1f ms over %d (timeout_ms %d, then the live endpoint)"
+                              % (label, target, delay, rtt_ms, statistics.median(on), p99(on), len(on),
+                                 statistics.median(off), len(off), off_timeout_ms))
+        self.stop_peer(peer)
+        filler.close()
+        hole.close()
 
     def bench_latency(self):
         print("loop responsiveness: status p99 while busy", flush=True)
@@ -715,6 +812,41 @@ def window_latencies_ms(path, t0, t1):
     return out
 
 
+def plain_connect_ms(host, port):
+    """One blocking connect() to a listener, ms: about one round trip."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t = time.perf_counter()
+    s.connect((host, port))
+    ms = (time.perf_counter() - t) * 1000.0
+    s.close()
+    return ms
+
+
+def reset_race_record(db, hole_port, rtt_ms):
+    """The blackholed endpoint of bench_race ranked first again, as another
+    program would write it: a record far better than the live one's, no
+    failure in a row, the given smoothed RTT."""
+    c = sqlite3.connect(db, timeout=30)
+    with c:
+        c.execute("UPDATE endpoints SET success_count = 1000000, failure_count = 0, consecutive_failures = 0, "
+                  "rtt_ms = ? WHERE port = ?", (rtt_ms, hole_port))
+    c.close()
+
+
+def wait_race_failure_flushed(db, hole_port, timeout=10.0):
+    """Until the daemon has written the blackholed endpoint's failure."""
+    deadline = time.time() + timeout
+    while True:
+        c = sqlite3.connect(db, timeout=30)
+        n = c.execute("SELECT consecutive_failures FROM endpoints WHERE port = ?", (hole_port, )).fetchone()[0]
+        c.close()
+        if n > 0:
+            return
+        if time.time() > deadline:
+            raise RuntimeError("the timed-out dial was not recorded within %.0f s" % timeout)
+        time.sleep(0.02)
+
+
 def p99(values):
     v = sorted(values)
     return v[min(len(v) - 1, int(0.99 * len(v)))]
@@ -743,7 +875,9 @@ def main():
                     help="64-byte round trips per round (streams rows)")
     ap.add_argument("--idle-streams", type=int, default=10000,
                     help="idle QUIC streams held at once (streams rows)")
-    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams")
+    ap.add_argument("--race-runs", type=int, default=20,
+                    help="racing connects per round (race rows; race = false: a tenth)")
+    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams,race")
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -768,6 +902,8 @@ def main():
             b.bench_latency()
         if "streams" in only:
             b.bench_streams()
+        if "race" in only:
+            b.bench_race()
     finally:
         b.cleanup()
     print()
