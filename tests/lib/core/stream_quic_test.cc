@@ -152,7 +152,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC race answers in about the race delay when the 
   connmgr::test::SilentUdpPort silent;
   NodeSpec spec;
   spec.id = "q2";
-  for (int port : {silent.port(), peer.port}) {  // equal records: the silent one ranks first
+  for (int port : {silent.port(), peer.quic_port}) {  // equal records: the silent one ranks first
     EndpointSpec e;
     e.protocol = "quic";
     e.address = "127.0.0.1";
@@ -169,7 +169,7 @@ TEST_CASE_METHOD(Fixture, "a QUIC race answers in about the race delay when the 
   REQUIRE(run_until(&loop, [&] { return out.has_value(); }, 15s));
   const double took = static_cast<double>(uv_hrtime() - t0) / 1e6;
   REQUIRE(out->ok());
-  CHECK((*out)->link.port == peer.port);
+  CHECK((*out)->link.port == peer.quic_port);
   CHECK(took >= 240);   // the silent endpoint had its 250 ms
   CHECK(took < 3000);   // not the 5 s timeout
   std::vector<Event> failed;
