@@ -493,83 +493,62 @@ class Bench:
         second candidate's race_offset_ms) and the RTT measured here as the
         median plain connect() to the live endpoint."""
         print("node connect past a blackholed best endpoint: racing on vs off", flush=True)
-        # listen(0), never accepted, one connection queued: every further SYN
-        # is dropped, so a dial to it hangs until its timeout.
-        hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(0)
+        hole, filler = blackholed_port()
         hole_port = hole.getsockname()[1]
-        filler = socket.create_connection(("127.0.0.1", hole_port), timeout=5)
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        probe.settimeout(0.3)
-        try:
-            probe.connect(("127.0.0.1", hole_port))
-            raise RuntimeError("the blackholed port accepted a connection")
-        except (TimeoutError, socket.timeout):
-            pass
-        finally:
-            probe.close()
         peer, tcp_port, _ = self.start_peer()
         rtt_ms = statistics.median(plain_connect_ms("127.0.0.1", tcp_port) for _ in range(50))
-        nodes = [("race", [("tcp", "127.0.0.1", hole_port, None), ("tcp", "127.0.0.1", tcp_port, None)])]
-        off_timeout_ms = 1000
         conf = os.path.join(self.work, "race-off.conf")
         with open(conf, "w") as f:
             f.write("race = false\n")
-        # Cases: (label, endpoint record of the blackholed one, flags).
         # "RTT unknown": no rtt_ms, the delay is 250 ms; "RTT 0.1 ms": a
         # loopback-like smoothed RTT, 1.5 x RTT clamped up to race_delay_min.
-        cases = [("RTT unknown", None), ("RTT 0.1 ms", 0.1)]
-        for n, (label, hole_rtt) in enumerate(cases):
-            on, off = [], []
-            db_on = self.fresh_db("race-on-%d" % n, nodes)
-            db_off = self.fresh_db("race-off-%d" % n, nodes)
-            for db in (db_on, db_off):
-                reset_race_record(db, hole_port, hole_rtt)
-            don, _, rpc_on, _, _ = self.start_daemon("race-on-%d" % n, database=db_on)
-            doff, _, rpc_off, _, _ = self.start_daemon("race-off-%d" % n, "--config=" + conf, database=db_off)
-            plan = rpc_on.call("nodes.explain", {"node_id": "race"})
-            ranked = sorted((c for c in plan["candidates"] if c["rank"] is not None), key=lambda c: c["rank"])
-            if ranked[0]["endpoint"]["port"] != hole_port:
-                raise RuntimeError("the blackholed endpoint does not rank first: %r" % plan)
-            delay = ranked[1]["race_offset_ms"]
-            for _ in range(self.rounds()):
-                for _ in range(self.args.race_runs):
-                    ms, answer = rpc_on.timed("connect", {"node_id": "race"})
-                    if answer.get("result", {}).get("port") != tcp_port:
-                        raise RuntimeError("racing connect answered %r" % answer)
-                    on.append(ms)
-                    rpc_on.call("disconnect", {"node_id": "race"})
-                for _ in range(max(1, self.args.race_runs // 10)):
-                    if off:
-                        # The timed-out dial ranks the blackholed endpoint
-                        # behind (consecutive_failures): once the daemon has
-                        # written that down (its writes are batched), put it
-                        # first again, as at the start.
-                        wait_race_failure_flushed(db_off, hole_port)
-                        reset_race_record(db_off, hole_port, hole_rtt)
-                    ms, answer = rpc_off.timed("connect", {
-                        "node_id": "race", "timeout_ms": off_timeout_ms, "wait": True,
-                        "retry": {"max_attempts": 2, "initial_delay_ms": 0}})
-                    result = answer.get("result", {})
-                    if result.get("port") != tcp_port or result.get("attempts") != 2:
-                        raise RuntimeError("connect with race = false answered %r" % answer)
-                    off.append(ms)
-                    rpc_off.call("disconnect", {"node_id": "race"})
-            self.stop_daemon(don, rpc_on)
-            self.stop_daemon(doff, rpc_off)
-            target = delay + 2 * rtt_ms + 5
-            self.row("node connect, best endpoint blackholed, racing, %s: p50 ms" % label,
-                     statistics.median(on), statistics.median(off), "ms", ("max", target),
-                     ref_name="race = false, timeout %d ms" % off_timeout_ms)
-            self.notes.append("race, %s: target %.1f ms = race delay %d ms (nodes.explain) + 2 × RTT "
-                              "%.3f ms + 5 ms; racing p50 %.1f ms, p99 %.1f ms over %d connects; "
-                              "race = false p50 %.1f ms over %d (timeout_ms %d, then the live endpoint)"
-                              % (label, target, delay, rtt_ms, statistics.median(on), p99(on), len(on),
-                                 statistics.median(off), len(off), off_timeout_ms))
+        for n, (label, hole_rtt) in enumerate([("RTT unknown", None), ("RTT 0.1 ms", 0.1)]):
+            self.race_case(n, label, hole_port, hole_rtt, tcp_port, rtt_ms, conf)
         self.stop_peer(peer)
         filler.close()
         hole.close()
+
+    def race_case(self, n, label, hole_port, hole_rtt, tcp_port, rtt_ms, conf):
+        """One row of bench_race: its own databases and daemons (racing, and
+        race = false from `conf`), rounds of timed node connects on both."""
+        nodes = [("race", [("tcp", "127.0.0.1", hole_port, None), ("tcp", "127.0.0.1", tcp_port, None)])]
+        off_timeout_ms = 1000
+        db_on = self.fresh_db("race-on-%d" % n, nodes)
+        db_off = self.fresh_db("race-off-%d" % n, nodes)
+        for db in (db_on, db_off):
+            reset_race_record(db, hole_port, hole_rtt)
+        don, _, rpc_on, _, _ = self.start_daemon("race-on-%d" % n, database=db_on)
+        doff, _, rpc_off, _, _ = self.start_daemon("race-off-%d" % n, "--config=" + conf, database=db_off)
+        plan = rpc_on.call("nodes.explain", {"node_id": "race"})
+        ranked = sorted((c for c in plan["candidates"] if c["rank"] is not None), key=lambda c: c["rank"])
+        if ranked[0]["endpoint"]["port"] != hole_port:
+            raise RuntimeError("the blackholed endpoint does not rank first: %r" % plan)
+        delay = ranked[1]["race_offset_ms"]
+        on, off = [], []
+        for _ in range(self.rounds()):
+            for _ in range(self.args.race_runs):
+                on.append(timed_node_connect(rpc_on, {"node_id": "race"}, tcp_port, 1))
+            for _ in range(max(1, self.args.race_runs // 10)):
+                if off:
+                    # The timed-out dial ranks the blackholed endpoint behind
+                    # (consecutive_failures): once the daemon has written that
+                    # down (its writes are batched), put it first again.
+                    wait_race_failure_flushed(db_off, hole_port)
+                    reset_race_record(db_off, hole_port, hole_rtt)
+                off.append(timed_node_connect(rpc_off, {
+                    "node_id": "race", "timeout_ms": off_timeout_ms, "wait": True,
+                    "retry": {"max_attempts": 2, "initial_delay_ms": 0}}, tcp_port, 2))
+        self.stop_daemon(don, rpc_on)
+        self.stop_daemon(doff, rpc_off)
+        target = delay + 2 * rtt_ms + 5
+        self.row("node connect, best endpoint blackholed, racing, %s: p50 ms" % label,
+                 statistics.median(on), statistics.median(off), "ms", ("max", target),
+                 ref_name="race = false, timeout %d ms" % off_timeout_ms)
+        self.notes.append("race, %s: target %.1f ms = race delay %d ms (nodes.explain) + 2 × RTT "
+                          "%.3f ms + 5 ms; racing p50 %.1f ms, p99 %.1f ms over %d connects; "
+                          "race = false p50 %.1f ms over %d (timeout_ms %d, then the live endpoint)"
+                          % (label, target, delay, rtt_ms, statistics.median(on), p99(on), len(on),
+                             statistics.median(off), len(off), off_timeout_ms))
 
     def bench_latency(self):
         print("loop responsiveness: status p99 while busy", flush=True)
@@ -810,6 +789,37 @@ def window_latencies_ms(path, t0, t1):
             if t0 <= float(sent) <= t1:
                 out.append(float(us) / 1000.0)
     return out
+
+
+def blackholed_port():
+    """A 127.0.0.1 listener that drops SYNs: listen(0), never accepted, one
+    connection queued, so a dial to it hangs until its timeout (checked).
+    Returns (listener, the queued connection)."""
+    hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname(), timeout=5)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.settimeout(0.3)
+    try:
+        probe.connect(hole.getsockname())
+        raise RuntimeError("the blackholed port accepted a connection")
+    except (TimeoutError, socket.timeout):
+        pass
+    finally:
+        probe.close()
+    return hole, filler
+
+
+def timed_node_connect(rpc, params, live_port, attempts):
+    """One connect, ms; it must link through live_port after `attempts`
+    attempts. The link is then dropped."""
+    ms, answer = rpc.timed("connect", params)
+    result = answer.get("result", {})
+    if result.get("port") != live_port or result.get("attempts") != attempts:
+        raise RuntimeError("connect %r answered %r" % (params, answer))
+    rpc.call("disconnect", {"node_id": params["node_id"]})
+    return ms
 
 
 def plain_connect_ms(host, port):
