@@ -342,7 +342,7 @@ class Daemon:
         assert status == 0, "connmgrd exited with %s:\n%s" % (status, self.log_text())
         log = self.log_text()
         if out_of_descriptors:
-            log = re.sub(r"[^\n]*runtime error: member call on address 0x[0-9a-f]+ which does not point to "
+            log = re.sub(r"[^\n]*runtime error: member (?:call on|access within) address 0x[0-9a-f]+ which does not point to "
                          r"an object of type '[^']+'\n0x[0-9a-f]+: note: object has invalid vptr\n"
                          r"<memory cannot be printed>\n", "", log)
         for word in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
