@@ -1,8 +1,7 @@
-// Runs a test binary's cases tagged [isolated] in a child of it with its own
-// mount and network namespaces: a private /etc/hosts bind-mounted over the
-// real one (names with the addresses a test wants), and only a loopback
-// interface, so that any non-loopback address has no route. Nothing of the
-// host is changed. Needs root (or the capabilities for unshare).
+// Runs test cases of a test binary in a child of it with a network namespace
+// of its own (and, when asked, a private /etc/hosts bind-mounted over the
+// real one in a mount namespace of its own): nothing of the host changes.
+// Needs root (or the capabilities for unshare).
 #pragma once
 
 #include <fcntl.h>
@@ -29,9 +28,20 @@ namespace connmgr::test {
 inline constexpr const char* kIsolatedEnv = "CONNMGR_NET_ISOLATED";
 inline constexpr int kCannotIsolate = 77;
 
-// Runs this binary's [isolated] cases in new namespaces; their exit status,
-// kCannotIsolate when namespaces are not allowed (not root), -1 on a hang.
-inline int run_isolated_cases(const std::string& hosts_file) {
+// How run_self_isolated() isolates the child.
+struct Isolation {
+  // Bind-mounted over /etc/hosts in a mount namespace of the child's own
+  // (the names a test wants); empty: the host's /etc/hosts, no mount namespace.
+  std::string hosts_file;
+  // A new network namespace has its loopback down; true brings it up.
+  bool loopback_up = true;
+};
+
+// Runs this binary again with `args` (e.g. a tag, or a case name) in a
+// child with a network namespace of its own, kIsolatedEnv set; its exit
+// status, kCannotIsolate when namespaces are not allowed (not root), -1 on
+// a hang (60 s).
+inline int run_self_isolated(std::vector<std::string> args, const Isolation& how) {
   char self[PATH_MAX] = {};
   if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return kCannotIsolate;
   // Everything the child needs is prepared before fork(): between fork and
@@ -42,25 +52,31 @@ inline int run_isolated_cases(const std::string& hosts_file) {
   std::vector<char*> envp;
   for (auto& s : env_text) envp.push_back(s.data());
   envp.push_back(nullptr);
-  std::string tag = "[isolated]";
-  char* argv[] = {self, tag.data(), nullptr};
+  std::vector<char*> argv{self};
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const bool mount_hosts = !how.hosts_file.empty();
 
   const pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
-    if (unshare(CLONE_NEWNS | CLONE_NEWNET) != 0) _exit(kCannotIsolate);
-    // Without MS_PRIVATE the bind mount below would propagate to the host.
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(kCannotIsolate);
-    if (mount(hosts_file.c_str(), "/etc/hosts", nullptr, MS_BIND, nullptr) != 0) _exit(kCannotIsolate);
-    // A new network namespace has its loopback down.
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    ifreq ifr{};
-    memcpy(ifr.ifr_name, "lo", 3);
-    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
-    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
-    close(s);
-    execve(self, argv, envp.data());
+    if (unshare(CLONE_NEWNET | (mount_hosts ? CLONE_NEWNS : 0)) != 0) _exit(kCannotIsolate);
+    if (mount_hosts) {
+      // Without MS_PRIVATE the bind mount below would propagate to the host.
+      if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(kCannotIsolate);
+      if (mount(how.hosts_file.c_str(), "/etc/hosts", nullptr, MS_BIND, nullptr) != 0)
+        _exit(kCannotIsolate);
+    }
+    if (how.loopback_up) {
+      int s = socket(AF_INET, SOCK_DGRAM, 0);
+      ifreq ifr{};
+      memcpy(ifr.ifr_name, "lo", 3);
+      if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
+      ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+      if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) _exit(kCannotIsolate);
+      close(s);
+    }
+    execve(self, argv.data(), envp.data());
     _exit(127);
   }
   const uint64_t deadline = uv_hrtime() + 60ull * 1000000000ull;
@@ -74,6 +90,12 @@ inline int run_isolated_cases(const std::string& hosts_file) {
     usleep(10 * 1000);
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Runs this binary's [isolated] cases with `hosts_file` as /etc/hosts and
+// only a loopback interface (up), so any other address has no route.
+inline int run_isolated_cases(const std::string& hosts_file) {
+  return run_self_isolated({"[isolated]"}, Isolation{hosts_file, true});
 }
 
 inline bool isolated() { return getenv(kIsolatedEnv) != nullptr; }

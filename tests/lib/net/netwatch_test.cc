@@ -4,20 +4,17 @@
 // (only a loopback interface, down), as root. Nothing of the host changes.
 #include <dirent.h>
 #include <linux/netlink.h>
-#include <sched.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <climits>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "isolated_namespace.h"
 #include "net/netwatch.h"
 #include "test_support.h"
 
@@ -26,56 +23,21 @@ using namespace std::chrono_literals;
 using connmgr::test::run_for;
 using connmgr::test::run_until;
 
-extern char** environ;
 
 namespace {
 
-constexpr const char* kInNamespaceEnv = "CONNMGR_NETWATCH_NETNS";
-constexpr int kCannotIsolate = 77;
+bool in_namespace() { return connmgr::test::isolated(); }
 
-bool in_namespace() { return getenv(kInNamespaceEnv) != nullptr; }
-
-// Runs this binary's test case `name` in a new network namespace; its exit
-// status, kCannotIsolate when namespaces are not allowed (not root), -1 on
-// a hang.
+// Runs this binary's test case `name` in a new network namespace whose
+// loopback is down ("-w NoTests": a name that matches no case fails instead
+// of passing); its exit status, as run_self_isolated's.
 int run_in_new_netns(const std::string& name) {
-  char self[PATH_MAX] = {};
-  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return kCannotIsolate;
-  // Everything the child needs is prepared before fork(): between fork and
-  // exec only async-signal-safe calls are allowed (libuv's pool has threads).
-  std::vector<std::string> env_text;
-  for (char** e = environ; *e; ++e) env_text.emplace_back(*e);
-  env_text.push_back(std::string(kInNamespaceEnv) + "=1");
-  std::vector<char*> envp;
-  for (auto& s : env_text) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  // "-w NoTests": a name that matches no case fails instead of passing.
-  std::string spec = name, warn = "-w", no_tests = "NoTests";
-  char* argv[] = {self, spec.data(), warn.data(), no_tests.data(), nullptr};
-
-  const pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    if (unshare(CLONE_NEWNET) != 0) _exit(kCannotIsolate);
-    execve(self, argv, envp.data());
-    _exit(127);
-  }
-  const uint64_t deadline = uv_hrtime() + 60ull * 1000000000ull;
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (uv_hrtime() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      return -1;
-    }
-    usleep(10 * 1000);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return connmgr::test::run_self_isolated({name, "-w", "NoTests"}, connmgr::test::Isolation{"", false});
 }
 
 void check_in_new_netns(const std::string& name) {
   const int rc = run_in_new_netns(name);
-  if (rc == kCannotIsolate) {
+  if (rc == connmgr::test::kCannotIsolate) {
     WARN("skipped: no permission for a network namespace (run as root)");
     return;
   }
