@@ -204,10 +204,13 @@ class ExplainTest(DaemonTest):
         self.assertEqual(x["backoff"]["next_attempt_at"], x["link"]["next_attempt_at"])
         (attempt,) = x["recent"]
         self.assertEqual((attempt["outcome"], attempt["reason"], attempt["charged"]), ("failure", "refused", True))
+        # The failure reaches the endpoint's record at the next flush (within 100 ms).
+        self.assertTrue(wait_for(
+            lambda: self.explain("down")["candidates"][0]["endpoint"]["consecutive_failures"] == 1))
 
     def test_endpoints_carry_the_new_statistics_everywhere(self):
         """rtt_ms, consecutive_failures and uncharged_failure_count in every
-        answer that holds an Endpoint (proto/ requires them; their values are
+        answer that holds an Endpoint (proto/ requires them; their rules are
         dialing_test.py's)."""
         peer = Listener()
         try:
@@ -231,6 +234,9 @@ class ExplainTest(DaemonTest):
             fresh = next(e for e in seen["nodes.add"] if e["protocol"] == "quic")
             self.assertEqual((fresh["rtt_ms"], fresh["consecutive_failures"], fresh["uncharged_failure_count"]),
                              (None, 0, 0))
+            # The link's handshake RTT reaches the record at the next flush.
+            self.assertTrue(wait_for(lambda: self.d.result("endpoints.list", {"node_id": "n1", "protocol": "tcp"})
+                                     ["endpoints"][0]["rtt_ms"] is not None))
         finally:
             peer.stop()
 
