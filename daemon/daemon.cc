@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -32,6 +33,13 @@ namespace connmgr::daemon {
 namespace {
 
 constexpr uint64_t kStatusIntervalMs = 5000;
+// Repeated dial failures of a node are summed up in one line per period.
+// A minute: a storm of thousands of dials a minute becomes a line per node
+// and minute, and an operator still learns within a minute that it goes
+// on. CONNMGRD_LOG_PERIOD (seconds) shortens it for the tests.
+constexpr uint64_t kLogSummaryPeriodS = 60;
+// How often the logger may say how many lines its cap suppressed.
+constexpr uint64_t kLogReportIntervalMs = 1000;
 // After SIGTERM: answers to cancelled calls get this long to be written
 // before clients that do not read are cut.
 constexpr uint64_t kDrainMs = 2000;
@@ -125,6 +133,9 @@ class Daemon {
   void begin_shutdown();
   std::string summary() const;
   void log_event(const Event& e);
+  bool summarized(const Event& e);
+  void check_gave_up();
+  void flush_log_summary();
   void add_stream_fields(const Event& e, Fields& f);
   void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
@@ -150,6 +161,14 @@ class Daemon {
   std::unique_ptr<NetWatch> netwatch_;  // the host's network changes, to the manager
   Timer status_timer_;  // STATUS= for systemd every kStatusIntervalMs
   Timer drain_timer_;   // the steps of a graceful stop
+  Timer log_report_timer_;   // "log lines suppressed" every kLogReportIntervalMs
+  Timer log_summary_timer_;  // the repeated failures' lines every log_period_s_
+  FailureSummary failures_;  // the nodes' failing series, for log_event
+  // The nodes with a failed dial this loop turn, and the attempt it was:
+  // check_gave_up sees on the next turn which of them have no link left.
+  std::vector<std::pair<std::string, int>> failed_this_turn_;
+  Timer gave_up_timer_;
+  uint64_t log_period_s_ = kLogSummaryPeriodS;
   std::string socket_path_;
   std::optional<EventBus::SubscriptionId> log_subscription_;
   EventTypeMask log_types_ = 0;
@@ -187,12 +206,14 @@ std::string Daemon::summary() const {
 void Daemon::log_event(const Event& e) {
   // on_network_changed writes that one's line, with the generation.
   if (e.type == EventType::kNetworkChanged) return;
+  if (summarized(e)) return;
   // A failure, or a link the peer or the network ended, is worth an
   // operator's eye; a disconnect that was asked for (or the shutdown) is not.
+  const bool cancelled = e.type == EventType::kConnectFailed && e.reason && *e.reason == reason::kCancelled;
   const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
-  const bool bad = e.type == EventType::kConnectFailed ||
+  const bool bad = (e.type == EventType::kConnectFailed && !cancelled) ||
                    (e.type == EventType::kDisconnected && !asked);
-  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled;
+  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled || cancelled;
   const auto level = quiet ? config::LogLevel::kDebug
                      : bad ? config::LogLevel::kWarning
                            : config::LogLevel::kInfo;
@@ -206,6 +227,56 @@ void Daemon::log_event(const Event& e) {
   if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
   if (e.stream_id) add_stream_fields(e, f);
   log_.log(level, std::string(event_type_name(e.type)), f);
+}
+
+// A node's failed dials come in series (a peer that refuses, a network that
+// is down): the first failure of a series is logged, its repeats are only
+// counted, for one line per node and period (flush_log_summary). A link that
+// comes up or goes down, or a node removed, ends the series. A race's losers
+// ("cancelled") are no failure: they are logged at debug, and end nothing.
+bool Daemon::summarized(const Event& e) {
+  switch (e.type) {
+    case EventType::kConnectFailed:
+      if (e.reason && *e.reason == reason::kCancelled) return false;
+      // The manager publishes no event when a link's attempts are spent:
+      // the link is simply gone once the failure's callback returns.
+      if (gave_up_timer_.initialized()) {  // not once the stop has closed it
+        if (failed_this_turn_.empty()) gave_up_timer_.start(0, [this] { check_gave_up(); });
+        failed_this_turn_.emplace_back(e.node_id, e.attempt.value_or(0));
+      }
+      return !failures_.on_failure(e.node_id, e.reason ? *e.reason : std::string_view("unknown"));
+    case EventType::kConnected:
+    case EventType::kDisconnected:
+    case EventType::kNodeRemoved:
+      failures_.end_series(e.node_id);
+      return false;
+    default:
+      return false;
+  }
+}
+
+// A node whose dial failed and that has no link a turn later gave up: its
+// attempts are spent (a supervised link never gives up). A state change:
+// logged, and the series ends.
+void Daemon::check_gave_up() {
+  std::vector<std::pair<std::string, int>> failed;
+  failed.swap(failed_this_turn_);
+  if (stopping_ || !manager_) return;
+  for (const auto& [node, attempt] : failed) {
+    if (manager_->has_link(node) || !failures_.in_series(node)) continue;
+    failures_.end_series(node);
+    log_.warning("gave up", {{"node", node}, {"attempts", std::to_string(attempt)}});
+  }
+}
+
+void Daemon::flush_log_summary() {
+  const std::string period = std::to_string(log_period_s_);
+  failures_.flush([&](const FailureSummary::Repeats& r) {
+    log_.warning("dials failed", {{"node", r.node},
+                                  {"count", std::to_string(r.count)},
+                                  {"period_s", period},
+                                  {"reasons", r.reasons}});
+  });
 }
 
 // A stream's line: its id, the client's uid and pid, and at its end the
@@ -241,7 +312,10 @@ EventTypeMask logged_event_types(config::LogLevel level) {
       return kAllEventTypes & ~event_type_bit(EventType::kConnecting) &
              ~event_type_bit(EventType::kRetryScheduled);
     case config::LogLevel::kWarning:
-      return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected);
+      // connected and node_removed end a node's series of failures
+      // (Daemon::summarized), though their lines are info.
+      return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected) |
+             event_type_bit(EventType::kConnected) | event_type_bit(EventType::kNodeRemoved);
     case config::LogLevel::kError:
       return 0;
   }
@@ -413,6 +487,15 @@ void Daemon::start_timers() {
   status_timer_.init(&loop_);
   status_timer_.start(kStatusIntervalMs, [this] { notify_status(summary()); }, kStatusIntervalMs);
   drain_timer_.init(&loop_);
+  log_report_timer_.init(&loop_);
+  log_report_timer_.start(kLogReportIntervalMs, [this] { log_.report_suppressed(); }, kLogReportIntervalMs);
+  if (auto v = env_.getenv ? env_.getenv("CONNMGRD_LOG_PERIOD") : std::nullopt) {
+    const unsigned long s = std::strtoul(v->c_str(), nullptr, 10);
+    if (s > 0) log_period_s_ = s;
+  }
+  gave_up_timer_.init(&loop_);
+  log_summary_timer_.init(&loop_);
+  log_summary_timer_.start(log_period_s_ * 1000, [this] { flush_log_summary(); }, log_period_s_ * 1000);
   watchdog_.start(&loop_);
 }
 
@@ -431,6 +514,9 @@ void Daemon::close_handles() {
   sighup_.close();
   status_timer_.close();
   drain_timer_.close();
+  log_report_timer_.close();
+  log_summary_timer_.close();
+  gave_up_timer_.close();
 }
 
 void Daemon::on_signal(int signum) {
@@ -496,6 +582,12 @@ void Daemon::begin_shutdown() {
   sigint_.close();
   sighup_.close();
   status_timer_.close();
+  // The last repeats are written before the stop, then no more timers.
+  flush_log_summary();
+  log_.report_suppressed();
+  log_report_timer_.close();
+  log_summary_timer_.close();
+  gave_up_timer_.close();
   watchdog_.stop();
   // Next turn: the cancelled answers have been queued; flush them, close.
   drain_timer_.start(1, [this] {
