@@ -10,13 +10,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <memory>
 
 #include "connmgr_version.h"
 #include "core/connection_manager.h"
+#include "event_log.h"
 #include "methods/api.h"
-#include "net/failure_reason.h"
 #include "net/netwatch.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
@@ -33,13 +32,6 @@ namespace connmgr::daemon {
 namespace {
 
 constexpr uint64_t kStatusIntervalMs = 5000;
-// Repeated dial failures of a node are summed up in one line per period.
-// A minute: a storm of thousands of dials a minute becomes a line per node
-// and minute, and an operator still learns within a minute that it goes
-// on. CONNMGRD_LOG_PERIOD (seconds) shortens it for the tests.
-constexpr uint64_t kLogSummaryPeriodS = 60;
-// How often the logger may say how many lines its cap suppressed.
-constexpr uint64_t kLogReportIntervalMs = 1000;
 // After SIGTERM: answers to cancelled calls get this long to be written
 // before clients that do not read are cut.
 constexpr uint64_t kDrainMs = 2000;
@@ -132,12 +124,6 @@ class Daemon {
   void reload();
   void begin_shutdown();
   std::string summary() const;
-  void log_event(const Event& e);
-  bool summarized(const Event& e);
-  void check_gave_up();
-  void flush_log_summary();
-  void add_stream_fields(const Event& e, Fields& f);
-  void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
   void close_handles();
@@ -161,20 +147,8 @@ class Daemon {
   std::unique_ptr<NetWatch> netwatch_;  // the host's network changes, to the manager
   Timer status_timer_;  // STATUS= for systemd every kStatusIntervalMs
   Timer drain_timer_;   // the steps of a graceful stop
-  Timer log_report_timer_;   // "log lines suppressed" every kLogReportIntervalMs
-  Timer log_summary_timer_;  // the repeated failures' lines every log_period_s_
-  FailureSummary failures_;  // the nodes' failing series, for log_event
-  // The nodes with a failed dial this loop turn, and the attempt it was:
-  // check_gave_up sees on the next turn which of them have no link left.
-  std::vector<std::pair<std::string, int>> failed_this_turn_;
-  Timer gave_up_timer_;
-  uint64_t log_period_s_ = kLogSummaryPeriodS;
   std::string socket_path_;
-  std::optional<EventBus::SubscriptionId> log_subscription_;
-  EventTypeMask log_types_ = 0;
-  // Who opened each open stream, for its closing line (the event does not
-  // say; the manager forgets the stream before it publishes the close).
-  std::map<uint64_t, StreamClient> stream_clients_;
+  std::unique_ptr<EventLog> event_log_;  // the events' lines
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -201,135 +175,6 @@ std::string Daemon::summary() const {
   return std::to_string(manager_ ? manager_->active_count() : 0) + " active links, " +
          std::to_string(manager_ ? manager_->pending_count() : 0) + " pending, " +
          std::to_string(clients) + " clients";
-}
-
-void Daemon::log_event(const Event& e) {
-  // on_network_changed writes that one's line, with the generation.
-  if (e.type == EventType::kNetworkChanged) return;
-  if (summarized(e)) return;
-  // A failure, or a link the peer or the network ended, is worth an
-  // operator's eye; a disconnect that was asked for (or the shutdown) is not.
-  const bool cancelled = e.type == EventType::kConnectFailed && e.reason && *e.reason == reason::kCancelled;
-  const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
-  const bool bad = (e.type == EventType::kConnectFailed && !cancelled) ||
-                   (e.type == EventType::kDisconnected && !asked);
-  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled || cancelled;
-  const auto level = quiet ? config::LogLevel::kDebug
-                     : bad ? config::LogLevel::kWarning
-                           : config::LogLevel::kInfo;
-  // Every link's every step passes here: build the fields only when kept.
-  if (!log_.enabled(level)) return;
-  Fields f{{"event", std::string(event_type_name(e.type))}, {"node", e.node_id}};
-  if (e.endpoint_id) f.emplace_back("endpoint", std::to_string(*e.endpoint_id));
-  if (e.protocol) f.emplace_back("protocol", *e.protocol);
-  if (e.reason) f.emplace_back("reason", *e.reason);
-  if (e.attempt) f.emplace_back("attempt", std::to_string(*e.attempt));
-  if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
-  if (e.stream_id) add_stream_fields(e, f);
-  log_.log(level, std::string(event_type_name(e.type)), f);
-}
-
-// A node's failed dials come in series (a peer that refuses, a network that
-// is down): the first failure of a series is logged, its repeats are only
-// counted, for one line per node and period (flush_log_summary). A link that
-// comes up or goes down, or a node removed, ends the series. A race's losers
-// ("cancelled") are no failure: they are logged at debug, and end nothing.
-bool Daemon::summarized(const Event& e) {
-  switch (e.type) {
-    case EventType::kConnectFailed:
-      if (e.reason && *e.reason == reason::kCancelled) return false;
-      // The manager publishes no event when a link's attempts are spent:
-      // the link is simply gone once the failure's callback returns.
-      if (gave_up_timer_.initialized()) {  // not once the stop has closed it
-        if (failed_this_turn_.empty()) gave_up_timer_.start(0, [this] { check_gave_up(); });
-        failed_this_turn_.emplace_back(e.node_id, e.attempt.value_or(0));
-      }
-      return !failures_.on_failure(e.node_id, e.reason ? *e.reason : std::string_view("unknown"));
-    case EventType::kConnected:
-    case EventType::kDisconnected:
-    case EventType::kNodeRemoved:
-      failures_.end_series(e.node_id);
-      return false;
-    default:
-      return false;
-  }
-}
-
-// A node whose dial failed and that has no link a turn later gave up: its
-// attempts are spent (a supervised link never gives up). A state change:
-// logged, and the series ends.
-void Daemon::check_gave_up() {
-  std::vector<std::pair<std::string, int>> failed;
-  failed.swap(failed_this_turn_);
-  if (stopping_ || !manager_) return;
-  for (const auto& [node, attempt] : failed) {
-    if (manager_->has_link(node) || !failures_.in_series(node)) continue;
-    failures_.end_series(node);
-    log_.warning("gave up", {{"node", node}, {"attempts", std::to_string(attempt)}});
-  }
-}
-
-void Daemon::flush_log_summary() {
-  const std::string period = std::to_string(log_period_s_);
-  failures_.flush([&](const FailureSummary::Repeats& r) {
-    log_.warning("dials failed", {{"node", r.node},
-                                  {"count", std::to_string(r.count)},
-                                  {"period_s", period},
-                                  {"reasons", r.reasons}});
-  });
-}
-
-// A stream's line: its id, the client's uid and pid, and at its end the
-// bytes it carried.
-void Daemon::add_stream_fields(const Event& e, Fields& f) {
-  const uint64_t id = *e.stream_id;
-  f.emplace_back("stream", std::to_string(id));
-  std::optional<StreamClient> client;
-  if (e.type == EventType::kStreamOpened) {
-    for (const auto& s : manager_->list_streams())
-      if (s.stream_id == id) client = s.client;
-    if (client) stream_clients_[id] = *client;
-  } else if (auto it = stream_clients_.find(id); it != stream_clients_.end()) {
-    client = it->second;
-    stream_clients_.erase(it);
-  }
-  if (client) {
-    f.emplace_back("uid", std::to_string(client->uid));
-    f.emplace_back("pid", std::to_string(client->pid));
-  }
-  if (e.bytes_in) f.emplace_back("bytes_in", std::to_string(*e.bytes_in));
-  if (e.bytes_out) f.emplace_back("bytes_out", std::to_string(*e.bytes_out));
-}
-
-// The event types log_event writes a line for at `level` (it decides on each
-// event again): with the bus told, a publisher can skip building the events
-// nobody logs or watches.
-EventTypeMask logged_event_types(config::LogLevel level) {
-  switch (level) {
-    case config::LogLevel::kDebug:
-      return kAllEventTypes;
-    case config::LogLevel::kInfo:
-      return kAllEventTypes & ~event_type_bit(EventType::kConnecting) &
-             ~event_type_bit(EventType::kRetryScheduled);
-    case config::LogLevel::kWarning:
-      // connected and node_removed end a node's series of failures
-      // (Daemon::summarized), though their lines are info.
-      return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected) |
-             event_type_bit(EventType::kConnected) | event_type_bit(EventType::kNodeRemoved);
-    case config::LogLevel::kError:
-      return 0;
-  }
-  return kAllEventTypes;
-}
-
-void Daemon::subscribe_log_events() {
-  const EventTypeMask types = logged_event_types(config_.log_level);
-  if (log_subscription_ && types == log_types_) return;  // a reload that kept the level
-  if (log_subscription_) events_.unsubscribe(*log_subscription_);
-  log_subscription_.reset();
-  log_types_ = types;
-  if (types != 0)
-    log_subscription_ = events_.subscribe([this](const Event& e) { log_event(e); }, types);
 }
 
 bool Daemon::start() {
@@ -410,7 +255,12 @@ bool Daemon::build_connectors() {
 void Daemon::build_manager() {
   manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
                                                   connection_config(config_));
-  subscribe_log_events();
+  // CONNMGRD_LOG_PERIOD (seconds) shortens the summaries' period for tests.
+  uint64_t period_s = kLogSummaryPeriodS;
+  if (auto v = env_.getenv ? env_.getenv("CONNMGRD_LOG_PERIOD") : std::nullopt)
+    if (const unsigned long n = std::strtoul(v->c_str(), nullptr, 10); n > 0) period_s = n;
+  event_log_ = std::make_unique<EventLog>(&loop_, log_, events_, *manager_, period_s);
+  event_log_->set_level(config_.log_level);
 }
 
 void Daemon::build_server() {
@@ -487,15 +337,6 @@ void Daemon::start_timers() {
   status_timer_.init(&loop_);
   status_timer_.start(kStatusIntervalMs, [this] { notify_status(summary()); }, kStatusIntervalMs);
   drain_timer_.init(&loop_);
-  log_report_timer_.init(&loop_);
-  log_report_timer_.start(kLogReportIntervalMs, [this] { log_.report_suppressed(); }, kLogReportIntervalMs);
-  if (auto v = env_.getenv ? env_.getenv("CONNMGRD_LOG_PERIOD") : std::nullopt) {
-    const unsigned long s = std::strtoul(v->c_str(), nullptr, 10);
-    if (s > 0) log_period_s_ = s;
-  }
-  gave_up_timer_.init(&loop_);
-  log_summary_timer_.init(&loop_);
-  log_summary_timer_.start(log_period_s_ * 1000, [this] { flush_log_summary(); }, log_period_s_ * 1000);
   watchdog_.start(&loop_);
 }
 
@@ -514,9 +355,6 @@ void Daemon::close_handles() {
   sighup_.close();
   status_timer_.close();
   drain_timer_.close();
-  log_report_timer_.close();
-  log_summary_timer_.close();
-  gave_up_timer_.close();
 }
 
 void Daemon::on_signal(int signum) {
@@ -560,7 +398,7 @@ void Daemon::reload() {
   admin_gid_ = admin;
   policy_ = rpc::process_access_policy(admin_gid_);
   log_.set_level(config_.log_level);
-  subscribe_log_events();
+  event_log_->set_level(config_.log_level);
   manager_->set_config(connection_config(config_));
   server_->set_limits(server_limits(config_));
   log_.info("configuration reloaded");
@@ -582,12 +420,7 @@ void Daemon::begin_shutdown() {
   sigint_.close();
   sighup_.close();
   status_timer_.close();
-  // The last repeats are written before the stop, then no more timers.
-  flush_log_summary();
-  log_.report_suppressed();
-  log_report_timer_.close();
-  log_summary_timer_.close();
-  gave_up_timer_.close();
+  event_log_->stop();  // the last repeats are written, then no more timers
   watchdog_.stop();
   // Next turn: the cancelled answers have been queued; flush them, close.
   drain_timer_.start(1, [this] {
@@ -610,6 +443,7 @@ int Daemon::run() {
   // Take the parts down in dependency order, then let libuv finish closing.
   api_.reset();
   netwatch_.reset();  // its callback uses the manager
+  event_log_.reset();  // it uses the manager too
   manager_.reset();
   server_.reset();
   Status flushed = ok_status();
