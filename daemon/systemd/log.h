@@ -17,7 +17,8 @@
 // kLogLinesBurst); those over it are counted, and one warning record
 //   level=warning msg="log lines suppressed" count=N
 // says how many, before the next record that passes, at most once a second
-// (and from report_suppressed(), which the daemon calls every second).
+// (and from report_suppressed(), which the daemon's EventLog calls every
+// second).
 // Single-threaded (the loop's thread); no callbacks.
 #pragma once
 
