@@ -7,15 +7,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
 #include <memory>
 
 #include "connmgr_version.h"
 #include "core/connection_manager.h"
+#include "event_log.h"
 #include "methods/api.h"
-#include "net/failure_reason.h"
 #include "net/netwatch.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
@@ -124,9 +124,6 @@ class Daemon {
   void reload();
   void begin_shutdown();
   std::string summary() const;
-  void log_event(const Event& e);
-  void add_stream_fields(const Event& e, Fields& f);
-  void subscribe_log_events();
   bool privileged(const rpc::PeerCredentials& creds);
   void raise_descriptor_limit();
   void close_handles();
@@ -151,11 +148,7 @@ class Daemon {
   Timer status_timer_;  // STATUS= for systemd every kStatusIntervalMs
   Timer drain_timer_;   // the steps of a graceful stop
   std::string socket_path_;
-  std::optional<EventBus::SubscriptionId> log_subscription_;
-  EventTypeMask log_types_ = 0;
-  // Who opened each open stream, for its closing line (the event does not
-  // say; the manager forgets the stream before it publishes the close).
-  std::map<uint64_t, StreamClient> stream_clients_;
+  std::unique_ptr<EventLog> event_log_;  // the events' lines
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -182,80 +175,6 @@ std::string Daemon::summary() const {
   return std::to_string(manager_ ? manager_->active_count() : 0) + " active links, " +
          std::to_string(manager_ ? manager_->pending_count() : 0) + " pending, " +
          std::to_string(clients) + " clients";
-}
-
-void Daemon::log_event(const Event& e) {
-  // on_network_changed writes that one's line, with the generation.
-  if (e.type == EventType::kNetworkChanged) return;
-  // A failure, or a link the peer or the network ended, is worth an
-  // operator's eye; a disconnect that was asked for (or the shutdown) is not.
-  const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
-  const bool bad = e.type == EventType::kConnectFailed ||
-                   (e.type == EventType::kDisconnected && !asked);
-  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled;
-  const auto level = quiet ? config::LogLevel::kDebug
-                     : bad ? config::LogLevel::kWarning
-                           : config::LogLevel::kInfo;
-  // Every link's every step passes here: build the fields only when kept.
-  if (!log_.enabled(level)) return;
-  Fields f{{"event", std::string(event_type_name(e.type))}, {"node", e.node_id}};
-  if (e.endpoint_id) f.emplace_back("endpoint", std::to_string(*e.endpoint_id));
-  if (e.protocol) f.emplace_back("protocol", *e.protocol);
-  if (e.reason) f.emplace_back("reason", *e.reason);
-  if (e.attempt) f.emplace_back("attempt", std::to_string(*e.attempt));
-  if (e.delay_ms) f.emplace_back("delay_ms", std::to_string(*e.delay_ms));
-  if (e.stream_id) add_stream_fields(e, f);
-  log_.log(level, std::string(event_type_name(e.type)), f);
-}
-
-// A stream's line: its id, the client's uid and pid, and at its end the
-// bytes it carried.
-void Daemon::add_stream_fields(const Event& e, Fields& f) {
-  const uint64_t id = *e.stream_id;
-  f.emplace_back("stream", std::to_string(id));
-  std::optional<StreamClient> client;
-  if (e.type == EventType::kStreamOpened) {
-    for (const auto& s : manager_->list_streams())
-      if (s.stream_id == id) client = s.client;
-    if (client) stream_clients_[id] = *client;
-  } else if (auto it = stream_clients_.find(id); it != stream_clients_.end()) {
-    client = it->second;
-    stream_clients_.erase(it);
-  }
-  if (client) {
-    f.emplace_back("uid", std::to_string(client->uid));
-    f.emplace_back("pid", std::to_string(client->pid));
-  }
-  if (e.bytes_in) f.emplace_back("bytes_in", std::to_string(*e.bytes_in));
-  if (e.bytes_out) f.emplace_back("bytes_out", std::to_string(*e.bytes_out));
-}
-
-// The event types log_event writes a line for at `level` (it decides on each
-// event again): with the bus told, a publisher can skip building the events
-// nobody logs or watches.
-EventTypeMask logged_event_types(config::LogLevel level) {
-  switch (level) {
-    case config::LogLevel::kDebug:
-      return kAllEventTypes;
-    case config::LogLevel::kInfo:
-      return kAllEventTypes & ~event_type_bit(EventType::kConnecting) &
-             ~event_type_bit(EventType::kRetryScheduled);
-    case config::LogLevel::kWarning:
-      return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected);
-    case config::LogLevel::kError:
-      return 0;
-  }
-  return kAllEventTypes;
-}
-
-void Daemon::subscribe_log_events() {
-  const EventTypeMask types = logged_event_types(config_.log_level);
-  if (log_subscription_ && types == log_types_) return;  // a reload that kept the level
-  if (log_subscription_) events_.unsubscribe(*log_subscription_);
-  log_subscription_.reset();
-  log_types_ = types;
-  if (types != 0)
-    log_subscription_ = events_.subscribe([this](const Event& e) { log_event(e); }, types);
 }
 
 bool Daemon::start() {
@@ -336,7 +255,12 @@ bool Daemon::build_connectors() {
 void Daemon::build_manager() {
   manager_ = std::make_unique<ConnectionManager>(&loop_, *store_, connectors_, events_,
                                                   connection_config(config_));
-  subscribe_log_events();
+  // CONNMGRD_LOG_PERIOD (seconds) shortens the summaries' period for tests.
+  uint64_t period_s = kLogSummaryPeriodS;
+  if (auto v = env_.getenv ? env_.getenv("CONNMGRD_LOG_PERIOD") : std::nullopt)
+    if (const unsigned long n = std::strtoul(v->c_str(), nullptr, 10); n > 0) period_s = n;
+  event_log_ = std::make_unique<EventLog>(&loop_, log_, events_, *manager_, period_s);
+  event_log_->set_level(config_.log_level);
 }
 
 void Daemon::build_server() {
@@ -474,7 +398,7 @@ void Daemon::reload() {
   admin_gid_ = admin;
   policy_ = rpc::process_access_policy(admin_gid_);
   log_.set_level(config_.log_level);
-  subscribe_log_events();
+  event_log_->set_level(config_.log_level);
   manager_->set_config(connection_config(config_));
   server_->set_limits(server_limits(config_));
   log_.info("configuration reloaded");
@@ -496,6 +420,7 @@ void Daemon::begin_shutdown() {
   sigint_.close();
   sighup_.close();
   status_timer_.close();
+  event_log_->stop();  // the last repeats are written, then no more timers
   watchdog_.stop();
   // Next turn: the cancelled answers have been queued; flush them, close.
   drain_timer_.start(1, [this] {
@@ -518,6 +443,7 @@ int Daemon::run() {
   // Take the parts down in dependency order, then let libuv finish closing.
   api_.reset();
   netwatch_.reset();  // its callback uses the manager
+  event_log_.reset();  // it uses the manager too
   manager_.reset();
   server_.reset();
   Status flushed = ok_status();

@@ -9,6 +9,7 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -100,8 +101,34 @@ std::string journal_field_name(std::string_view key) {
 
 Logger::Logger() : journal_(stderr_is_journal()) {}
 
+namespace {
+
+int64_t monotonic_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
 void Logger::log(LogLevel level, std::string_view message, const Fields& fields, std::source_location where) {
   if (!enabled(level)) return;
+  const int64_t now = monotonic_ms();
+  // A record over the cap costs a clock read and a count: no allocation.
+  if (!limiter_.admit(now)) return;
+  if (const uint64_t n = limiter_.take_report(now))
+    emit(LogLevel::kWarning, "log lines suppressed", {{"count", std::to_string(n)}}, where);
+  emit(level, message, fields, where);
+}
+
+void Logger::report_suppressed() {
+  if (const uint64_t n = limiter_.take_report(monotonic_ms()))
+    emit(LogLevel::kWarning, "log lines suppressed", {{"count", std::to_string(n)}},
+         std::source_location::current());
+}
+
+void Logger::emit(LogLevel level, std::string_view message, const Fields& fields,
+                  const std::source_location& where) {
   if (journal_ && send_to_journal(level, message, fields, where)) return;
   write_line(level, message, fields);
 }

@@ -12,8 +12,14 @@
 // single write(2):
 //   level=info msg="link up" node=n1 endpoint=3 protocol=tcp
 //
-// Records below the level set with set_level() are dropped. Single-threaded
-// (the loop's thread); no callbacks.
+// Records below the level set with set_level() are dropped. Every record
+// kept passes a cap on records per second (kLogLinesPerSecond, burst
+// kLogLinesBurst); those over it are counted, and one warning record
+//   level=warning msg="log lines suppressed" count=N
+// says how many, before the next record that passes, at most once a second
+// (and from report_suppressed(), which the daemon's EventLog calls every
+// second).
+// Single-threaded (the loop's thread); no callbacks.
 #pragma once
 
 #include <source_location>
@@ -23,6 +29,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "systemd/log_throttle.h"
 
 namespace connmgr::daemon {
 
@@ -40,6 +47,16 @@ inline constexpr const char kProtocol[] = "protocol";
 inline constexpr const char kReason[] = "reason";
 }  // namespace field
 
+// The cap stays well under journald's default rate limit (10,000 records per
+// 30 s per service, RateLimitBurst= and RateLimitIntervalSec=): at most
+// 1,000 + 30 x 100 = 4,000 of ours in any 30 s, so journald never drops
+// records silently, and we say how many we dropped. The burst lets the
+// lines of a start or a reload with many links through; 100 a second is
+// more than an operator reads, and a storm's repeats are summed up per node
+// (FailureSummary) before they get here.
+inline constexpr double kLogLinesPerSecond = 100;
+inline constexpr double kLogLinesBurst = 1000;
+
 class Logger {
  public:
   // Picks the destination from JOURNAL_STREAM and stderr, once.
@@ -49,6 +66,9 @@ class Logger {
   LogLevel level() const { return level_; }
   bool enabled(LogLevel level) const { return level >= level_; }
   bool to_journal() const { return journal_; }
+  // Writes the "log lines suppressed" record if the cap dropped records and
+  // none was written for a second.
+  void report_suppressed();
 
   void log(LogLevel level, std::string_view message, const Fields& fields = {},
            std::source_location where = std::source_location::current());
@@ -70,8 +90,12 @@ class Logger {
                        const std::source_location& where);
   void write_line(LogLevel level, std::string_view message, const Fields& fields);
 
+  void emit(LogLevel level, std::string_view message, const Fields& fields,
+            const std::source_location& where);
+
   LogLevel level_ = LogLevel::kInfo;
   bool journal_ = false;
+  LineLimiter limiter_{kLogLinesPerSecond, kLogLinesBurst};
 };
 
 // The journal field name for a Fields key ("node" -> "NODE_ID").

@@ -105,6 +105,37 @@ TEST_CASE("records below the level are dropped") {
   CHECK(err.take().empty());
 }
 
+TEST_CASE("records over the cap are counted and said in one record") {
+  unsetenv("JOURNAL_STREAM");
+  StderrCapture err;
+  Logger log;
+  // Far more than the burst at once: the burst passes (and the few tokens
+  // the loop's own time refills), the rest is counted.
+  const int n = static_cast<int>(kLogLinesBurst) + 500;
+  for (int i = 0; i < n; ++i) log.info("x");
+  log.report_suppressed();
+  // Every record is either written or counted in a "suppressed" record.
+  std::istringstream out(err.take());
+  const std::string notice = "level=warning msg=\"log lines suppressed\" count=";
+  int written = 0, suppressed = 0, notices = 0;
+  for (std::string line; std::getline(out, line);) {
+    if (line == "level=info msg=x") {
+      ++written;
+    } else {
+      REQUIRE(line.rfind(notice, 0) == 0);
+      suppressed += std::stoi(line.substr(notice.size()));
+      ++notices;
+    }
+  }
+  CHECK(notices >= 1);
+  CHECK(written >= static_cast<int>(kLogLinesBurst));
+  CHECK(suppressed > 0);
+  CHECK(written + suppressed == n);
+  // Reported: nothing more to say.
+  log.report_suppressed();
+  CHECK(err.take().empty());
+}
+
 TEST_CASE("JOURNAL_STREAM selects the journal only while it names stderr") {
   StderrCapture err;
   setenv("JOURNAL_STREAM", StderrCapture::stream_id().c_str(), 1);
