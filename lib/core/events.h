@@ -26,7 +26,8 @@ enum class EventType {
   kConnected,
   kConnectFailed,   // reason (a race's cancelled loser: "cancelled"), attempt
   kRetryScheduled,  // attempt, delay_ms, next_attempt_at
-  kDisconnected,    // reason: requested, closed, reset, idle_timeout, shutdown
+  kDisconnected,    // reason: requested, closed, reset, idle_timeout, shutdown, or a
+                    // kernel error's reason (timeout, unreachable, local_network, EPIPE)
   kNodeAdded,
   kNodeRemoved,
   kStreamOpened,  // stream_id
