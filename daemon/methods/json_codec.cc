@@ -164,9 +164,9 @@ void append_network_json(std::string& out, const NetworkStatus& n) {
     } else {
       out += "null";
     }
-    out += R"(,"state":)";
-    rpc::append_json(out, json(c.state));
-    out += '}';
+    out += R"(,"state":")";
+    out += c.state;  // "up", "down" or "unknown": nothing to escape, no json value per call
+    out += R"("})";
   }
   out += R"(},"generation":)";
   out += std::to_string(n.generation);
