@@ -52,6 +52,7 @@ struct ConnectionManager::Dial {
   bool queued = false;
   std::list<Dial*>::iterator queue_entry;
   int family = 0;  // of the address dialled last (DialRequest::on_address); 0 before any
+  uint64_t began_ns = 0;  // uv_hrtime() when it got its slot (dial_duration)
 };
 
 // One attempt of the retry schedule: its candidates (one endpoint, or a
@@ -91,6 +92,11 @@ struct ConnectionManager::Link {
   std::string node_id;
   LinkState state = LinkState::kConnecting;
   bool reconnect = false;
+  // Where the link is counted in ManagerMetrics' links gauge (protocol
+  // index, state), kept by count_link(); kNotCounted before.
+  uint8_t counted_protocol = kNotCounted;
+  uint8_t counted_state = 0;
+  static constexpr uint8_t kNotCounted = 0xff;
 
   // What to dial: a fixed endpoint, or the node's best (of `protocol`).
   std::optional<int64_t> fixed_endpoint;
@@ -140,6 +146,8 @@ class ConnectionManager::ManagedStream final : public Stream {
       : manager_(&manager), streams_(&streams), inner_(std::move(inner)), info_(std::move(info)) {
     entry_ = streams.open.insert(streams.open.end(), this);
     ++manager.streams_open_;
+    protocol_ = manager.metrics_.protocol_index(info_.protocol);
+    ++metrics().streams;
   }
   // An unended stream goes as the user's reset (the transport's stream
   // resets itself when destroyed unended).
@@ -151,6 +159,7 @@ class ConnectionManager::ManagedStream final : public Stream {
     if (!streams_ || write_shut_) return;  // ignored, as the transport ignores it
     info_.bytes_out += bytes.size();
     streams_->bytes_out += bytes.size();
+    metrics().stream_bytes_out += bytes.size();
     inner_->write(bytes);
   }
   size_t buffered() const override { return inner_->buffered(); }
@@ -176,7 +185,10 @@ class ConnectionManager::ManagedStream final : public Stream {
  private:
   void on_data(std::string_view bytes) {
     info_.bytes_in += bytes.size();
-    if (streams_) streams_->bytes_in += bytes.size();
+    if (streams_) {
+      streams_->bytes_in += bytes.size();
+      metrics().stream_bytes_in += bytes.size();
+    }
     if (user_.on_data) user_.on_data(bytes);  // last: may destroy this
   }
   // Final: out of the registry, stream_closed published, then on_end.
@@ -187,6 +199,9 @@ class ConnectionManager::ManagedStream final : public Stream {
     if (on_end) on_end(reason);  // last: may destroy this
   }
   void finish(const std::string& reason);
+  // The manager's figures for the stream's protocol (while it is open only:
+  // an ended stream may outlive the manager).
+  ProtocolMetrics& metrics() { return manager_->metrics_.protocols[protocol_]; }
 
   ConnectionManager* manager_;
   LinkStreams* streams_;  // null once ended
@@ -195,6 +210,7 @@ class ConnectionManager::ManagedStream final : public Stream {
   StreamInfo info_;
   Callbacks user_;
   bool write_shut_ = false;
+  uint8_t protocol_ = 0;  // ManagerMetrics::protocols index
 };
 
 void ConnectionManager::ManagedStream::start(Callbacks callbacks) {
@@ -216,6 +232,7 @@ void ConnectionManager::ManagedStream::finish(const std::string& reason) {
   streams_->open.erase(entry_);
   streams_ = nullptr;
   --manager_->streams_open_;
+  --metrics().streams;
   manager_->publish_stream(EventType::kStreamClosed, info_, &reason);
 }
 
@@ -474,12 +491,37 @@ void ConnectionManager::set_state(Link& link, LinkState state) {
   if (link.state == LinkState::kActive) --active_;
   link.state = state;
   if (state == LinkState::kActive) ++active_;
+  count_link(link);
+}
+
+// The links gauge follows the link's (protocol, state): a link is counted
+// under the protocol of the endpoint it dials, dialled last or holds; a
+// supervised link that never had an endpoint to dial, under "none". (A link
+// is without an endpoint in state connecting only inside start_attempt,
+// before its first dial: not counted until then.)
+void ConnectionManager::count_link(Link& link) {
+  if (link.endpoint.protocol.empty() && link.state == LinkState::kConnecting) return;
+  const uint8_t protocol =
+      metrics_.protocol_index(link.endpoint.protocol.empty() ? "none" : link.endpoint.protocol);
+  const auto state = static_cast<uint8_t>(link.state);
+  if (link.counted_protocol == protocol && link.counted_state == state) return;
+  uncount_link(link);
+  ++metrics_.protocols[protocol].links[state];
+  link.counted_protocol = protocol;
+  link.counted_state = state;
+}
+
+void ConnectionManager::uncount_link(Link& link) {
+  if (link.counted_protocol == Link::kNotCounted) return;
+  --metrics_.protocols[link.counted_protocol].links[link.counted_state];
+  link.counted_protocol = Link::kNotCounted;
 }
 
 std::unique_ptr<ConnectionManager::Link> ConnectionManager::erase_link(Link& link) {
   auto it = links_.find(link.node_id);
   std::unique_ptr<Link> erased = std::move(it->second);
   if (erased->state == LinkState::kActive) --active_;
+  uncount_link(*erased);
   links_.erase(it);
   end_attempt(*erased);  // its slots go to the dials waiting, if any
   if (!erased->recent.empty()) recent_[erased->node_id] = std::move(erased->recent);
@@ -570,6 +612,7 @@ void ConnectionManager::launch_next(Link& link) {
   dial.index = a.launched++;
   a.dials.push_back(std::move(owned));
   link.endpoint = target_of(ep);
+  count_link(link);
 
   Event ev = dial_event(EventType::kConnecting, link, ep);
   if (a.plan.size() > 1)
@@ -616,6 +659,7 @@ void ConnectionManager::begin_dial(Dial& dial) {
   Attempt& a = *dial.link->attempt;
   Connector* connector = connectors_.find(dial.request.protocol);
   dial.dialing = true;
+  dial.began_ns = uv_hrtime();
   ++dialing_;
   if (!a.race_start) a.race_start = uv_now(loop_);
   // The attempt cancels its dials when it ends, and a cancelled dial never
@@ -696,7 +740,11 @@ void ConnectionManager::on_race_won(Link& link, Dial& winner,
                                     std::unique_ptr<Connection> connection) {
   const Endpoint& ep = link.attempt->plan[winner.index];
   link.endpoint = target_of(ep);
-  record_dial(ep.id, class_of(ep, winner.family), {}, connection->rtt_ms());
+  record_dial(ep.id, ep.protocol, class_of(ep, winner.family), {}, connection->rtt_ms());
+  metrics_.protocols[metrics_.protocol_index(ep.protocol)].dial_duration.observe(
+      static_cast<double>(uv_hrtime() - winner.began_ns) / 1e9);
+  if (link.attempt->plan.size() > 1)
+    ++metrics_.races[static_cast<size_t>(winner.index == 0 ? RaceOutcome::kFirst : RaceOutcome::kFallback)];
   remember_attempt(link, ep.id, AttemptOutcome::kSuccess, {}, false);
   cancel_losers(link, winner);
   end_attempt(link);  // `winner` dies here; the losers' slots go to the dials waiting
@@ -707,6 +755,7 @@ void ConnectionManager::cancel_losers(Link& link, const Dial& winner) {
   for (const auto& d : link.attempt->dials) {
     if (d.get() == &winner) continue;
     const Endpoint& ep = link.attempt->plan[d->index];
+    ++metrics_.protocols[metrics_.protocol_index(ep.protocol)].dials[static_cast<size_t>(DialResult::kCancelled)];
     Event ev = dial_event(EventType::kConnectFailed, link, ep);
     ev.reason = reason::kCancelled;
     publish(std::move(ev));
@@ -720,7 +769,7 @@ void ConnectionManager::on_dial_failed(Link& link, Dial& dial, const Error& erro
   Attempt& a = *link.attempt;
   const Endpoint& ep = a.plan[dial.index];
   const std::string why = dial_reason(error);
-  const bool charged = record_dial(ep.id, class_of(ep, dial.family), why);
+  const bool charged = record_dial(ep.id, ep.protocol, class_of(ep, dial.family), why);
   remember_attempt(link, ep.id, AttemptOutcome::kFailure, why, charged);
   link.failed_endpoints.push_back(ep.id);
   Event ev = dial_event(EventType::kConnectFailed, link, ep);
@@ -745,6 +794,8 @@ void ConnectionManager::on_dial_failed(Link& link, Dial& dial, const Error& erro
 void ConnectionManager::on_attempt_failed(Link& link) {
   Attempt& a = *link.attempt;
   link.endpoint = target_of(a.plan[a.best_failure_index]);
+  count_link(link);
+  if (a.plan.size() > 1) ++metrics_.races[static_cast<size_t>(RaceOutcome::kFailed)];
   const Error error = *a.best_failure;
   end_attempt(link);
   const bool attempts_remain = link.attempts < link.retry.max_attempts;
@@ -780,15 +831,27 @@ void ConnectionManager::on_connected(Link& link, std::unique_ptr<Connection> con
 }
 
 // `failure`: empty for a success. The charging rule is the NetworkState's.
-bool ConnectionManager::record_dial(int64_t endpoint_id, AddressClass cls,
-                                    const std::string& failure, std::optional<double> rtt_ms) {
+bool ConnectionManager::record_dial(int64_t endpoint_id, std::string_view protocol,
+                                    AddressClass cls, const std::string& failure,
+                                    std::optional<double> rtt_ms) {
   const int64_t now = unix_now_ms();
+  ProtocolMetrics& m = metrics_.protocols[metrics_.protocol_index(protocol)];
   if (failure.empty()) {
+    ++m.dials[static_cast<size_t>(DialResult::kSuccess)];
     network_.on_success(cls, now);
     store_.record_success(endpoint_id, now, rtt_ms);
     return false;
   }
+  ++m.dials[static_cast<size_t>(DialResult::kFailure)];
+  if (auto it = m.failures.find(failure); it != m.failures.end())
+    ++it->second;
+  else
+    m.failures.emplace(failure, 1);
   const bool charged = network_.on_failure(endpoint_id, cls, failure);
+  if (!charged) {
+    const auto why = failure == reason::kLocalNetwork ? UnchargedWhy::kLocalNetwork : UnchargedWhy::kOutage;
+    ++metrics_.uncharged[static_cast<size_t>(why)];
+  }
   store_.record_failure(endpoint_id, failure, now, charged);
   return charged;
 }
@@ -900,6 +963,7 @@ void ConnectionManager::on_drop(Link& link, const std::string& reason) {
   // the connection goes after them.
   std::unique_ptr<LinkStreams> streams = std::move(link.streams);
   std::unique_ptr<Connection> connection = std::move(link.connection);
+  count_disconnect(link, reason);
   Event ev = link_event(EventType::kDisconnected, link);
   ev.reason = reason;
   publish(std::move(ev));
@@ -916,6 +980,16 @@ void ConnectionManager::on_drop(Link& link, const std::string& reason) {
     schedule_retry(link, std::max(1, link.attempts));
   }
   end_streams(std::move(streams), stream_reason::kLinkLost);
+}
+
+// An active link ended: its reason and how long it was up.
+void ConnectionManager::count_disconnect(const Link& link, std::string_view reason) {
+  if (auto it = metrics_.disconnects.find(reason); it != metrics_.disconnects.end())
+    ++it->second;
+  else
+    metrics_.disconnects.emplace(std::string(reason), 1);
+  const int64_t up_ms = std::max<int64_t>(0, unix_now_ms() - link.since);
+  metrics_.link_duration.observe(static_cast<double>(up_ms) / 1000.0);
 }
 
 // --- disconnect and shutdown -------------------------------------------------
@@ -939,6 +1013,7 @@ void ConnectionManager::end_link(const std::string& node_id, const char* reason,
     link->connection->close();
   }
   if (was_connected) {
+    count_disconnect(*link, reason);
     Event ev = link_event(EventType::kDisconnected, *link);
     ev.reason = reason;
     publish(std::move(ev));
@@ -1042,7 +1117,7 @@ void ConnectionManager::on_stream_opened(Link& link, uint64_t opening_id,
   LinkStreams::Opening& opening = node.mapped();
   --streams_opening_;
   if (link.endpoint.protocol == kTcpProtocol)
-    record_dial(link.endpoint.id,
+    record_dial(link.endpoint.id, kTcpProtocol,
                 address_class(kTcpProtocol, literal_family(link.connection->remote_address())),
                 result.ok() ? std::string() : dial_reason(result.error()));
   if (!result) return on_stream_failed(link, std::move(opening.done), result.error());
@@ -1194,6 +1269,7 @@ NetworkStatus ConnectionManager::network_status() const { return network_.status
 
 void ConnectionManager::network_changed() {
   network_.on_network_changed();
+  ++metrics_.network_changes;
   Event ev;
   ev.type = EventType::kNetworkChanged;
   ev.generation = network_.status().generation;

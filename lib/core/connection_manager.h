@@ -58,6 +58,7 @@
 #include "core/connection_config.h"
 #include "core/endpoint_ranking.h"
 #include "core/events.h"
+#include "core/manager_metrics.h"
 #include "core/network_state.h"
 #include "net/connector_factory.h"
 #include "net/stream.h"
@@ -270,6 +271,15 @@ class ConnectionManager {
   // timer, answers waiters with kCancelled. Idempotent.
   void shutdown();
 
+  // What the manager counted since it started (the daemon's metrics):
+  // dials by protocol and result (a race's cancelled losers included; a
+  // TCP link's stream dials count as dials of the link's endpoint), failures
+  // by reason, successful link dials' durations, links by protocol and
+  // state, streams and their bytes, disconnects of active links by reason
+  // and how long they were up, uncharged failures, raced attempts' outcomes,
+  // network changes.
+  const ManagerMetrics& metrics() const { return metrics_; }
+
   struct Link;  // one node's link state machine (in the .cc)
   struct Attempt;  // an attempt's dials: one, or a race's (in the .cc)
   struct Dial;  // one dial of an attempt (in the .cc)
@@ -349,8 +359,10 @@ class ConnectionManager {
                 DisconnectOutcome* outcome);
   // A dial's outcome into the Store and the network state (`failure`
   // empty: a success); whether a failure was charged.
-  bool record_dial(int64_t endpoint_id, AddressClass cls, const std::string& failure,
-                   std::optional<double> rtt_ms = std::nullopt);
+  // Counted in metrics_ too.
+  bool record_dial(int64_t endpoint_id, std::string_view protocol, AddressClass cls,
+                   const std::string& failure, std::optional<double> rtt_ms = std::nullopt);
+  void count_disconnect(const Link& link, std::string_view reason);
   // A dial's outcome into the link's recent attempts (kRecentAttempts).
   void remember_attempt(Link& link, int64_t endpoint_id, AttemptOutcome outcome,
                         const std::string& reason, bool charged);
@@ -376,6 +388,9 @@ class ConnectionManager {
   // their slots), and hands the link back: it dies with the returned pointer.
   void set_state(Link& link, LinkState state);
   std::unique_ptr<Link> erase_link(Link& link);
+  // The links gauge of metrics_ (set_state and endpoint changes call it).
+  void count_link(Link& link);
+  void uncount_link(Link& link);
 
   // Runs `fn` on a later loop turn (answers never come from inside connect()).
   void post(std::function<void()> fn);
@@ -398,6 +413,7 @@ class ConnectionManager {
   // dial, which leaves the queue when it begins or its attempt ends.
   std::list<Dial*> dial_queue_;
   NetworkState network_;
+  ManagerMetrics metrics_;
   // The recent attempts of nodes without a link, kept beyond the link's end
   // so that explain can show why a connect failed: a link's go here when it
   // ends and back into the node's next link. A node's entry goes when the

@@ -409,6 +409,22 @@ TEST_CASE_METHOD(Fixture, "a second stream reuses the link; list_streams counts 
   REQUIRE(conns.size() == 1);
   CHECK(conns[0].bytes_in == 100003);
   CHECK(of_type(EventType::kConnecting).size() == 1);  // one link dial
+
+  // The metrics count the same as things happen: two streams, their bytes,
+  // and three dials (the link's and each TCP stream's own).
+  const ManagerMetrics& m = manager->metrics();
+  REQUIRE(m.protocols.size() == 1);
+  const ProtocolMetrics& tcp = m.protocols[0];
+  CHECK(tcp.protocol == "tcp");
+  CHECK(tcp.streams == 2);
+  CHECK(tcp.stream_bytes_in == 100003);
+  CHECK(tcp.stream_bytes_out == 100003);
+  CHECK(tcp.dials[static_cast<size_t>(DialResult::kSuccess)] == 3);
+  CHECK(tcp.dial_duration.count() == 1);  // link dials only
+  first.reset();
+  second->reset();
+  CHECK(m.protocols[0].streams == 0);
+  CHECK(m.protocols[0].stream_bytes_in == 100003);
 }
 
 TEST_CASE_METHOD(Fixture, "over max_streams a stream is refused with reason limit") {
