@@ -9,12 +9,19 @@
 namespace connmgr::rpc {
 
 Dispatcher::Dispatcher(AccessPolicy policy, size_t max_depth)
-    : policy_(policy), max_depth_(max_depth) {}
+    : policy_(policy),
+      max_depth_(max_depth),
+      unknown_counts_(&counts_["unknown"]),
+      invalid_counts_(&counts_["invalid"]) {}
 
 Dispatcher::Dispatcher(PrivilegeCheck privileged, size_t max_depth)
-    : privileged_(std::move(privileged)), max_depth_(max_depth) {}
+    : privileged_(std::move(privileged)),
+      max_depth_(max_depth),
+      unknown_counts_(&counts_["unknown"]),
+      invalid_counts_(&counts_["invalid"]) {}
 
 void Dispatcher::add(Method method) {
+  counts_.try_emplace(method.name);
   std::string name = method.name;
   methods_.insert_or_assign(std::move(name), std::move(method));
 }
@@ -37,6 +44,7 @@ void Dispatcher::handle_line(std::string_view line, const std::shared_ptr<Sessio
                              Done done) {
   ParsedLine parsed;
   parse_line(line, max_depth_, parsed);
+  if (parsed.outcome != ParsedLine::Outcome::kOk) ++invalid_counts_->error;
   if (parsed.outcome == ParsedLine::Outcome::kTooDeep) {
     done(error_answer("null", kInvalidRequest,
                       "invalid request: JSON nested deeper than " + std::to_string(max_depth_) +
@@ -60,6 +68,7 @@ void Dispatcher::handle_line(std::string_view line, const std::shared_ptr<Sessio
 void Dispatcher::handle_batch(std::string_view line, const std::vector<Envelope>& requests,
                               const std::shared_ptr<Session>& session, Done done) {
   if (requests.empty()) {
+    ++invalid_counts_->error;
     done(error_answer("null", kInvalidRequest, "invalid request: empty batch"));
     return;
   }
@@ -99,6 +108,7 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
                             const std::shared_ptr<Session>& session, Done done, bool in_batch) {
   using Type = Envelope::Type;
   if (!req.is_object) {
+    ++invalid_counts_->error;
     done(error_answer("null", kInvalidRequest, "invalid request: not an object"));
     return;
   }
@@ -106,6 +116,7 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
   std::string id_text = "null";
   if (!is_notification) {
     if (req.id != Type::kString && req.id != Type::kNumber && req.id != Type::kNull) {
+      ++invalid_counts_->error;
       done(error_answer("null", kInvalidRequest,
                         "invalid request: id must be a string, a number or null"));
       return;
@@ -124,18 +135,30 @@ void Dispatcher::handle_one(const Envelope& req, std::string_view raw_id,
     done(error_answer(id_text, code, message, data));
   };
 
-  if (auto invalid = envelope_error(req)) return fail(kInvalidRequest, *invalid);
+  if (auto invalid = envelope_error(req)) {
+    ++invalid_counts_->error;
+    return fail(kInvalidRequest, *invalid);
+  }
   const std::string& name = req.method_name;
   const Method* method = find(name);
-  if (!method) return fail(kMethodNotFound, "method not found: " + name, json{{"method", name}});
-  if (req.params == Type::kArray)
+  if (!method) {
+    ++unknown_counts_->error;
+    return fail(kMethodNotFound, "method not found: " + name, json{{"method", name}});
+  }
+  RequestCounts& counts = counts_.find(name)->second;
+  if (req.params == Type::kArray) {
+    ++counts.error;
     return fail(kInvalidParams, "invalid params: params must be an object (named params)");
+  }
   if (method->changes_state) {
     static const PeerCredentials kUnknown;
-    if (auto denied = permission_error(*method, session ? session->credentials() : kUnknown))
+    if (auto denied = permission_error(*method, session ? session->credentials() : kUnknown)) {
+      ++counts.error;
       return fail(denied->code, denied->message, denied->data);
+    }
   }
   Reply reply(std::move(id_text), is_notification, std::move(done));
+  reply.count_into(&counts);
   if (is_notification && session)
     run_notification(*method, req, CallContext{session, in_batch}, std::move(reply));
   else

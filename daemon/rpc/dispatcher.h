@@ -74,6 +74,14 @@ class Dispatcher {
   using Warn = std::function<void(const std::string& message, const PeerCredentials& caller)>;
   void on_warning(Warn warn) { warn_ = std::move(warn); }
 
+  // Calls answered since the start, by method name (registered methods;
+  // "unknown" for names that are not, "invalid" for lines and requests that
+  // could not be read as one), each with its success and error answers.
+  // Notifications count too. Read by the daemon's metrics.
+  const std::map<std::string, RequestCounts, std::less<>>& request_counts() const {
+    return counts_;
+  }
+
   // Whether `creds` may call methods that change state.
   bool allowed_to_change_state(const PeerCredentials& creds) const;
 
@@ -103,6 +111,11 @@ class Dispatcher {
   Warn warn_;
   size_t max_depth_;
   std::map<std::string, Method, std::less<>> methods_;
+  // By method name; a method's entry is made when it is added (its address
+  // is kept by Replies until they answer), "unknown" and "invalid" at start.
+  std::map<std::string, RequestCounts, std::less<>> counts_;
+  RequestCounts* unknown_counts_;
+  RequestCounts* invalid_counts_;
 };
 
 }  // namespace connmgr::rpc

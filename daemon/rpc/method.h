@@ -96,6 +96,12 @@ struct RpcError {
   json data;  // null: no "data" member
 };
 
+// Calls answered, by outcome (the metrics' connmgr_rpc_requests_total).
+struct RequestCounts {
+  uint64_t success = 0;
+  uint64_t error = 0;
+};
+
 // One-shot answer of one call. Exactly one of result() / result_text() /
 // error() should be called, once, on the loop thread, now or later; further
 // calls are ignored. Copies share the one answer (so a Reply can be captured
@@ -122,6 +128,9 @@ class Reply {
   void result_text(std::string_view json_text);
   void error(RpcError error);
   bool answered() const;
+  // The answer, when it comes, is counted in `counts` (which must outlive
+  // the Reply's copies: the Dispatcher's do).
+  void count_into(RequestCounts* counts);
 
  private:
   struct State;

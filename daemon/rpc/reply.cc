@@ -11,6 +11,7 @@ struct Reply::State {
   bool is_notification = false;
   bool done = false;
   Done on_done;
+  RequestCounts* counts = nullptr;
 
   // Marks the answer given and hands `line` on (a notification gets nullopt:
   // it runs, but JSON-RPC sends nothing back for it).
@@ -22,9 +23,15 @@ struct Reply::State {
     d(std::move(line));
   }
 
+  void count(bool ok) {
+    if (counts) ++(ok ? counts->success : counts->error);
+  }
+
   ~State() {
-    if (!done)
+    if (!done) {
+      count(false);
       finish(error_answer(id_text, kInternalError, "internal error: the method gave no answer"));
+    }
   }
 };
 
@@ -37,22 +44,29 @@ Reply::Reply(std::string id_text, bool is_notification, Done done)
 
 void Reply::result(const json& value) {
   if (!state_ || state_->done) return;
+  state_->count(true);
   if (state_->is_notification) return state_->finish(std::nullopt);  // nothing to write
   state_->finish(answer_line(state_->id_text, false, value));
 }
 
 void Reply::result_text(std::string_view json_text) {
   if (!state_ || state_->done) return;
+  state_->count(true);
   if (state_->is_notification) return state_->finish(std::nullopt);
   state_->finish(result_line(state_->id_text, json_text));
 }
 
 void Reply::error(RpcError error) {
   if (!state_ || state_->done) return;
+  state_->count(false);
   if (state_->is_notification) return state_->finish(std::nullopt);
   state_->finish(error_answer(state_->id_text, error.code, error.message, error.data));
 }
 
 bool Reply::answered() const { return !state_ || state_->done; }
+
+void Reply::count_into(RequestCounts* counts) {
+  if (state_) state_->counts = counts;
+}
 
 }  // namespace connmgr::rpc

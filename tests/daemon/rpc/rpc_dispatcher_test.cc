@@ -395,3 +395,38 @@ TEST_CASE("a custom privilege check decides in place of the policy") {
 
 }  // namespace
 }  // namespace connmgr::rpc
+
+namespace connmgr::rpc {
+namespace {
+
+TEST_CASE("answers are counted by method and outcome", "[dispatcher][metrics]") {
+  Harness h;
+  auto counts = [&](std::string_view name) { return h.d.request_counts().find(name)->second; };
+  h.run(R"({"jsonrpc":"2.0","id":1,"method":"echo"})");
+  h.run(R"({"jsonrpc":"2.0","method":"echo"})");  // a notification counts too
+  h.run(R"({"jsonrpc":"2.0","id":2,"method":"missing"})");
+  h.run(R"({"jsonrpc":"2.0","id":3,"method":"throw"})");
+  h.run(R"({"jsonrpc":"2.0","id":4,"method":"silent"})");  // no answer: an internal error
+  h.run(R"({"jsonrpc":"2.0","id":5,"method":"echo","params":[1]})");
+  h.run(R"({"jsonrpc":"2.0","id":6,"method":"nosuch"})");
+  h.run(R"({"jsonrpc":"2.0","id":7,"method":"nosuch2"})");
+  h.run("{not json");
+  h.run("[]");
+  h.run(R"([{"jsonrpc":"2.0","id":8,"method":"echo"},{"jsonrpc":"1.0","id":9,"method":"echo"}])");
+  h.run(R"({"jsonrpc":"2.0","id":10,"method":"later"})");
+  CHECK(counts("echo").success == 3);
+  CHECK(counts("echo").error == 1);
+  CHECK(counts("missing").error == 1);
+  CHECK(counts("throw").error == 1);
+  CHECK(counts("silent").error == 1);
+  CHECK(counts("unknown").error == 2);  // no entry per unknown name
+  CHECK(h.d.request_counts().count("nosuch") == 0);
+  CHECK(counts("invalid").error == 3);
+  CHECK(counts("later").success == 0);  // not answered yet
+  h.parked.front().result(1);
+  CHECK(counts("later").success == 1);
+  CHECK(counts("change").success == 0);  // every method has its entry from the start
+}
+
+}  // namespace
+}  // namespace connmgr::rpc
