@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <iterator>
@@ -266,6 +267,7 @@ class SqliteStore final : public Store {
   void record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool charged) override;
   Status flush() override;
   size_t pending_stats() const override { return pending_.size(); }
+  const Histogram& flush_durations() const override { return flush_durations_; }
   const std::string& local_node_id() const override { return local_node_id_; }
   Status set_local_node_id(const std::string& node_id) override;
   const std::string& path() const override { return options_.path; }
@@ -314,6 +316,7 @@ class SqliteStore final : public Store {
   // runs after that (a Store destroyed with a flush pending is fine).
   Timer flush_timer_;
   std::unordered_map<int64_t, StatDelta> pending_;
+  Histogram flush_durations_{kFlushDurationBounds};
   // count(*) scans a whole index (~30 ms at 2M endpoints), too long for every
   // `status`; the counts are kept until PRAGMA data_version says another
   // process committed, or this Store adds or removes rows.
@@ -929,6 +932,7 @@ int SqliteStore::write_delta(int64_t id, const StatDelta& d) {
 
 Status SqliteStore::flush_rows(size_t max_rows) {
   if (pending_.empty() || !db_) return ok_status();
+  const uint64_t began = uv_hrtime();
   if (Status s = begin(); !s.ok()) return s;  // locked: the queue stays
   if (!update_stats_.get()) {
     rollback();
@@ -956,6 +960,7 @@ Status SqliteStore::flush_rows(size_t max_rows) {
     return s;
   }
   for (int64_t id : ids) pending_.erase(id);
+  flush_durations_.observe(static_cast<double>(uv_hrtime() - began) / 1e9);
   return ok_status();
 }
 

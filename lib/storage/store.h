@@ -16,6 +16,7 @@
 // lost while the process lives, and close() keeps trying for a bounded time.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -28,6 +29,7 @@
 #include "storage/endpoint.h"
 #include "storage/node.h"
 #include "util/error.h"
+#include "util/histogram.h"
 
 namespace connmgr {
 
@@ -48,6 +50,12 @@ struct StoreOptions {
   // that are seen only when the Store is opened again.
   bool read_only = false;
 };
+
+// The buckets of Store::flush_durations(), in seconds. A flush of 256 rows
+// (the timer's slice) takes ~2 ms on a local disk, one row ~0.1 ms; a disk
+// that stalls (fsync behind other writers) shows in the upper buckets.
+inline constexpr std::array<double, 12> kFlushDurationBounds{
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
 
 struct StoreCounts {
   int64_t nodes = 0;
@@ -143,6 +151,10 @@ class Store {
   virtual Status flush() = 0;
   // Endpoint deltas waiting to be written.
   virtual size_t pending_stats() const = 0;
+  // How long each flush that wrote statistics took, from its BEGIN to its
+  // COMMIT, in seconds (the metrics' connmgr_storage_flush_duration_seconds;
+  // buckets kFlushDurationBounds). A flush that met a lock is not in it.
+  virtual const Histogram& flush_durations() const = 0;
 
   // --- identity and shutdown ------------------------------------------
   // Generated once (random, 32 hex chars) and kept in the `local_node` table,

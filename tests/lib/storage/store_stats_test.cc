@@ -82,9 +82,12 @@ TEST_CASE_METHOD(Fixture, "statistics wait out another process's write lock and 
   CHECK(flushed.reason() == "locked");
   connmgr::test::run_for(&loop, 300ms);  // several timer ticks meet the lock
   CHECK(store->pending_stats() == 1);
+  CHECK(store->flush_durations().count() == 0);  // flushes that met the lock are not timed
   CHECK(store->get_endpoint(id)->success_count == 500);
   REQUIRE(locker.exec("COMMIT") == SQLITE_OK);
   REQUIRE(run_until(&loop, [&] { return store->pending_stats() == 0; }, 2s));
+  CHECK(store->flush_durations().count() == 1);
+  CHECK(store->flush_durations().sum() > 0);
   Other o(db_path());
   CHECK(o.scalar("SELECT success_count FROM endpoints") == 500);
   CHECK(o.scalar("SELECT last_success_at FROM endpoints") == 1499);
