@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -98,6 +100,13 @@ const Key kKeys[] = {
     {"stable_link", Kind::kDuration, &DaemonConfig::stable_link, "60s", true, 0, 0,
      "a supervised link up this long restarts its backoff when it drops"},
     {"log_level", Kind::kLevel, &DaemonConfig::log_level, "info", true, 0, 0, "debug, info, warning or error"},
+    {"metrics_listen", Kind::kOptText, &DaemonConfig::metrics_listen, "", false, 0, 0,
+     "serve GET /metrics over HTTP on this IP:port (e.g. 127.0.0.1:9469)", "off"},
+    {"metrics_textfile", Kind::kOptText, &DaemonConfig::metrics_textfile, "", false, 0, 0,
+     "write the metrics to this file every metrics_interval (node_exporter's textfile collector)",
+     "off"},
+    {"metrics_interval", Kind::kDuration, &DaemonConfig::metrics_interval, "15s", false, 0, 0,
+     "how often metrics_textfile is rewritten"},
     {"quic_alpn", Kind::kText, &DaemonConfig::quic_alpn, "connmgr", false, 0, 0,
      "ALPN offered when an endpoint names none"},
     {"quic_ca_file", Kind::kOptText, &DaemonConfig::quic_ca_file, "", false, 0, 0,
@@ -410,6 +419,22 @@ Status convert_key(const Key& k, const Setting& s, DaemonConfig& c) {
   return ok_status();
 }
 
+// "127.0.0.1:9469" or "[::1]:9469": an IP literal (no host name: the
+// listener binds before anything could be resolved) and a port.
+bool listen_address_ok(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string host = text.substr(0, colon);
+  const auto port = parse_count(text.substr(colon + 1));
+  if (!port || *port < 1 || *port > 65535) return false;
+  unsigned char buf[sizeof(struct in6_addr)];
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return false;
+    return inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buf) == 1;
+  }
+  return inet_pton(AF_INET, host.c_str(), buf) == 1;
+}
+
 Result<DaemonConfig> convert(const Settings& settings) {
   DaemonConfig c;
   for (const auto& k : kKeys)
@@ -439,6 +464,14 @@ Result<DaemonConfig> convert(const Settings& settings) {
                         settings.at("quic_keepalive").where);
   if (c.database == c.socket)
     return config_error("socket", "must differ from database", settings.at("socket").where);
+  if (c.metrics_listen && !listen_address_ok(*c.metrics_listen))
+    return config_error("metrics_listen",
+                        "'" + *c.metrics_listen +
+                            "' is not IP:port (an IPv4 address, or an IPv6 one in brackets, "
+                            "and a port from 1 to 65535, e.g. 127.0.0.1:9469 or [::1]:9469)",
+                        settings.at("metrics_listen").where);
+  if (c.metrics_textfile && c.metrics_textfile->empty())
+    return config_error("metrics_textfile", "must be a file path", settings.at("metrics_textfile").where);
   return c;
 }
 

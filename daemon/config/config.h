@@ -63,6 +63,10 @@ struct DaemonConfig {
   std::chrono::milliseconds race_delay_max{2000};
   std::chrono::milliseconds stable_link{60000};
   LogLevel log_level = LogLevel::kInfo;
+  // Metrics (docs/operations.md, "Metrics"): an HTTP listener, a textfile.
+  std::optional<std::string> metrics_listen;    // "IP:port"; none: off
+  std::optional<std::string> metrics_textfile;  // none: off
+  std::chrono::milliseconds metrics_interval{15000};
   std::string quic_alpn = "connmgr";
   std::optional<std::string> quic_ca_file;
   std::chrono::milliseconds quic_idle_timeout{30000};

@@ -54,7 +54,8 @@ const char* const kApiKeys[] = {
     "max_clients",        "max_request_bytes", "log_level",          "quic_alpn",          "quic_ca_file",
     "quic_idle_timeout",  "quic_keepalive",  "tcp_keepalive",       "max_output_bytes",   "partial_request_timeout",
     "retry_jitter",       "max_concurrent_dials", "stream_buffer", "max_streams",
-    "race",               "race_delay",      "race_delay_min",      "race_delay_max",     "stable_link"};
+    "race",               "race_delay",      "race_delay_min",      "race_delay_max",     "stable_link",
+    "metrics_listen",     "metrics_textfile", "metrics_interval"};
 
 }  // namespace
 
@@ -276,6 +277,30 @@ TEST_CASE("racing keys: race is a boolean, race_delay a duration or none, min <=
   const DaemonConfig back = merge_reload(m, *def);
   CHECK_FALSE(back.race_delay);
   CHECK(back.race);
+}
+
+TEST_CASE("metrics keys: the listener takes IP:port only; both are off by default and restart-only") {
+  FakeEnv f;
+  auto def = parse_args(f, {});
+  REQUIRE(def.ok());
+  CHECK_FALSE(def->metrics_listen);
+  CHECK_FALSE(def->metrics_textfile);
+  CHECK(def->metrics_interval == std::chrono::seconds(15));
+  auto r = parse_args(f, {"--metrics-listen=127.0.0.1:9469", "--metrics-textfile=/var/lib/m/connmgr.prom",
+                          "--metrics-interval=30s"});
+  REQUIRE(r.ok());
+  CHECK(r->metrics_listen == "127.0.0.1:9469");
+  CHECK(r->metrics_textfile == "/var/lib/m/connmgr.prom");
+  CHECK(r->metrics_interval == std::chrono::seconds(30));
+  CHECK(parse_args(f, {"--metrics-listen=[::1]:9469"}).ok());
+  for (const char* bad : {"localhost:9469", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9469",
+                          "[::1]", "[127.0.0.1]:1", ":9469"}) {
+    INFO(bad);
+    CHECK(error_of(f, {std::string("--metrics-listen=") + bad}).rfind("metrics_listen: '", 0) == 0);
+  }
+  CHECK(error_of(f, {"--metrics-interval=0"}).rfind("metrics_interval: ", 0) == 0);
+  CHECK(reload_diff(*def, *r) ==
+        std::vector<std::string>{"metrics_listen", "metrics_textfile", "metrics_interval"});
 }
 
 TEST_CASE("tcp_keepalive takes 0 to turn keepalives off") {
