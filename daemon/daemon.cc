@@ -16,6 +16,7 @@
 #include "core/connection_manager.h"
 #include "event_log.h"
 #include "methods/api.h"
+#include "metrics/families.h"
 #include "net/netwatch.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
@@ -114,6 +115,7 @@ class Daemon {
   void build_server();
   bool listen(std::optional<gid_t> socket_gid);
   void register_methods();
+  void build_metrics();
   void watch_signals();
   void watch_network();
   void start_timers();
@@ -149,6 +151,7 @@ class Daemon {
   Timer drain_timer_;   // the steps of a graceful stop
   std::string socket_path_;
   std::unique_ptr<EventLog> event_log_;  // the events' lines
+  metrics::Sources metrics_;  // what the metrics read (method, listener, textfile)
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -187,6 +190,7 @@ bool Daemon::start() {
   build_manager();
   build_server();
   if (!listen(socket_gid)) return false;
+  build_metrics();
   register_methods();
   watch_signals();
   watch_network();
@@ -301,8 +305,19 @@ void Daemon::register_methods() {
   ctx.config_json = [this] { return config::to_json(config_); };
   ctx.config_generation = [this] { return config_generation_; };
   ctx.socket_path = socket_path_;
+  ctx.metrics_text = [this] { return metrics::render(metrics_, metrics::Format::kText); };
   api_ = std::make_unique<methods::Api>(ctx);
   for (auto& m : api_->methods()) dispatcher_->add(std::move(m));
+}
+
+// The parts the metrics read; they all live as long as the loop serves.
+void Daemon::build_metrics() {
+  metrics_.version = CONNMGR_VERSION;
+  metrics_.store = store_.get();
+  metrics_.manager = manager_.get();
+  metrics_.dispatcher = dispatcher_.get();
+  metrics_.protocols = connectors_.names();
+  metrics_.rpc_clients = [this] { return server_ ? server_->client_count() : 0; };
 }
 
 // SIGTERM and SIGINT stop the daemon, SIGHUP reloads its configuration.

@@ -124,6 +124,7 @@ std::vector<rpc::Method> Api::methods() {
       {"events.subscribe", false, &Api::events_subscribe},
       {"events.unsubscribe", false, &Api::events_unsubscribe},
       {"status", false, &Api::status},
+      {"metrics", false, &Api::metrics},
   };
   std::vector<rpc::Method> out;
   for (const auto& e : kMethods) {
@@ -510,6 +511,15 @@ void Api::unsubscribe(uint64_t session_id) {
 }
 
 // --- status -------------------------------------------------------------------
+
+// The metrics in the Prometheus text format 0.0.4 (docs/operations.md,
+// "Metrics"), the same text as the HTTP listener's default.
+void Api::metrics(const Params& params, const Ctx&, Reply reply) {
+  ParamReader p(params);
+  if (!p.finish()) return reply.error(p.error());
+  if (!ctx_.metrics_text) return reply.error(to_rpc_error(Error::internal("metrics are not available"), {}));
+  reply.result(json{{"text", ctx_.metrics_text()}});
+}
 
 void Api::status(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);

@@ -46,6 +46,8 @@ struct ApiContext {
   // serializes the configuration once per generation. Unset: never changes.
   std::function<uint64_t()> config_generation;
   uint64_t started_at_ms = 0;  // uv_now-independent: unix ms
+  // The `metrics` method's text (text format 0.0.4).
+  std::function<std::string()> metrics_text;
 };
 
 class Api {
@@ -82,6 +84,7 @@ class Api {
   void events_subscribe(const Params&, const Ctx&, Reply);
   void events_unsubscribe(const Params&, const Ctx&, Reply);
   void status(const Params&, const Ctx&, Reply);
+  void metrics(const Params&, const Ctx&, Reply);
 
   std::optional<rpc::RpcError> read_connect_request(ParamReader& p, ConnectRequest& req);
   static void check_target(ParamReader& p, const ConnectRequest& req);

@@ -167,7 +167,8 @@ void Exposition::write_value(double value) {
     out_.append(buf, end);
   } else {
     char buf[32];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
+    // General notation: 0.0005, not the shorter 5e-04.
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general);
     out_.append(buf, end);
   }
 }
@@ -203,7 +204,7 @@ void Exposition::histogram(Labels labels, const Histogram& h) {
     cumulative += counts[i];
     std::string_view le_value = "+Inf";
     if (i < bounds.size()) {
-      auto [end, ec] = std::to_chars(le, le + sizeof le, bounds[i]);
+      auto [end, ec] = std::to_chars(le, le + sizeof le, bounds[i], std::chars_format::general);
       char* stop = end;
       // OpenMetrics writes bounds as canonical floats: 1.0, not 1.
       if (format_ == Format::kOpenMetrics && bounds[i] == std::floor(bounds[i]) &&
