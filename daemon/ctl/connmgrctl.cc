@@ -235,6 +235,13 @@ int verb_help(Options&, const Arguments&) {
   return 0;
 }
 
+// The exposition as the daemon wrote it (text format 0.0.4): ready for
+// promtool, grep or a textfile of one's own.
+int verb_metrics(Options& o, const Arguments&) {
+  return show(o, call(o, "metrics", json::object()),
+              [](const json& r) { fputs(text(r["text"]).c_str(), stdout); });
+}
+
 int verb_status(Options& o, const Arguments&) {
   return show(o, call(o, "status", json::object()), [](const json& r) {
     printf("connmgrd %s, node %s, up %llds\n", text(r["version"]).c_str(), text(r["node_id"]).c_str(),
@@ -518,6 +525,8 @@ std::vector<Flag> stream_flags() {
 // options, the handler and the help line; see verbs.h.
 const Verbs kVerbs = {
     {.name = "status", .handler = verb_status, .help = "the daemon's identity, counts and configuration"},
+    {.name = "metrics", .handler = verb_metrics,
+     .help = "the daemon's metrics in the Prometheus text format (what metrics_listen serves)"},
     {.name = "nodes",
      .flags = {{.name = "--limit", .value = "N"}, {.name = "--after", .value = "ID", .completes = Completion::kNodeId}},
      .handler = verb_nodes, .help = "list nodes"},
@@ -609,7 +618,8 @@ const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "con
 const std::vector<std::string> kMethods = {
     "nodes.list",       "nodes.get",    "nodes.explain",  "endpoints.list", "connect",          "disconnect",
     "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",
-    "events.subscribe", "events.unsubscribe", "status",         "streams.open",     "streams.list"};
+    "events.subscribe", "events.unsubscribe", "status",         "streams.open",     "streams.list",
+    "metrics"};
 const std::vector<std::string> kProtocols = {"tcp", "quic"};
 
 // The daemon's node ids, asked on the socket the command line names, within
