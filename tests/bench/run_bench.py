@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import socket
@@ -397,6 +398,72 @@ class Bench:
         self.notes.append("%s links: %d connected in %.1f s (%s/s); RSS %d → %d KiB; "
                           "connections.list answered %d links in %.0f ms"
                           % (label, count, f["seconds"], fmt(f["rate"]), before, after, listed, ms))
+        self.stop_daemon(d, rpc)
+        for p in peers:
+            self.stop_peer(p[0])
+
+    def bench_metrics(self, count=20000, calls=300):
+        """What a scrape costs the daemon's loop with `count` TCP links held:
+        the `metrics` method's round trip over the socket and an HTTP GET
+        /metrics (metrics_listen), p50 and p99 of `calls` each, one at a time,
+        beside `status`'s round trip in the same daemon (the reference: the
+        cheapest call, about one loop turn). The round trip bounds the loop
+        time from above."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        count = min(count, hard - 400)
+        print("metrics with %d TCP links held" % count, flush=True)
+        peers = [self.start_peer() for _ in range(4)]
+        nodes = [("m%d" % i, [("tcp", "127.0.0.1", peers[i % 4][1], None)]) for i in range(count)]
+        db = self.fresh_db("metrics", nodes)
+        port = free_tcp_port()
+        d, sock, rpc, _, _ = self.start_daemon("metrics", "--metrics-listen=127.0.0.1:%d" % port,
+                                               database=db)
+        run_tool([os.path.join(self.tools, "rpc_load"), "connect-many", sock, str(count), "m", "256"],
+                 timeout=1800)
+        time.sleep(0.5)
+        text = rpc.call("metrics")["text"]
+        active = re.search(r'^connmgr_links\{protocol="tcp",state="active"\} (\d+)$', text, re.M)
+        if not active or int(active.group(1)) != count:
+            raise RuntimeError("connmgr_links says %s active links, not %d" %
+                               (active.group(1) if active else "nothing", count))
+
+        def timed_calls(method):
+            out = []
+            for _ in range(calls):
+                ms, answer = rpc.timed(method)
+                if "error" in answer:
+                    raise RuntimeError("%s: %s" % (method, answer["error"]))
+                out.append(ms)
+            return sorted(out)
+
+        def timed_gets():
+            import http.client
+            out = []
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for _ in range(calls):
+                t = time.perf_counter()
+                conn.request("GET", "/metrics")
+                body = conn.getresponse().read()
+                out.append((time.perf_counter() - t) * 1000.0)
+                if b"connmgr_links" not in body:
+                    raise RuntimeError("GET /metrics gave no connmgr_links")
+            conn.close()
+            return sorted(out)
+
+        status = timed_calls("status")
+        method = timed_calls("metrics")
+        http = timed_gets()
+        ref50, ref99 = statistics.median(status), p99(status)
+        self.row("metrics method at %d links, p50 ms (ref: status)" % count, statistics.median(method),
+                 ref50, "ms", ("max", 5.0), higher_is_better=False, ref_name="status")
+        self.row("metrics method at %d links, p99 ms (ref: status)" % count, p99(method),
+                 ref99, "ms", ("max", 5.0), higher_is_better=False, ref_name="status")
+        self.row("GET /metrics at %d links, p99 ms (ref: status)" % count, p99(http),
+                 ref99, "ms", ("max", 5.0), higher_is_better=False, ref_name="status")
+        self.notes.append("metrics: %d links; exposition %d bytes; metrics method p50 %.3f ms, "
+                          "GET /metrics p50 %.3f ms, status p50 %.3f ms"
+                          % (count, len(text), statistics.median(method), statistics.median(http), ref50))
         self.stop_daemon(d, rpc)
         for p in peers:
             self.stop_peer(p[0])
@@ -857,6 +924,15 @@ def wait_race_failure_flushed(db, hole_port, timeout=10.0):
         time.sleep(0.02)
 
 
+def free_tcp_port():
+    """A loopback TCP port free now (bound then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def p99(values):
     v = sorted(values)
     return v[min(len(v) - 1, int(0.99 * len(v)))]
@@ -887,7 +963,7 @@ def main():
                     help="idle QUIC streams held at once (streams rows)")
     ap.add_argument("--race-runs", type=int, default=20,
                     help="racing connects per round (race rows; race = false: a tenth)")
-    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams,race")
+    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams,race,metrics")
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -914,6 +990,8 @@ def main():
             b.bench_streams()
         if "race" in only:
             b.bench_race()
+        if "metrics" in only:
+            b.bench_metrics()
     finally:
         b.cleanup()
     print()
