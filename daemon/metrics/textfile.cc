@@ -6,9 +6,24 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <utility>
 
 namespace connmgr::metrics {
+
+// A uv_work_t must live until its after-work callback, which may come after
+// the MetricsTextfile is gone: the block owns the request and copies of all
+// the pool thread reads, and frees itself in after_write.
+struct MetricsTextfile::Write {
+  uv_work_t request{};
+  MetricsTextfile* owner = nullptr;  // null once the owner is gone
+  std::string path;
+  std::string temp_path;
+  std::string text;
+  // The outcome: the step that failed (null: none) and its errno.
+  const char* step = nullptr;
+  int error = 0;
+};
 
 namespace {
 
@@ -32,35 +47,17 @@ bool write_all(int fd, const std::string& text) {
   return true;
 }
 
-}  // namespace
-
-MetricsTextfile::MetricsTextfile(uv_loop_t* loop, std::string path, std::chrono::milliseconds interval,
-                                 Render render, OnError on_error)
-    : path_(std::move(path)),
-      temp_path_(temp_path_for(path_)),
-      interval_(interval),
-      render_(std::move(render)),
-      on_error_(std::move(on_error)),
-      timer_(loop) {}
-
-void MetricsTextfile::start() {
-  write_now();
-  const auto every = static_cast<uint64_t>(interval_.count());
-  timer_.start(every, [this] { write_now(); }, every);
-}
-
-void MetricsTextfile::stop() { timer_.stop(); }
-
-bool MetricsTextfile::write_now() {
-  const std::string text = render_();
-  const int fd = open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+// The temporary file written, synced and renamed over the path; on failure
+// the step and errno, and no temporary file left.
+void replace_file(const std::string& path, const std::string& temp_path, const std::string& text,
+                  const char*& step, int& error) {
+  const int fd = open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) {
-    fail("create:" + std::to_string(errno), "cannot create " + temp_path_ + ": " + strerror(errno));
-    return false;
+    step = "create";
+    error = errno;
+    return;
   }
   // 0644 whatever the daemon's umask: node_exporter runs as another user.
-  const char* step = nullptr;
-  int failure = 0;
   if (fchmod(fd, 0644) != 0) {
     step = "chmod";
   } else if (!write_all(fd, text)) {
@@ -68,23 +65,89 @@ bool MetricsTextfile::write_now() {
   } else if (fsync(fd) != 0) {  // the data on disk before the rename makes it visible
     step = "fsync";
   }
-  if (step) failure = errno;
+  if (step) error = errno;
   if (close(fd) != 0 && !step) {
     step = "close";  // NFS and a full disk may say so only here
-    failure = errno;
+    error = errno;
   }
-  if (!step && rename(temp_path_.c_str(), path_.c_str()) != 0) {
+  if (!step && rename(temp_path.c_str(), path.c_str()) != 0) {
     step = "rename";
-    failure = errno;
+    error = errno;
   }
-  if (step) {
-    unlink(temp_path_.c_str());
-    fail(std::string(step) + ":" + std::to_string(failure),
-         "cannot write the metrics textfile " + path_ + " (" + step + "): " + strerror(failure));
-    return false;
+  if (step) unlink(temp_path.c_str());
+}
+
+}  // namespace
+
+MetricsTextfile::MetricsTextfile(uv_loop_t* loop, std::string path, std::chrono::milliseconds interval,
+                                 Render render, OnError on_error)
+    : loop_(loop),
+      path_(std::move(path)),
+      temp_path_(temp_path_for(path_)),
+      interval_(interval),
+      render_(std::move(render)),
+      on_error_(std::move(on_error)),
+      timer_(loop) {}
+
+MetricsTextfile::~MetricsTextfile() {
+  if (!write_) return;
+  write_->owner = nullptr;
+  // Fails once a pool thread runs it: the write then completes unreported.
+  uv_cancel(reinterpret_cast<uv_req_t*>(&write_->request));
+}
+
+void MetricsTextfile::start() {
+  write_now();
+  const auto every = static_cast<uint64_t>(interval_.count());
+  timer_.start(every, [this] { write_now(); }, every);
+}
+
+void MetricsTextfile::stop() {
+  timer_.stop();
+  again_ = false;
+}
+
+void MetricsTextfile::write_now() {
+  if (write_) {
+    again_ = true;  // the same temporary file: one write at a time
+    return;
   }
-  reported_.clear();
-  return true;
+  auto write = std::make_unique<Write>();
+  write->owner = this;
+  write->path = path_;
+  write->temp_path = temp_path_;
+  write->text = render_();
+  write->request.data = write.get();
+  const int rc = uv_queue_work(loop_, &write->request, &MetricsTextfile::write_file, &MetricsTextfile::after_write);
+  if (rc != 0) {
+    fail("queue:" + std::to_string(rc), "cannot write the metrics textfile " + path_ + ": " + uv_strerror(rc));
+    return;
+  }
+  write_ = write.release();
+}
+
+void MetricsTextfile::write_file(uv_work_t* request) {
+  auto* write = static_cast<Write*>(request->data);
+  replace_file(write->path, write->temp_path, write->text, write->step, write->error);
+}
+
+void MetricsTextfile::after_write(uv_work_t* request, int status) {
+  std::unique_ptr<Write> write(static_cast<Write*>(request->data));
+  MetricsTextfile* self = write->owner;
+  if (!self) return;
+  self->write_ = nullptr;
+  if (status != UV_ECANCELED) self->on_written(*write);
+}
+
+void MetricsTextfile::on_written(const Write& write) {
+  if (write.step) {
+    fail(std::string(write.step) + ":" + std::to_string(write.error),
+         "cannot write the metrics textfile " + path_ + " (" + write.step + "): " + strerror(write.error));
+  } else {
+    reported_.clear();
+    ++writes_;
+  }
+  if (std::exchange(again_, false)) write_now();
 }
 
 void MetricsTextfile::fail(const std::string& kind, const std::string& message) {
