@@ -155,10 +155,10 @@ Result<std::unique_ptr<MetricsHttpListener>> MetricsHttpListener::start(
     return Error::internal("metrics listener on " + options.address + ": libmicrohttpd did not start");
   }
   const MHD_DaemonInfo* info = MHD_get_daemon_info(self->daemon_, MHD_DAEMON_INFO_EPOLL_FD);
-  const int rc = info ? self->poll_.init(loop, self.get(), uv_poll_init, info->epoll_fd) : UV_EINVAL;
+  int rc = info ? self->poll_.init(loop, self.get(), uv_poll_init, info->epoll_fd) : UV_EINVAL;
+  if (rc == 0) rc = uv_poll_start(self->poll_.get(), UV_READABLE, &HttpTrampolines::on_poll);
+  if (rc == 0) rc = self->timer_.init(loop);
   if (rc != 0) return Error::internal("metrics listener on " + options.address + ": " + uv_strerror(rc));
-  uv_poll_start(self->poll_.get(), UV_READABLE, &HttpTrampolines::on_poll);
-  self->timer_.init(loop);
   return self;
 }
 

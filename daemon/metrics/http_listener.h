@@ -15,8 +15,11 @@
 // - A request with a body (Content-Length above 0, or Transfer-Encoding):
 //   413, since the largest body this listener takes is none; the body is not
 //   read and the connection is closed after the answer.
-// - A request line + headers over max_request_bytes: libmicrohttpd answers
-//   431 (414 when the request line alone is too long) and closes.
+// - A request line + headers over max_request_bytes (libmicrohttpd's
+//   per-connection memory pool): 431 (414 when the request line alone is
+//   too long) and a close. The pool also holds the answer's head, so a head
+//   a few hundred bytes short of the limit may get a close without an
+//   answer (measured with 0.9.75 and 8192: served up to ~7,850 bytes).
 // - Beyond max_clients connections at once: libmicrohttpd stops accepting
 //   (new connections wait in the listen backlog until one ends); those it
 //   has accepted are served as usual.

@@ -82,48 +82,70 @@ Result<uint64_t> count_open_fds() {
 
 }  // namespace
 
-Result<ProcessStats> read_process_stats() {
-  ProcessStats stats;
-  const std::optional<std::string> stat = read_proc_file("/proc/self/stat");
-  if (!stat) return proc_error("/proc/self/stat");
-  // The command name (field 2) is in parentheses and may hold spaces and
-  // parentheses: the fields that follow start after the last ')'.
-  const size_t close_paren = stat->rfind(')');
-  if (close_paren == std::string::npos) return Error::internal("cannot parse /proc/self/stat");
-  std::istringstream fields(stat->substr(close_paren + 2));
-  // Fields 3.. (proc(5)): state ppid pgrp session tty_nr tpgid flags minflt
-  // cminflt majflt cmajflt utime stime cutime cstime priority nice
-  // num_threads itrealvalue starttime vsize rss.
-  std::string skip;
+namespace {
+
+// /proc/self/stat's figures (proc(5)), in clock ticks and pages.
+struct SelfStat {
   unsigned long long utime = 0, stime = 0, starttime = 0, vsize = 0;
   long long rss = 0;
+};
+
+Result<SelfStat> read_self_stat() {
+  const std::optional<std::string> text = read_proc_file("/proc/self/stat");
+  if (!text) return proc_error("/proc/self/stat");
+  // The command name (field 2) is in parentheses and may hold spaces and
+  // parentheses: the fields that follow start after the last ')'.
+  const size_t close_paren = text->rfind(')');
+  if (close_paren == std::string::npos) return Error::internal("cannot parse /proc/self/stat");
+  std::istringstream fields(text->substr(close_paren + 2));
+  // Fields 3..24: state ppid pgrp session tty_nr tpgid flags minflt cminflt
+  // majflt cmajflt utime stime cutime cstime priority nice num_threads
+  // itrealvalue starttime vsize rss.
+  SelfStat stat;
+  std::string skip;
   for (int field = 3; field <= 24; ++field) {
     switch (field) {
-      case 14: fields >> utime; break;
-      case 15: fields >> stime; break;
-      case 22: fields >> starttime; break;
-      case 23: fields >> vsize; break;
-      case 24: fields >> rss; break;
+      case 14: fields >> stat.utime; break;
+      case 15: fields >> stat.stime; break;
+      case 22: fields >> stat.starttime; break;
+      case 23: fields >> stat.vsize; break;
+      case 24: fields >> stat.rss; break;
       default: fields >> skip;
     }
   }
   if (!fields) return Error::internal("cannot parse /proc/self/stat");
-  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  stats.cpu_seconds = static_cast<double>(utime + stime) / ticks;
-  stats.virtual_bytes = vsize;
-  stats.resident_bytes = static_cast<uint64_t>(rss > 0 ? rss : 0) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return stat;
+}
 
-  const std::optional<std::string> proc_stat = read_proc_file("/proc/stat");
-  if (!proc_stat) return proc_error("/proc/stat");
-  const size_t btime = proc_stat->find("\nbtime ");
+// The boot time, in seconds since the epoch (/proc/stat's btime).
+Result<double> read_boot_time() {
+  const std::optional<std::string> text = read_proc_file("/proc/stat");
+  if (!text) return proc_error("/proc/stat");
+  const size_t btime = text->find("\nbtime ");
   if (btime == std::string::npos) return Error::internal("cannot find btime in /proc/stat");
-  stats.start_time_seconds = std::strtod(proc_stat->c_str() + btime + 7, nullptr) + static_cast<double>(starttime) / ticks;
+  return std::strtod(text->c_str() + btime + 7, nullptr);
+}
 
+}  // namespace
+
+Result<ProcessStats> read_process_stats() {
+  Result<SelfStat> stat = read_self_stat();
+  if (!stat) return stat.error();
+  Result<double> boot_time = read_boot_time();
+  if (!boot_time) return boot_time.error();
   Result<uint64_t> fds = count_open_fds();
   if (!fds) return fds.error();
-  stats.open_fds = *fds;
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return proc_error("RLIMIT_NOFILE");
+
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  ProcessStats stats;
+  stats.cpu_seconds = static_cast<double>(stat->utime + stat->stime) / ticks;
+  stats.virtual_bytes = stat->vsize;
+  stats.resident_bytes =
+      static_cast<uint64_t>(stat->rss > 0 ? stat->rss : 0) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  stats.start_time_seconds = *boot_time + static_cast<double>(stat->starttime) / ticks;
+  stats.open_fds = *fds;
   stats.max_fds = limit.rlim_cur;
   return stats;
 }
