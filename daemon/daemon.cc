@@ -17,6 +17,9 @@
 #include "event_log.h"
 #include "methods/api.h"
 #include "metrics/families.h"
+#include "metrics/http_listener.h"
+#include "metrics/process_stats.h"
+#include "metrics/textfile.h"
 #include "net/netwatch.h"
 #include "net/tcp_connector.h"
 #include "quic/quic_connector.h"
@@ -116,6 +119,7 @@ class Daemon {
   bool listen(std::optional<gid_t> socket_gid);
   void register_methods();
   void build_metrics();
+  bool serve_metrics();
   void watch_signals();
   void watch_network();
   void start_timers();
@@ -152,6 +156,8 @@ class Daemon {
   std::string socket_path_;
   std::unique_ptr<EventLog> event_log_;  // the events' lines
   metrics::Sources metrics_;  // what the metrics read (method, listener, textfile)
+  std::unique_ptr<metrics::MetricsHttpListener> metrics_http_;  // metrics_listen
+  std::unique_ptr<metrics::MetricsTextfile> metrics_textfile_;  // metrics_textfile
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
 };
@@ -191,6 +197,7 @@ bool Daemon::start() {
   build_server();
   if (!listen(socket_gid)) return false;
   build_metrics();
+  if (!serve_metrics()) return false;
   register_methods();
   watch_signals();
   watch_network();
@@ -318,6 +325,35 @@ void Daemon::build_metrics() {
   metrics_.dispatcher = dispatcher_.get();
   metrics_.protocols = connectors_.names();
   metrics_.rpc_clients = [this] { return server_ ? server_->client_count() : 0; };
+  metrics_.process = [](metrics::Exposition& e) {
+    if (auto stats = metrics::read_process_stats(); stats.ok()) metrics::write_process_metrics(e, *stats);
+  };
+}
+
+// metrics_listen and metrics_textfile, when configured. A listener that
+// cannot bind stops the start (as the socket does): an operator who asked
+// for it would otherwise scrape nothing without knowing why.
+bool Daemon::serve_metrics() {
+  if (config_.metrics_listen) {
+    metrics::HttpListenerOptions options;
+    options.address = *config_.metrics_listen;
+    auto listener = metrics::MetricsHttpListener::start(
+        &loop_, options, [this](metrics::Format f) { return metrics::render(metrics_, f); });
+    if (!listener) {
+      log_.error("metrics_listen: " + listener.error().message());
+      return false;
+    }
+    metrics_http_ = std::move(listener).value();
+    log_.info("serving metrics", {{"address", *config_.metrics_listen}});
+  }
+  if (config_.metrics_textfile) {
+    metrics_textfile_ = std::make_unique<metrics::MetricsTextfile>(
+        &loop_, *config_.metrics_textfile, config_.metrics_interval,
+        [this] { return metrics::render(metrics_, metrics::Format::kText, metrics::Scope::kWithoutProcess); },
+        [this](const std::string& error) { log_.warning("metrics_textfile: " + error); });
+    metrics_textfile_->start();
+  }
+  return true;
 }
 
 // SIGTERM and SIGINT stop the daemon, SIGHUP reloads its configuration.
@@ -427,6 +463,8 @@ void Daemon::begin_shutdown() {
   log_.info("stopping", {{"active", std::to_string(manager_->active_count())},
                          {"pending", std::to_string(manager_->pending_count())}});
   server_->stop_listening();
+  metrics_http_.reset();  // scrapes during the drain would see half a daemon
+  if (metrics_textfile_) metrics_textfile_->stop();
   netwatch_.reset();  // no redials once the manager has shut down
   // Links close (peers see EOF) and waiting callers are answered "cancelled".
   manager_->shutdown();
@@ -456,6 +494,8 @@ int Daemon::run() {
   if (started) uv_run(&loop_, UV_RUN_DEFAULT);
 
   // Take the parts down in dependency order, then let libuv finish closing.
+  metrics_http_.reset();  // they read the parts below
+  metrics_textfile_.reset();
   api_.reset();
   netwatch_.reset();  // its callback uses the manager
   event_log_.reset();  // it uses the manager too
