@@ -10,7 +10,7 @@ from daemon import PROTO, PROTO_DOC
 
 API_METHODS = ["nodes.list", "nodes.get", "nodes.explain", "endpoints.list", "connect", "disconnect",
                "connections.list", "nodes.add", "nodes.remove", "endpoints.add",
-               "endpoints.remove", "events.subscribe", "events.unsubscribe", "status",
+               "endpoints.remove", "events.subscribe", "events.unsubscribe", "status", "metrics",
                "streams.open", "streams.list"]
 API_CODES = [-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004,
              -32010, -32011, -32012, -32020, -32030, -32040]
