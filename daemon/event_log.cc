@@ -23,7 +23,8 @@ EventTypeMask logged_event_types(config::LogLevel level) {
       // connected and node_removed end a node's series of failures
       // (EventLog::summarized), though their lines are info.
       return event_type_bit(EventType::kConnectFailed) | event_type_bit(EventType::kDisconnected) |
-             event_type_bit(EventType::kConnected) | event_type_bit(EventType::kNodeRemoved);
+             event_type_bit(EventType::kConnected) | event_type_bit(EventType::kNodeRemoved) |
+             event_type_bit(EventType::kGaveUp);
     case config::LogLevel::kError:
       return 0;
   }
@@ -35,7 +36,7 @@ EventTypeMask logged_event_types(config::LogLevel level) {
 EventLog::EventLog(uv_loop_t* loop, Logger& log, EventBus& events, const ConnectionManager& manager,
                    uint64_t period_s)
     : log_(log), events_(events), manager_(manager), period_s_(period_s > 0 ? period_s : kLogSummaryPeriodS),
-      gave_up_timer_(loop), summary_timer_(loop), report_timer_(loop) {
+      summary_timer_(loop), report_timer_(loop) {
   summary_timer_.start(period_s_ * 1000, [this] { flush_summary(); }, period_s_ * 1000);
   report_timer_.start(kReportIntervalMs, [this] { log_.report_suppressed(); }, kReportIntervalMs);
 }
@@ -56,15 +57,14 @@ void EventLog::set_level(config::LogLevel level) {
 void EventLog::stop() {
   flush_summary();
   log_.report_suppressed();
-  gave_up_timer_.close();
   summary_timer_.close();
   report_timer_.close();
-  failed_this_turn_.clear();
 }
 
 void EventLog::log_event(const Event& e) {
   // The daemon writes network_changed's line itself, with the generation.
   if (e.type == EventType::kNetworkChanged) return;
+  if (e.type == EventType::kGaveUp) return gave_up(e);
   if (summarized(e)) return;
   // A failure, or a link the peer or the network ended, is worth an
   // operator's eye; a disconnect that was asked for (or the shutdown) is not.
@@ -95,12 +95,6 @@ bool EventLog::summarized(const Event& e) {
   switch (e.type) {
     case EventType::kConnectFailed:
       if (e.reason && *e.reason == reason::kCancelled) return false;
-      // The manager publishes no event when a link's attempts are spent:
-      // the link is simply gone once the failure's callback returns.
-      if (gave_up_timer_.initialized()) {  // not once stop() has closed it
-        if (failed_this_turn_.empty()) gave_up_timer_.start(0, [this] { check_gave_up(); });
-        failed_this_turn_.emplace_back(e.node_id, e.attempt.value_or(0));
-      }
       return !failures_.on_failure(e.node_id, e.reason ? *e.reason : std::string_view("unknown"));
     case EventType::kConnected:
     case EventType::kDisconnected:
@@ -112,17 +106,13 @@ bool EventLog::summarized(const Event& e) {
   }
 }
 
-// A node whose dial failed and that has no link a turn later gave up: its
-// attempts are spent (a supervised link never gives up). A state change:
-// logged, and the series ends.
-void EventLog::check_gave_up() {
-  std::vector<std::pair<std::string, int>> failed;
-  failed.swap(failed_this_turn_);
-  for (const auto& [node, attempt] : failed) {
-    if (manager_.has_link(node) || !failures_.in_series(node)) continue;
-    failures_.end_series(node);
-    log_.warning("gave up", {{"node", node}, {"attempts", std::to_string(attempt)}});
-  }
+// A connect whose attempts are spent (a supervised link never gives up): a
+// state change, logged, and the end of the node's series.
+void EventLog::gave_up(const Event& e) {
+  failures_.end_series(e.node_id);
+  Fields f{{"node", e.node_id}, {"attempts", std::to_string(e.attempt.value_or(0))}};
+  if (e.reason) f.emplace_back("reason", *e.reason);
+  log_.warning("gave up", f);
 }
 
 void EventLog::flush_summary() {

@@ -5,9 +5,10 @@
 // its repeats are counted (FailureSummary) and written as one "dials failed"
 // line per node at the end of each period; a link that comes up or goes
 // down, a node removed, or a connect whose attempts are spent ("gave up",
-// a line too) ends the series. The Logger's own cap on lines per second is
-// reported from here every second. Owned by the daemon, on its loop; holds
-// a subscription to the bus and three timers, all gone with it or stop().
+// a line too, from the gave_up event) ends the series. The Logger's own cap
+// on lines per second is reported from here every second. Owned by the
+// daemon, on its loop; holds a subscription to the bus and two timers, all
+// gone with it or stop().
 #pragma once
 
 #include <uv.h>
@@ -49,7 +50,7 @@ class EventLog {
  private:
   void log_event(const Event& e);
   bool summarized(const Event& e);
-  void check_gave_up();
+  void gave_up(const Event& e);
   void flush_summary();
   void add_stream_fields(const Event& e, Fields& f);
 
@@ -60,10 +61,6 @@ class EventLog {
   std::optional<EventBus::SubscriptionId> subscription_;
   EventTypeMask types_ = 0;
   FailureSummary failures_;
-  // The nodes with a failed dial this loop turn, and the attempt it was:
-  // check_gave_up sees on the next turn which of them have no link left.
-  std::vector<std::pair<std::string, int>> failed_this_turn_;
-  Timer gave_up_timer_;
   Timer summary_timer_;  // flush_summary every period_s_
   Timer report_timer_;   // the Logger's "log lines suppressed", every second
   // Who opened each open stream, for its closing line (the event does not

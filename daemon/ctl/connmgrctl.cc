@@ -614,7 +614,7 @@ std::string help_text() {
 // proto/connmgr.openrpc.json (tests/install/docs_drift_test.py compares them).
 const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
                                               "disconnected", "node_added", "node_removed",   "stream_opened",
-                                              "stream_closed", "network_changed"};
+                                              "stream_closed", "network_changed", "gave_up"};
 const std::vector<std::string> kMethods = {
     "nodes.list",       "nodes.get",    "nodes.explain",  "endpoints.list", "connect",          "disconnect",
     "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",

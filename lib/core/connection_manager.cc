@@ -803,6 +803,11 @@ void ConnectionManager::on_attempt_failed(Link& link) {
     // A supervised link never gives up until disconnect; max_attempts bounds
     // only how long a `wait` caller waits.
     schedule_retry(link, link.attempts);
+  } else {
+    Event ev = link_event(EventType::kGaveUp, link);
+    ev.reason = error.reason();
+    ev.attempt = link.attempts;
+    publish(std::move(ev));
   }
   answer_failure(link, error, attempts_remain);
   if (link.state != LinkState::kWaitingRetry) erase_link(link);  // `link` dies here

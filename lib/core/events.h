@@ -33,6 +33,8 @@ enum class EventType {
   kStreamOpened,  // stream_id
   kStreamClosed,  // stream_id, reason, bytes_in, bytes_out
   kNetworkChanged,  // generation; no node_id (empty)
+  kGaveUp,  // a link's attempts are spent: endpoint_id, protocol and reason of the
+            // failure reported, attempt (the attempts made)
 };
 
 // The protocol's spelling ("connect_failed"), and back; nullopt for an unknown name.

@@ -461,3 +461,32 @@ TEST_CASE_METHOD(Fixture, "explain lists ineligible endpoints without a rank, wi
   CHECK(ex->decision == Decision::kNoEndpoint);
   CHECK(ex->candidates[0].why[0] == "protocol tcp not asked (quic)");
 }
+
+// --- giving up ------------------------------------------------------------------
+
+TEST_CASE_METHOD(Fixture, "a connect whose attempts are spent publishes gave_up once; a supervised link never does") {
+  const int port = closed_port();
+  const auto ids = add_node("n1", {tcp(port)});
+  ConnectRequest r = to_node("n1");
+  r.retry = retry(3, 10, 10);
+  r.wait = true;
+  auto a = connect(r);
+  REQUIRE_FALSE(a->result.ok());
+  auto gave_up = of_type(EventType::kGaveUp);
+  REQUIRE(gave_up.size() == 1);
+  CHECK(gave_up[0].node_id == "n1");
+  CHECK(gave_up[0].endpoint_id == ids[0]);
+  CHECK(gave_up[0].protocol == "tcp");
+  CHECK(gave_up[0].reason == "refused");
+  CHECK(gave_up[0].attempt == 3);
+  CHECK(of_type(EventType::kConnectFailed).size() == 3);
+
+  add_node("n2", {tcp(port)});
+  ConnectRequest s = to_node("n2");
+  s.retry = retry(2, 10, 10);
+  s.reconnect = true;
+  start(s);
+  REQUIRE(run_until(&loop, [&] { return count(EventType::kConnectFailed) >= 8; }, 5s));
+  CHECK(count(EventType::kGaveUp) == 1);  // still n1's only
+  manager->disconnect_node("n2");
+}
