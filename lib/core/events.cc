@@ -23,6 +23,7 @@ constexpr TypeName kTypeNames[] = {
     {EventType::kStreamOpened, "stream_opened"},
     {EventType::kStreamClosed, "stream_closed"},
     {EventType::kNetworkChanged, "network_changed"},
+    {EventType::kInventoryChanged, "inventory_changed"},
 };
 
 }  // namespace
