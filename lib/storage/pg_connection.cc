@@ -345,17 +345,26 @@ void PgConnection::on_connected_readable() {
     lose(pg_message(PQerrorMessage(conn_)));
     return;
   }
+  if (!deliver_notifies()) return;
+  if (want_write_) flush();
+  if (!conn_) return;
+  read_results();
+  // A NOTIFY that came in the same read as a query's answer is parsed only
+  // while the answer is taken (PQgetResult): it waits in libpq's queue, and
+  // no more bytes may come to wake us for it.
+  if (conn_ && !deliver_notifies()) return;
+  if (conn_ && PQstatus(conn_) == CONNECTION_BAD) lose(pg_message(PQerrorMessage(conn_)));
+}
+
+bool PgConnection::deliver_notifies() {
   while (PGnotify* n = PQnotifies(conn_)) {
     const std::string channel = n->relname ? n->relname : "";
     const std::string payload = n->extra ? n->extra : "";
     PQfreemem(n);
     if (handlers_.on_notify) handlers_.on_notify(channel, payload);
-    if (!conn_) return;
+    if (!conn_) return false;
   }
-  if (want_write_) flush();
-  if (!conn_) return;
-  read_results();
-  if (conn_ && PQstatus(conn_) == CONNECTION_BAD) lose(pg_message(PQerrorMessage(conn_)));
+  return true;
 }
 
 void PgConnection::read_results() {
