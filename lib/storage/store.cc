@@ -308,7 +308,8 @@ class SqliteStore final : public Store {
   // The mirror's table and statements, made on the first mirror call.
   Status prepare_mirror();
   Status apply_mirror_rows(const MirrorWrite& write, std::vector<std::string>& removed);
-  Status upsert_mirror_endpoint(const Endpoint& e);
+  Status upsert_mirror_endpoint(const Endpoint& e, bool clash_possible);
+  Status apply_exact_range(const MirrorWrite& write, std::vector<std::string>& removed);
 
   uv_loop_t* loop_;
   StoreOptions options_;
@@ -335,7 +336,7 @@ class SqliteStore final : public Store {
       delete_endpoint_, node_exists_, update_stats_, node_endpoints_, node_endpoints_proto_,
       endpoints_in_range_;
   bool mirror_prepared_ = false;
-  Stmt mirror_get_, mirror_set_, upsert_node_, clash_endpoint_, upsert_endpoint_, endpoint_ids_of_,
+  Stmt mirror_get_, mirror_set_, upsert_node_, clash_endpoint_, upsert_endpoint_, endpoint_ids_in_,
       node_ids_after_, node_ids_upto_;
 };
 
@@ -902,7 +903,7 @@ Status SqliteStore::prepare_mirror() {
        "node_id = excluded.node_id, protocol = excluded.protocol, address = excluded.address, "
        "port = excluded.port, server_name = excluded.server_name, alpn = excluded.alpn, "
        "pin_sha256 = excluded.pin_sha256"},
-      {&endpoint_ids_of_, "SELECT id FROM endpoints WHERE node_id = ?1"},
+      {&endpoint_ids_in_, "SELECT id FROM endpoints WHERE node_id > ?1 AND node_id <= ?2"},
       {&node_ids_after_, "SELECT id FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"},
       {&node_ids_upto_, "SELECT id FROM nodes WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"},
   };
@@ -942,8 +943,8 @@ Result<std::vector<std::string>> SqliteStore::node_ids_between(const std::string
   return out;
 }
 
-Status SqliteStore::upsert_mirror_endpoint(const Endpoint& e) {
-  {
+Status SqliteStore::upsert_mirror_endpoint(const Endpoint& e, bool clash_possible) {
+  if (clash_possible) {
     Use q(clash_endpoint_);
     q.bind(1, e.node_id);
     q.bind(2, e.protocol);
@@ -967,7 +968,56 @@ Status SqliteStore::upsert_mirror_endpoint(const Endpoint& e) {
   return rc == SQLITE_DONE ? ok_status() : err(rc, "mirror endpoint");
 }
 
+// The rows in the range that the write does not hold are removed: one scan
+// of each table's index over the range (a stale endpoint that shares the
+// (node, protocol, address, port) of one upserted has another id: it goes
+// too, so the upserts cannot clash).
+Status SqliteStore::apply_exact_range(const MirrorWrite& w, std::vector<std::string>& removed) {
+  std::unordered_map<std::string_view, bool> nodes;
+  for (const Node& n : w.upsert_nodes) nodes[n.id] = true;
+  std::unordered_map<int64_t, bool> endpoints;
+  for (const Endpoint& e : w.upsert_endpoints) endpoints[e.id] = true;
+  std::vector<int64_t> gone_endpoints;
+  {
+    Use q(endpoint_ids_in_);
+    q.bind(1, w.exact->after);
+    q.bind(2, w.exact->upto);
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW)
+      if (!endpoints.count(sqlite3_column_int64(*q, 0))) gone_endpoints.push_back(sqlite3_column_int64(*q, 0));
+    if (rc != SQLITE_DONE) return err(rc, "mirror endpoints");
+  }
+  for (int64_t id : gone_endpoints) {
+    Use q(delete_endpoint_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror endpoint removal");
+    pending_.erase(id);
+  }
+  std::vector<std::string> gone_nodes;
+  {
+    Use q(node_ids_upto_);
+    q.bind(1, w.exact->after);
+    q.bind(2, w.exact->upto);
+    q.bind(3, static_cast<int64_t>(INT64_MAX));
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      std::string id = opt_text(*q, 0).value_or("");
+      if (!nodes.count(id)) gone_nodes.push_back(std::move(id));
+    }
+    if (rc != SQLITE_DONE) return err(rc, "mirror nodes");
+  }
+  for (auto& id : gone_nodes) {
+    Use q(delete_node_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror node removal");
+    removed.push_back(std::move(id));
+  }
+  return ok_status();
+}
+
 Status SqliteStore::apply_mirror_rows(const MirrorWrite& w, std::vector<std::string>& removed) {
+  if (w.exact)
+    if (Status s = apply_exact_range(w, removed); !s.ok()) return s;
   for (int64_t id : w.remove_endpoints) {
     Use q(delete_endpoint_);
     q.bind(1, id);
@@ -987,29 +1037,8 @@ Status SqliteStore::apply_mirror_rows(const MirrorWrite& w, std::vector<std::str
     q.bind(3, n.created_at);
     if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror node");
   }
-  if (!w.exact_endpoints_of.empty()) {
-    std::unordered_map<int64_t, bool> kept;
-    for (const Endpoint& e : w.upsert_endpoints) kept[e.id] = true;
-    for (const auto& node_id : w.exact_endpoints_of) {
-      std::vector<int64_t> gone;
-      {
-        Use q(endpoint_ids_of_);
-        q.bind(1, node_id);
-        int rc;
-        while ((rc = q.step()) == SQLITE_ROW)
-          if (!kept.count(sqlite3_column_int64(*q, 0))) gone.push_back(sqlite3_column_int64(*q, 0));
-        if (rc != SQLITE_DONE) return err(rc, "mirror endpoints");
-      }
-      for (int64_t id : gone) {
-        Use q(delete_endpoint_);
-        q.bind(1, id);
-        if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror endpoint removal");
-        pending_.erase(id);
-      }
-    }
-  }
   for (const Endpoint& e : w.upsert_endpoints)
-    if (Status s = upsert_mirror_endpoint(e); !s.ok()) return s;
+    if (Status s = upsert_mirror_endpoint(e, !w.exact); !s.ok()) return s;
   if (w.state) {
     Use q(mirror_set_);
     q.bind(1, w.state->inventory_id);
@@ -1155,7 +1184,7 @@ Status SqliteStore::close() {
                      &insert_endpoint_, &delete_node_, &delete_endpoint_, &node_exists_,
                      &update_stats_, &node_endpoints_, &node_endpoints_proto_, &endpoints_in_range_,
                      &mirror_get_, &mirror_set_, &upsert_node_, &clash_endpoint_, &upsert_endpoint_,
-                     &endpoint_ids_of_, &node_ids_after_, &node_ids_upto_})
+                     &endpoint_ids_in_, &node_ids_after_, &node_ids_upto_})
       st->finalize();
     sqlite3_close_v2(db_);
     db_ = nullptr;

@@ -57,20 +57,26 @@ struct MirrorState {
   std::optional<int64_t> synced_at;  // unix ms: last known current
 };
 
-// Rows of the shared inventory written into the mirror in one transaction
-// (MirrorWrite's order: endpoints removed, nodes removed, nodes upserted,
-// endpoints upserted, state). Upserts keep an endpoint's statistics: only
-// the columns the server holds are written.
+// Rows of the shared inventory written into the mirror in one transaction,
+// in this order: the exact range, endpoints removed, nodes removed, nodes
+// upserted, endpoints upserted, the state. Upserts keep an endpoint's
+// statistics: only the columns the server holds are written.
 struct MirrorWrite {
+  // A full resync's slice: the mirror's nodes with ids in (after, upto]
+  // (byte order) become exactly upsert_nodes, and their endpoints exactly
+  // upsert_endpoints; the others in that range are removed.
+  struct Range {
+    std::string after;
+    std::string upto;
+  };
+  std::optional<Range> exact;
   std::vector<Node> upsert_nodes;
   // Endpoints by the server's id; their statistics fields are ignored. One
   // whose node is absent is skipped (a later change of the log removed it).
-  // Another row with the same (node, protocol, address, port) but a
-  // different id is removed first (the server re-created it).
+  // Outside an exact range, another row with the same (node, protocol,
+  // address, port) but a different id is removed first (the server
+  // re-created it).
   std::vector<Endpoint> upsert_endpoints;
-  // Nodes whose endpoints are exactly those of upsert_endpoints: their other
-  // endpoints are removed (a full resync's page).
-  std::vector<std::string> exact_endpoints_of;
   std::vector<std::string> remove_nodes;  // absent ones are no error
   std::vector<int64_t> remove_endpoints;  // absent ones are no error
   std::optional<MirrorState> state;
