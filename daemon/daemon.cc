@@ -25,6 +25,8 @@
 #include "quic/quic_connector.h"
 #include "rpc/dispatcher.h"
 #include "server/socket_server.h"
+#include "storage/local_inventory.h"
+#include "storage/postgres_inventory.h"
 #include "storage/store.h"
 #include "systemd/log.h"
 #include "systemd/notify.h"
@@ -112,9 +114,11 @@ class Daemon {
   // start()'s steps, in order; each logs why it failed.
   bool start();
   bool resolve_groups(std::optional<gid_t>& socket_gid);
+  bool check_inventory_dsn();
   bool open_store();
   bool build_connectors();
   void build_manager();
+  void build_inventory();
   void build_server();
   bool listen(std::optional<gid_t> socket_gid);
   void register_methods();
@@ -127,6 +131,7 @@ class Daemon {
 
   void on_signal(int signum);
   void on_network_changed();
+  void on_inventory_change(const InventoryChange& change);
   void reload();
   void begin_shutdown();
   std::string summary() const;
@@ -143,6 +148,9 @@ class Daemon {
   ConnectorFactory connectors_;
   EventBus events_;
   std::unique_ptr<ConnectionManager> manager_;
+  // Where writes to nodes and endpoints go; the Api borrows it. Destroyed
+  // once no request is read any more (the drain), before the manager.
+  std::unique_ptr<Inventory> inventory_;
   std::unique_ptr<methods::Api> api_;
   std::unique_ptr<rpc::Dispatcher> dispatcher_;
   std::unique_ptr<server::SocketServer> server_;
@@ -160,6 +168,7 @@ class Daemon {
   std::unique_ptr<metrics::MetricsTextfile> metrics_textfile_;  // metrics_textfile
   uint64_t config_generation_ = 0;  // counts reloads (ApiContext::config_generation)
   bool stopping_ = false;
+  int failed_status_ = 1;  // run()'s exit status when start() fails (2: configuration)
 };
 
 void Daemon::raise_descriptor_limit() {
@@ -191,9 +200,11 @@ bool Daemon::start() {
   raise_descriptor_limit();
   std::optional<gid_t> socket_gid;
   if (!resolve_groups(socket_gid)) return false;
+  if (!check_inventory_dsn()) return false;
   if (!open_store()) return false;
   if (!build_connectors()) return false;
   build_manager();
+  build_inventory();
   build_server();
   if (!listen(socket_gid)) return false;
   build_metrics();
@@ -225,6 +236,59 @@ bool Daemon::resolve_groups(std::optional<gid_t>& socket_gid) {
     }
   }
   return true;
+}
+
+// --- the inventory (docs/operations.md, "Running a fleet") --------------------
+
+// A DSN that holds a password is a configuration error (exit status 2, like
+// the parser's): `status` and the logs show the DSN, so the password belongs
+// in a pgpass file. Checked here, not by the configuration parser, which
+// stays free of libpq.
+bool Daemon::check_inventory_dsn() {
+  if (config_.inventory != "postgres" || !config_.inventory_dsn) return true;
+  auto has_password = dsn_has_password(*config_.inventory_dsn);
+  if (has_password && !*has_password) return true;
+  failed_status_ = 2;
+  if (!has_password) {
+    log_.error("inventory_dsn: " + has_password.error().message());
+    return false;
+  }
+  log_.error("inventory_dsn: holds a password; give it in a pgpass file instead (PGPASSFILE, "
+             "~/.pgpass), see docs/operations.md \"Running a fleet\"");
+  return false;
+}
+
+// The local backend (the database file) or a fleet's shared one; the
+// latter connects in the background and tells of every change it applies.
+void Daemon::build_inventory() {
+  if (config_.inventory != "postgres") {
+    inventory_ = std::make_unique<LocalInventory>(&loop_, *store_, config_.lock_timeout);
+    return;
+  }
+  PostgresInventoryOptions options;
+  options.dsn = config_.inventory_dsn.value_or("");
+  options.resync_interval = config_.inventory_resync_interval;
+  options.connect_timeout = config_.inventory_connect_timeout;
+  options.retry_max = config_.inventory_retry_max;
+  inventory_ = make_postgres_inventory(&loop_, *store_, std::move(options));
+  inventory_->set_listener([this](const InventoryChange& change) { on_inventory_change(change); });
+  inventory_->start();
+}
+
+// A change applied to the mirror, whoever made it: a removed node loses its
+// links on this host too, and subscribers hear of every revision.
+void Daemon::on_inventory_change(const InventoryChange& change) {
+  if (stopping_) return;  // the links are closing anyway; no one is served
+  if (change.kind == InventoryChange::Kind::kNodeRemoved) manager_->remove_node_links(change.node_id);
+  if (!events_.wants(EventType::kInventoryChanged)) return;
+  Event ev;
+  ev.type = EventType::kInventoryChanged;
+  ev.at = unix_now_ms();
+  ev.node_id = change.node_id;
+  ev.endpoint_id = change.endpoint_id;
+  ev.revision = change.revision;
+  ev.kind = std::string(inventory_change_kind_name(change.kind));
+  events_.publish(ev);
 }
 
 bool Daemon::open_store() {
@@ -305,6 +369,7 @@ void Daemon::register_methods() {
   ctx.manager = manager_.get();
   ctx.events = &events_;
   ctx.connectors = &connectors_;
+  ctx.inventory = inventory_.get();
   ctx.write_lock_limit = config_.lock_timeout;
   ctx.version = CONNMGR_VERSION;
   ctx.started_at_ms = static_cast<uint64_t>(unix_now_ms());
@@ -395,7 +460,8 @@ void Daemon::announce_ready() {
   log_.info("ready", {{"version", CONNMGR_VERSION},
                       {"database", config_.database},
                       {"socket", socket_path_},
-                      {"node_id", store_->local_node_id()}});
+                      {"node_id", store_->local_node_id()},
+                      {"inventory", config_.inventory}});
   notify_ready(summary());
 }
 
@@ -478,6 +544,9 @@ void Daemon::begin_shutdown() {
   // Next turn: the cancelled answers have been queued; flush them, close.
   drain_timer_.start(1, [this] {
     server_->close_clients();
+    // No request is read any more: the Api writes nothing after this, and
+    // a shared inventory's connection and timers must not keep the loop.
+    inventory_.reset();
     drain_timer_.start(kDrainMs, [this] {
       // Clients that would not read their last answers are cut now.
       server_.reset();
@@ -496,6 +565,7 @@ int Daemon::run() {
   // Take the parts down in dependency order, then let libuv finish closing.
   metrics_http_.reset();  // they read the parts below
   metrics_textfile_.reset();
+  inventory_.reset();  // writes under way are dropped; its listener uses the manager
   api_.reset();
   netwatch_.reset();  // its callback uses the manager
   event_log_.reset();  // it uses the manager too
@@ -515,7 +585,7 @@ int Daemon::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   if (started) log_.info("stopped");
-  return started ? 0 : 1;
+  return started ? 0 : failed_status_;
 }
 
 }  // namespace

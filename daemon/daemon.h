@@ -13,7 +13,8 @@
 namespace connmgr::daemon {
 
 // Runs the daemon to completion; returns the process exit status (0 after a
-// clean stop, 1 when it could not start).
+// clean stop, 1 when it could not start, 2 for a configuration it refuses
+// at start: an inventory_dsn that holds a password).
 int run(const std::vector<std::string>& args, const config::Environment& env,
         const config::DaemonConfig& config);
 

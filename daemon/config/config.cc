@@ -89,6 +89,18 @@ const Key kKeys[] = {
      "streams open at once over all links; streams.open beyond it is refused"},
     {"lock_timeout", Kind::kDuration, &DaemonConfig::lock_timeout, "5s", true, 0, 0,
      "how long a write waits for another process's database lock"},
+    // The inventory's backend (docs/operations.md, "Running a fleet").
+    {"inventory", Kind::kText, &DaemonConfig::inventory, "local", false, 0, 0,
+     "where nodes and endpoints come from: local (the database) or postgres (a fleet's)"},
+    {"inventory_dsn", Kind::kOptText, &DaemonConfig::inventory_dsn, "", false, 0, 0,
+     "libpq connection string of the shared inventory, without a password (pgpass)",
+     "none"},
+    {"inventory_resync_interval", Kind::kDuration, &DaemonConfig::inventory_resync_interval, "30s", false, 0, 0,
+     "the shared inventory's change log is read at least this often"},
+    {"inventory_connect_timeout", Kind::kDuration, &DaemonConfig::inventory_connect_timeout, "5s", false, 0, 0,
+     "a connection to the shared inventory's server must be up within this"},
+    {"inventory_retry_max", Kind::kDuration, &DaemonConfig::inventory_retry_max, "30s", false, 0, 0,
+     "longest delay between reconnections to the shared inventory's server"},
     {"race", Kind::kBool, &DaemonConfig::race, "true", true, 0, 0,
      "race a node's endpoints with staggered dials; false: one at a time"},
     {"race_delay", Kind::kOptDuration, &DaemonConfig::race_delay, "", true, 0, 0,
@@ -435,6 +447,19 @@ bool listen_address_ok(const std::string& text) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1;
 }
 
+// The inventory keys together: a backend we know, and postgres's DSN.
+// (A DSN holding a password is refused at start by the daemon, which can
+// parse it with libpq; this parser stays free of it.)
+Status check_inventory(const DaemonConfig& c, const Settings& settings) {
+  if (c.inventory != "local" && c.inventory != "postgres")
+    return config_error("inventory", "must be local or postgres, got '" + c.inventory + "'",
+                        settings.at("inventory").where);
+  if (c.inventory == "postgres" && !c.inventory_dsn)
+    return config_error("inventory_dsn", "is required with inventory = postgres (a libpq connection string)",
+                        settings.at("inventory_dsn").where);
+  return ok_status();
+}
+
 Result<DaemonConfig> convert(const Settings& settings) {
   DaemonConfig c;
   for (const auto& k : kKeys)
@@ -472,6 +497,7 @@ Result<DaemonConfig> convert(const Settings& settings) {
                         settings.at("metrics_listen").where);
   if (c.metrics_textfile && c.metrics_textfile->empty())
     return config_error("metrics_textfile", "must be a file path", settings.at("metrics_textfile").where);
+  if (Status s = check_inventory(c, settings); !s.ok()) return s;
   return c;
 }
 
@@ -567,7 +593,8 @@ std::string help_text(const Environment& env) {
       "\n"
       "Keys [default]:\n";
   auto column = [](std::string line) {
-    if (line.size() < 27) line.append(27 - line.size(), ' ');
+    // A name longer than the column (inventory_resync_interval) keeps one space.
+    line.append(line.size() < 27 ? 27 - line.size() : 1, ' ');
     return line;
   };
   for (const auto& k : kKeys) {

@@ -56,6 +56,14 @@ struct DaemonConfig {
   size_t stream_buffer = 256 * 1024;  // bytes each way per stream
   size_t max_streams = 4096;
   std::chrono::milliseconds lock_timeout{5000};
+  // Where the nodes and endpoints come from (docs/operations.md, "Running a
+  // fleet"): "local" (the database file) or "postgres" (a fleet's shared
+  // inventory, mirrored in the database file). Restart-only, all of them.
+  std::string inventory = "local";
+  std::optional<std::string> inventory_dsn;  // required with postgres; never a password
+  std::chrono::milliseconds inventory_resync_interval{30000};
+  std::chrono::milliseconds inventory_connect_timeout{5000};
+  std::chrono::milliseconds inventory_retry_max{30000};
   // Racing a node's endpoints (docs/guide.md) and flap damping.
   bool race = true;
   std::optional<std::chrono::milliseconds> race_delay;  // none: derived from the RTT

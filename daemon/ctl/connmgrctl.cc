@@ -78,7 +78,8 @@ void print_links(const json& links) {
 std::string event_line(const json& e) {
   std::string line = text(e["at"]) + "  " + paint(text(e["type"]), "1");
   for (const char* k : {"node_id", "endpoint_id", "protocol", "reason", "attempt", "delay_ms", "next_attempt_at",
-                        "race_offset_ms", "generation", "stream_id", "bytes_in", "bytes_out"})
+                        "race_offset_ms", "generation", "revision", "kind", "stream_id", "bytes_in",
+                        "bytes_out"})
     if (e.contains(k)) line += std::string("  ") + (k == std::string("node_id") ? "node" : k) + "=" + text(e[k]);
   return line;
 }
@@ -258,6 +259,13 @@ int verb_status(Options& o, const Arguments&) {
       for (const auto& [name, cl] : n["classes"].items())
         classes += (classes.empty() ? "" : ", ") + name + " " + text(cl["state"]);
       printf("network   %s change(s) seen; %s\n", text(n["generation"]).c_str(), classes.c_str());
+    }
+    // A fleet's shared inventory; the local one (the default) says nothing new.
+    if (r.contains("inventory") && r["inventory"]["backend"] != "local") {
+      const json& inv = r["inventory"];
+      printf("inventory %s %s, revision %s, lag %ss%s\n", text(inv["backend"]).c_str(), text(inv["state"]).c_str(),
+             text(inv["revision"]).c_str(), text(inv["lag_s"]).c_str(),
+             inv.contains("last_error") ? (" (" + text(inv["last_error"]) + ")").c_str() : "");
     }
   });
 }
@@ -614,7 +622,8 @@ std::string help_text() {
 // proto/connmgr.openrpc.json (tests/install/docs_drift_test.py compares them).
 const std::vector<std::string> kEventTypes = {"connecting",   "connected",  "connect_failed", "retry_scheduled",
                                               "disconnected", "node_added", "node_removed",   "stream_opened",
-                                              "stream_closed", "network_changed", "gave_up"};
+                                              "stream_closed", "network_changed", "gave_up",
+                                              "inventory_changed"};
 const std::vector<std::string> kMethods = {
     "nodes.list",       "nodes.get",    "nodes.explain",  "endpoints.list", "connect",          "disconnect",
     "connections.list", "nodes.add",    "nodes.remove",   "endpoints.add",    "endpoints.remove",

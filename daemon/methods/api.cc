@@ -4,6 +4,7 @@
 
 #include "methods/json_codec.h"
 #include "methods/params.h"
+#include "storage/local_inventory.h"
 #include "util/clock.h"
 
 namespace connmgr::methods {
@@ -66,6 +67,39 @@ json details_for(const Error& e, const std::optional<std::string>& node_id,
   return d;
 }
 
+// node_added / node_removed, from the API's own writes. A free function:
+// a write's answer may come after the Api has gone (the bus outlives both).
+void publish_node_event(EventBus& events, EventType type, const std::string& node_id) {
+  Event ev;
+  ev.type = type;
+  ev.at = unix_now_ms();
+  ev.node_id = node_id;
+  events.publish(ev);
+}
+
+// status.inventory as JSON text, keys in a nlohmann object's (alphabetical)
+// order like the rest of the answer: backend, dsn, lag_s, last_error,
+// revision, state. lag_s is 0 when the backend tells none (local).
+void append_inventory_json(std::string& out, const InventoryStatus& s) {
+  out += R"({"backend":)";
+  rpc::append_json(out, json(s.backend));
+  if (s.dsn) {
+    out += R"(,"dsn":)";
+    rpc::append_json(out, json(*s.dsn));
+  }
+  out += R"(,"lag_s":)";
+  rpc::append_json(out, json(s.lag_s.value_or(0.0)));
+  if (s.last_error) {
+    out += R"(,"last_error":)";
+    rpc::append_json(out, json(*s.last_error));
+  }
+  out += R"(,"revision":)";
+  out += std::to_string(s.revision);
+  out += R"(,"state":")";
+  out += inventory_state_name(s.state);  // a fixed word: no escaping
+  out += R"("})";
+}
+
 // lib/net's Stream as the RPC layer's RawStream (the session's splice
 // drives it; daemon/server knows no transport).
 class StreamForSession final : public rpc::RawStream {
@@ -87,9 +121,14 @@ class StreamForSession final : public rpc::RawStream {
 
 }  // namespace
 
-Api::Api(ApiContext context) : ctx_(std::move(context)) {}
+Api::Api(ApiContext context) : ctx_(std::move(context)), inventory_(ctx_.inventory) {
+  if (!inventory_) {
+    own_inventory_ = std::make_unique<LocalInventory>(ctx_.loop, *ctx_.store, ctx_.write_lock_limit);
+    inventory_ = own_inventory_.get();
+  }
+}
 
-// Writes still being retried are cancelled with retries_ (their answers are
+// Writes of an own LocalInventory are cancelled with it (their answers are
 // dropped); sessions that outlive the Api forget its close hooks.
 Api::~Api() {
   for (const auto& [session_id, sub] : subscriptions_) {
@@ -144,18 +183,6 @@ bool Api::connected(const std::string& node_id) const {
   if (ctx_.manager->active_count() == 0 || !ctx_.manager->has_link(node_id)) return false;
   auto link = ctx_.manager->link_of(node_id);
   return link && link->state == LinkState::kActive;
-}
-
-void Api::write(std::function<Status()> fn, std::function<void(Status)> done) {
-  retries_.start(ctx_.loop, ctx_.write_lock_limit, std::move(fn), std::move(done));
-}
-
-void Api::publish_node_event(EventType type, const std::string& node_id) {
-  Event ev;
-  ev.type = type;
-  ev.at = unix_now_ms();
-  ev.node_id = node_id;
-  ctx_.events->publish(ev);
 }
 
 // --- nodes --------------------------------------------------------------------
@@ -233,35 +260,28 @@ void Api::nodes_add(const Params& params, const Ctx&, Reply reply) {
   }
   if (!p.finish()) return reply.error(p.error());
 
-  auto added = std::make_shared<std::optional<NodeWithEndpoints>>();
-  write(
-      [this, spec, added]() -> Status {
-        auto r = ctx_.store->add_node(spec);
-        if (!r) return r.error();
-        *added = std::move(r).value();
-        return ok_status();
-      },
-      [this, reply, added, id = spec.id](Status st) mutable {
-        if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, id, {})));
-        publish_node_event(EventType::kNodeAdded, id);
-        reply.result(to_json(**added, false));
-      });
+  inventory_->add_node(spec, [reply, events = ctx_.events, id = spec.id](Result<NodeWithEndpoints> r) mutable {
+    if (!r) return reply.error(to_rpc_error(r.error(), details_for(r.error(), id, {})));
+    publish_node_event(*events, EventType::kNodeAdded, id);
+    reply.result(to_json(*r, false));
+  });
 }
 
 void Api::nodes_remove(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);
   const auto node_id = p.req_string("node_id", kMaxIdBytes);
   if (!p.finish()) return reply.error(p.error());
-  auto node = ctx_.store->get_node(node_id);
-  if (!node) return reply.error(to_rpc_error(node.error(), details_for(node.error(), node_id, {})));
-  // A removed node has no link left: nodes.remove disconnects it first.
-  ctx_.manager->remove_node_links(node_id);
-  write([this, node_id] { return ctx_.store->remove_node(node_id); },
-        [this, reply, node_id](Status st) mutable {
-            if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-          publish_node_event(EventType::kNodeRemoved, node_id);
-          reply.result(json{{"node_id", node_id}, {"removed", true}});
-        });
+  // A removed node has no link left: its links close once it is gone, in
+  // the same loop turn (a removal refused, e.g. with the shared inventory's
+  // server away, keeps them). The daemon closes them too for removals
+  // another host made.
+  inventory_->remove_node(
+      node_id, [reply, events = ctx_.events, manager = ctx_.manager, node_id](Status st) mutable {
+        if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
+        manager->remove_node_links(node_id);
+        publish_node_event(*events, EventType::kNodeRemoved, node_id);
+        reply.result(json{{"node_id", node_id}, {"removed", true}});
+      });
 }
 
 // --- endpoints ----------------------------------------------------------------
@@ -283,29 +303,20 @@ void Api::endpoints_add(const Params& params, const Ctx&, Reply reply) {
   const auto node_id = p.req_string("node_id", kMaxIdBytes);
   const EndpointSpec spec = read_endpoint_spec(p);
   if (!p.finish()) return reply.error(p.error());
-  auto added = std::make_shared<std::optional<Endpoint>>();
-  write(
-      [this, node_id, spec, added]() -> Status {
-        auto r = ctx_.store->add_endpoint(node_id, spec);
-        if (!r) return r.error();
-        *added = std::move(r).value();
-        return ok_status();
-      },
-      [this, reply, added, node_id](Status st) mutable {
-        if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, node_id, {})));
-        reply.result(to_json(**added));
-      });
+  inventory_->add_endpoint(node_id, spec, [reply, node_id](Result<Endpoint> r) mutable {
+    if (!r) return reply.error(to_rpc_error(r.error(), details_for(r.error(), node_id, {})));
+    reply.result(to_json(*r));
+  });
 }
 
 void Api::endpoints_remove(const Params& params, const Ctx&, Reply reply) {
   ParamReader p(params);
   const auto endpoint_id = p.req_int("endpoint_id", 1, INT64_MAX);
   if (!p.finish()) return reply.error(p.error());
-  write([this, endpoint_id] { return ctx_.store->remove_endpoint(endpoint_id); },
-        [this, reply, endpoint_id](Status st) mutable {
-            if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
-            reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
-        });
+  inventory_->remove_endpoint(endpoint_id, [reply, endpoint_id](Status st) mutable {
+    if (!st.ok()) return reply.error(to_rpc_error(st, details_for(st, {}, endpoint_id)));
+    reply.result(json{{"endpoint_id", endpoint_id}, {"removed", true}});
+  });
 }
 
 // --- links --------------------------------------------------------------------
@@ -555,6 +566,9 @@ void Api::status(const Params& params, const Ctx&, Reply reply) {
   network_scratch_.clear();
   append_network_json(network_scratch_, ctx_.manager->network_status());
   live.network = network_scratch_;
+  inventory_scratch_.clear();
+  append_inventory_json(inventory_scratch_, inventory_->status());
+  live.inventory = inventory_scratch_;
   status_.write(live, status_scratch_);
   reply.result_text(status_scratch_);
 }

@@ -1,10 +1,12 @@
 // Api: the API's methods (docs/api.md, generated from proto/) as rpc::Method
-// entries, binding JSON params to the ConnectionManager, the Store and the
-// EventBus.
+// entries, binding JSON params to the ConnectionManager, the Store (reads),
+// the Inventory (writes) and the EventBus.
 //
 // Ownership: borrows everything in ApiContext, which must outlive it. Keeps
 // one event subscription per subscribed client session, dropped when the
-// session closes, on events.unsubscribe, or with the Api.
+// session closes, on events.unsubscribe, or with the Api. Writes under way
+// when the Api goes answer later through the Inventory; their callbacks use
+// only the manager and the event bus, never the Api.
 #pragma once
 
 #include <chrono>
@@ -22,8 +24,8 @@
 #include "methods/status_text.h"
 #include "net/connector_factory.h"
 #include "rpc/method.h"
+#include "storage/inventory.h"
 #include "storage/store.h"
-#include "storage/write_retry.h"
 
 namespace connmgr::methods {
 
@@ -33,7 +35,11 @@ struct ApiContext {
   ConnectionManager* manager = nullptr;
   EventBus* events = nullptr;
   ConnectorFactory* connectors = nullptr;
-  // How long a write (nodes.add, ...) waits for another process's lock
+  // Where nodes.add, nodes.remove, endpoints.add and endpoints.remove go
+  // (storage/inventory.h). Unset: the Api keeps a LocalInventory over
+  // `store` with write_lock_limit (tests, fuzz targets).
+  Inventory* inventory = nullptr;
+  // The local backend's: how long a write waits for another process's lock
   // before it fails with a storage error (ErrorCode::kStorage), reason
   // "locked".
   std::chrono::milliseconds write_lock_limit{5000};
@@ -92,12 +98,8 @@ class Api {
                                          const std::optional<std::string>& node_id,
                                          const std::optional<int64_t>& endpoint_id);
 
-  // Runs a Store write, retrying it while another process holds the lock.
-  void write(std::function<Status()> fn, std::function<void(Status)> done);
   void unsubscribe(uint64_t session_id);
   bool connected(const std::string& node_id) const;
-  // node_added / node_removed, from the API's own writes.
-  void publish_node_event(EventType type, const std::string& node_id);
 
   ApiContext ctx_;
   // Per subscribed session: its bus subscription and the close hook that
@@ -108,9 +110,11 @@ class Api {
     rpc::Session::CloseHookId close_hook = 0;
   };
   std::map<uint64_t, Subscription> subscriptions_;
-  // Store writes being retried while another process holds the lock; those
-  // still running when the Api goes are cancelled with it (no late answer).
-  WriteRetries retries_;
+  // The writes' backend: ctx_.inventory, or own_inventory_ when unset (its
+  // writes still running when the Api goes are cancelled with it).
+  std::unique_ptr<Inventory> own_inventory_;
+  Inventory* inventory_ = nullptr;
+  std::string inventory_scratch_;  // status.inventory's text, kept for its capacity
   // `status` as text: what does not change per call is kept serialized.
   StatusText status_;
   std::string status_scratch_;  // the last result written, kept for its capacity

@@ -127,6 +127,8 @@ json to_json(const Event& e) {
   if (e.bytes_out) j["bytes_out"] = *e.bytes_out;
   if (e.race_offset_ms) j["race_offset_ms"] = *e.race_offset_ms;
   if (e.generation) j["generation"] = *e.generation;
+  if (e.revision) j["revision"] = *e.revision;
+  if (e.kind) j["kind"] = *e.kind;
   return j;
 }
 

@@ -41,6 +41,8 @@ class StatusText {
     uint64_t streams = 0;
     // status.network as JSON text (json_codec's append_network_json); empty: null.
     std::string_view network;
+    // status.inventory as JSON text; empty: no such member.
+    std::string_view inventory;
   };
 
   // The parts kept as text; each setter re-serializes its part.
@@ -63,7 +65,6 @@ class StatusText {
     node_id_ = node_id;
     middle_ = R"(},"database":)";
     rpc::append_json(middle_, rpc::json(database_));
-    middle_ += R"(,"network":)";
     after_network_ = R"(,"node_id":)";
     rpc::append_json(after_network_, rpc::json(node_id_));
     after_network_ += R"(,"socket":)";
@@ -87,8 +88,8 @@ class StatusText {
   // kept, so a caller that keeps `out` allocates nothing here).
   void write(const Live& live, std::string& out) const {
     out.clear();
-    out.reserve(head_.size() + middle_.size() + after_network_.size() + live.network.size() + tail_.size() +
-                128);
+    out.reserve(head_.size() + middle_.size() + after_network_.size() + live.network.size() +
+                live.inventory.size() + tail_.size() + 128);
     out += head_;
     append_number(out, live.active);
     out += R"(,"clients":)";
@@ -102,6 +103,11 @@ class StatusText {
     out += R"(,"streams":)";
     append_number(out, live.streams);
     out += middle_;
+    if (!live.inventory.empty()) {
+      out += R"(,"inventory":)";
+      out += live.inventory;
+    }
+    out += R"(,"network":)";
     out += live.network.empty() ? std::string_view("null") : live.network;
     out += after_network_;
     append_number(out, live.uptime_s);
@@ -129,7 +135,7 @@ class StatusText {
   bool connectors_set_ = false;
   std::string version_, database_, socket_, node_id_;
   std::string head_;    // {"config":...,"connectors":[...],"counts":{"active":
-  std::string middle_;  // },"database":...,"network":
+  std::string middle_;  // },"database":...
   std::string after_network_;  // ,"node_id":...,"socket":...,"uptime_s":
   std::string tail_;    // ,"version":...}
 };

@@ -24,6 +24,7 @@ constexpr TypeName kTypeNames[] = {
     {EventType::kStreamClosed, "stream_closed"},
     {EventType::kNetworkChanged, "network_changed"},
     {EventType::kGaveUp, "gave_up"},
+    {EventType::kInventoryChanged, "inventory_changed"},
 };
 
 }  // namespace

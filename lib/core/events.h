@@ -35,6 +35,7 @@ enum class EventType {
   kNetworkChanged,  // generation; no node_id (empty)
   kGaveUp,  // a link's attempts are spent: endpoint_id, protocol and reason of the
             // failure reported, attempt (the attempts made)
+  kInventoryChanged,  // revision, kind; node_id and endpoint_id when the change has them
 };
 
 // The protocol's spelling ("connect_failed"), and back; nullopt for an unknown name.
@@ -68,6 +69,11 @@ struct Event {
   std::optional<int64_t> race_offset_ms;
   // network_changed: the network generation (status.network.generation).
   std::optional<uint64_t> generation;
+  // inventory_changed: the shared inventory's revision applied to this
+  // host's mirror, and what it changed (node_added, node_removed,
+  // endpoint_added, endpoint_removed, resync).
+  std::optional<int64_t> revision;
+  std::optional<std::string> kind;
 };
 
 class EventBus {

@@ -170,6 +170,19 @@ int add_version2_columns(sqlite3* db) {
 
 }  // namespace
 
+Status ensure_mirror_table(sqlite3* db, const std::string& path) {
+  constexpr const char* kMirrorTable = R"sql(
+CREATE TABLE IF NOT EXISTS inventory_mirror (
+  id           INTEGER PRIMARY KEY CHECK (id = 1),
+  inventory_id TEXT NOT NULL,
+  revision     INTEGER NOT NULL,
+  synced_at    INTEGER
+);
+)sql";
+  int rc = sqlite3_exec(db, kMirrorTable, nullptr, nullptr, nullptr);
+  return rc == SQLITE_OK ? ok_status() : sqlite_error(rc, db, path, "create inventory_mirror");
+}
+
 Status migrate(sqlite3* db, const std::string& path) {
   int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) return sqlite_error(rc, db, path, "begin migration");

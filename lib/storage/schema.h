@@ -35,6 +35,12 @@ Status migrate(sqlite3* db, const std::string& path);
 // columns for 2. Errors: kStorage, reason "schema", naming the column.
 Status check_tables(sqlite3* db, const std::string& path, int version = 0);
 
+// The postgres inventory's bookkeeping table, inventory_mirror (one row:
+// inventory_id, revision, synced_at), made on first use rather than by a
+// migration: a file that never mirrors a server keeps its version, and an
+// older connmgrd still opens one that did. Idempotent.
+Status ensure_mirror_table(sqlite3* db, const std::string& path);
+
 // Maps an SQLite result code to the project's Error: kStorage with reason
 // "locked", "read_only", "corrupt", "full", "cantopen", "io" or "sqlite", and a
 // message naming the file.

@@ -265,6 +265,11 @@ class SqliteStore final : public Store {
   Status remove_endpoint(int64_t endpoint_id) override;
   void record_success(int64_t endpoint_id, int64_t at, std::optional<double> rtt_ms) override;
   void record_failure(int64_t endpoint_id, const std::string& reason, int64_t at, bool charged) override;
+  Result<std::optional<MirrorState>> mirror_state() override;
+  Result<std::vector<std::string>> apply_mirror(const MirrorWrite& write) override;
+  Result<std::vector<std::string>> node_ids_between(const std::string& after,
+                                                    const std::optional<std::string>& upto,
+                                                    int limit) override;
   Status flush() override;
   size_t pending_stats() const override { return pending_.size(); }
   const Histogram& flush_durations() const override { return flush_durations_; }
@@ -302,6 +307,11 @@ class SqliteStore final : public Store {
   // One endpoint's queued statistics (update_stats_): SQLITE_DONE or the error.
   int write_delta(int64_t id, const StatDelta& d);
   Result<Endpoint> insert_endpoint(const std::string& node_id, const EndpointSpec& spec);
+  // The mirror's table and statements, made on the first mirror call.
+  Status prepare_mirror();
+  Status apply_mirror_rows(const MirrorWrite& write, std::vector<std::string>& removed);
+  Status upsert_mirror_endpoint(const Endpoint& e, bool clash_possible);
+  Status apply_exact_range(const MirrorWrite& write, std::vector<std::string>& removed);
 
   uv_loop_t* loop_;
   StoreOptions options_;
@@ -328,6 +338,9 @@ class SqliteStore final : public Store {
       data_version_, count_nodes_, count_endpoints_, insert_node_, insert_endpoint_, delete_node_,
       delete_endpoint_, node_exists_, update_stats_, node_endpoints_, node_endpoints_proto_,
       endpoints_in_range_;
+  bool mirror_prepared_ = false;
+  Stmt mirror_get_, mirror_set_, upsert_node_, clash_endpoint_, upsert_endpoint_, endpoint_ids_in_,
+      node_ids_after_, node_ids_upto_;
 };
 
 Status SqliteStore::exec(const char* sql, const char* what) {
@@ -865,6 +878,197 @@ Status SqliteStore::remove_endpoint(int64_t endpoint_id) {
   return ok_status();
 }
 
+// --- the inventory mirror -----------------------------------------------------
+
+Status SqliteStore::prepare_mirror() {
+  if (mirror_prepared_) return ok_status();
+  if (Status s = schema::ensure_mirror_table(db_, options_.path); !s.ok()) return s;
+  struct {
+    Stmt* stmt;
+    const char* sql;
+  } all[] = {
+      {&mirror_get_, "SELECT inventory_id, revision, synced_at FROM inventory_mirror WHERE id = 1"},
+      {&mirror_set_,
+       "INSERT INTO inventory_mirror (id, inventory_id, revision, synced_at) VALUES (1, ?1, ?2, ?3) "
+       "ON CONFLICT (id) DO UPDATE SET inventory_id = excluded.inventory_id, "
+       "revision = excluded.revision, synced_at = excluded.synced_at"},
+      // Never INSERT OR REPLACE: replacing a node deletes its endpoints.
+      {&upsert_node_,
+       "INSERT INTO nodes (id, name, created_at) VALUES (?1, ?2, ?3) "
+       "ON CONFLICT (id) DO UPDATE SET name = excluded.name, created_at = excluded.created_at"},
+      {&clash_endpoint_,
+       "DELETE FROM endpoints WHERE node_id = ?1 AND protocol = ?2 AND address = ?3 AND port = ?4 "
+       "AND id <> ?5"},
+      // The server's columns only: the statistics stay this host's.
+      {&upsert_endpoint_,
+       "INSERT INTO endpoints (id, node_id, protocol, address, port, server_name, alpn, pin_sha256) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET "
+       "node_id = excluded.node_id, protocol = excluded.protocol, address = excluded.address, "
+       "port = excluded.port, server_name = excluded.server_name, alpn = excluded.alpn, "
+       "pin_sha256 = excluded.pin_sha256"},
+      {&endpoint_ids_in_, "SELECT id FROM endpoints WHERE node_id > ?1 AND node_id <= ?2"},
+      {&node_ids_after_, "SELECT id FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"},
+      {&node_ids_upto_, "SELECT id FROM nodes WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3"},
+  };
+  for (auto& s : all)
+    if (int rc = s.stmt->prepare(db_, s.sql); rc != SQLITE_OK) return err(rc, "prepare mirror");
+  mirror_prepared_ = true;
+  return ok_status();
+}
+
+Result<std::optional<MirrorState>> SqliteStore::mirror_state() {
+  if (!db_) return closed_error();
+  if (Status s = prepare_mirror(); !s.ok()) return s;
+  Use q(mirror_get_);
+  const int rc = q.step();
+  if (rc == SQLITE_DONE) return std::optional<MirrorState>();
+  if (rc != SQLITE_ROW) return err(rc, "read inventory_mirror");
+  MirrorState m;
+  m.inventory_id = opt_text(*q, 0).value_or("");
+  m.revision = sqlite3_column_int64(*q, 1);
+  m.synced_at = opt_int(*q, 2);
+  return std::optional<MirrorState>(std::move(m));
+}
+
+Result<std::vector<std::string>> SqliteStore::node_ids_between(const std::string& after,
+                                                               const std::optional<std::string>& upto,
+                                                               int limit) {
+  if (!db_) return closed_error();
+  if (Status s = prepare_mirror(); !s.ok()) return s;
+  std::vector<std::string> out;
+  Use q(upto ? node_ids_upto_ : node_ids_after_);
+  q.bind(1, after);
+  if (upto) q.bind(2, *upto);
+  q.bind(upto ? 3 : 2, static_cast<int64_t>(limit));
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(opt_text(*q, 0).value_or(""));
+  if (rc != SQLITE_DONE) return err(rc, "list node ids");
+  return out;
+}
+
+Status SqliteStore::upsert_mirror_endpoint(const Endpoint& e, bool clash_possible) {
+  if (clash_possible) {
+    Use q(clash_endpoint_);
+    q.bind(1, e.node_id);
+    q.bind(2, e.protocol);
+    q.bind(3, e.address);
+    q.bind(4, static_cast<int64_t>(e.port));
+    q.bind(5, e.id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror endpoint");
+  }
+  Use q(upsert_endpoint_);
+  q.bind(1, e.id);
+  q.bind(2, e.node_id);
+  q.bind(3, e.protocol);
+  q.bind(4, e.address);
+  q.bind(5, static_cast<int64_t>(e.port));
+  q.bind(6, e.server_name);
+  q.bind(7, e.alpn);
+  q.bind(8, e.pin_sha256);
+  const int rc = q.step();
+  // Its node is gone: a later change of the log removed it.
+  if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) return ok_status();
+  return rc == SQLITE_DONE ? ok_status() : err(rc, "mirror endpoint");
+}
+
+// The rows in the range that the write does not hold are removed: one scan
+// of each table's index over the range (a stale endpoint that shares the
+// (node, protocol, address, port) of one upserted has another id: it goes
+// too, so the upserts cannot clash).
+Status SqliteStore::apply_exact_range(const MirrorWrite& w, std::vector<std::string>& removed) {
+  std::unordered_map<std::string_view, bool> nodes;
+  for (const Node& n : w.upsert_nodes) nodes[n.id] = true;
+  std::unordered_map<int64_t, bool> endpoints;
+  for (const Endpoint& e : w.upsert_endpoints) endpoints[e.id] = true;
+  std::vector<int64_t> gone_endpoints;
+  {
+    Use q(endpoint_ids_in_);
+    q.bind(1, w.exact->after);
+    q.bind(2, w.exact->upto);
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW)
+      if (!endpoints.count(sqlite3_column_int64(*q, 0))) gone_endpoints.push_back(sqlite3_column_int64(*q, 0));
+    if (rc != SQLITE_DONE) return err(rc, "mirror endpoints");
+  }
+  for (int64_t id : gone_endpoints) {
+    Use q(delete_endpoint_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror endpoint removal");
+    pending_.erase(id);
+  }
+  std::vector<std::string> gone_nodes;
+  {
+    Use q(node_ids_upto_);
+    q.bind(1, w.exact->after);
+    q.bind(2, w.exact->upto);
+    q.bind(3, static_cast<int64_t>(INT64_MAX));
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      std::string id = opt_text(*q, 0).value_or("");
+      if (!nodes.count(id)) gone_nodes.push_back(std::move(id));
+    }
+    if (rc != SQLITE_DONE) return err(rc, "mirror nodes");
+  }
+  for (auto& id : gone_nodes) {
+    Use q(delete_node_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror node removal");
+    removed.push_back(std::move(id));
+  }
+  return ok_status();
+}
+
+Status SqliteStore::apply_mirror_rows(const MirrorWrite& w, std::vector<std::string>& removed) {
+  if (w.exact)
+    if (Status s = apply_exact_range(w, removed); !s.ok()) return s;
+  for (int64_t id : w.remove_endpoints) {
+    Use q(delete_endpoint_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror endpoint removal");
+    pending_.erase(id);
+  }
+  for (const auto& id : w.remove_nodes) {
+    Use q(delete_node_);
+    q.bind(1, id);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror node removal");
+    if (sqlite3_changes(db_) > 0) removed.push_back(id);
+  }
+  for (const Node& n : w.upsert_nodes) {
+    Use q(upsert_node_);
+    q.bind(1, n.id);
+    q.bind(2, n.name);
+    q.bind(3, n.created_at);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "mirror node");
+  }
+  for (const Endpoint& e : w.upsert_endpoints)
+    if (Status s = upsert_mirror_endpoint(e, !w.exact); !s.ok()) return s;
+  if (w.state) {
+    Use q(mirror_set_);
+    q.bind(1, w.state->inventory_id);
+    q.bind(2, w.state->revision);
+    q.bind(3, w.state->synced_at);
+    if (int rc = q.step(); rc != SQLITE_DONE) return err(rc, "write inventory_mirror");
+  }
+  return ok_status();
+}
+
+Result<std::vector<std::string>> SqliteStore::apply_mirror(const MirrorWrite& write) {
+  if (!db_) return closed_error();
+  if (Status s = prepare_mirror(); !s.ok()) return s;
+  counts_cache_.reset();
+  if (Status s = begin(); !s.ok()) return s;
+  std::vector<std::string> removed;
+  if (Status s = apply_mirror_rows(write, removed); !s.ok()) {
+    rollback();
+    return s;
+  }
+  if (Status s = exec("COMMIT", "commit mirror"); !s.ok()) {
+    rollback();
+    return s;
+  }
+  return removed;
+}
+
 // --- statistics ---------------------------------------------------------------
 
 // Rows written by one timer-driven flush. A burst of thousands of connects
@@ -983,7 +1187,9 @@ Status SqliteStore::close() {
     for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
                      &get_endpoint_, &data_version_, &count_nodes_, &count_endpoints_, &insert_node_,
                      &insert_endpoint_, &delete_node_, &delete_endpoint_, &node_exists_,
-                     &update_stats_, &node_endpoints_, &node_endpoints_proto_, &endpoints_in_range_})
+                     &update_stats_, &node_endpoints_, &node_endpoints_proto_, &endpoints_in_range_,
+                     &mirror_get_, &mirror_set_, &upsert_node_, &clash_endpoint_, &upsert_endpoint_,
+                     &endpoint_ids_in_, &node_ids_after_, &node_ids_upto_})
       st->finalize();
     sqlite3_close_v2(db_);
     db_ = nullptr;

@@ -56,6 +56,38 @@ struct StoreOptions {
 // that stalls (fsync behind other writers) shows in the upper buckets.
 inline constexpr std::array<double, 12> kFlushDurationBounds{
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+// The postgres inventory's bookkeeping in the mirror (table
+// inventory_mirror, made on first use; storage/postgres_inventory.h).
+struct MirrorState {
+  std::string inventory_id;  // the server inventory the rows come from
+  int64_t revision = 0;      // the last revision applied
+  std::optional<int64_t> synced_at;  // unix ms: last known current
+};
+
+// Rows of the shared inventory written into the mirror in one transaction,
+// in this order: the exact range, endpoints removed, nodes removed, nodes
+// upserted, endpoints upserted, the state. Upserts keep an endpoint's
+// statistics: only the columns the server holds are written.
+struct MirrorWrite {
+  // A full resync's slice: the mirror's nodes with ids in (after, upto]
+  // (byte order) become exactly upsert_nodes, and their endpoints exactly
+  // upsert_endpoints; the others in that range are removed.
+  struct Range {
+    std::string after;
+    std::string upto;
+  };
+  std::optional<Range> exact;
+  std::vector<Node> upsert_nodes;
+  // Endpoints by the server's id; their statistics fields are ignored. One
+  // whose node is absent is skipped (a later change of the log removed it).
+  // Outside an exact range, another row with the same (node, protocol,
+  // address, port) but a different id is removed first (the server
+  // re-created it).
+  std::vector<Endpoint> upsert_endpoints;
+  std::vector<std::string> remove_nodes;  // absent ones are no error
+  std::vector<int64_t> remove_endpoints;  // absent ones are no error
+  std::optional<MirrorState> state;
+};
 
 struct StoreCounts {
   int64_t nodes = 0;
@@ -127,6 +159,17 @@ class Store {
   virtual Result<Endpoint> add_endpoint(const std::string& node_id, const EndpointSpec& spec) = 0;
   // kEndpointNotFound when absent.
   virtual Status remove_endpoint(int64_t endpoint_id) = 0;
+
+  // --- the inventory mirror (postgres backend) ---------------------------
+  // The mirror's state, nullopt before any (creates the table on first use).
+  virtual Result<std::optional<MirrorState>> mirror_state() = 0;
+  // One transaction; returns the nodes that existed and were removed.
+  virtual Result<std::vector<std::string>> apply_mirror(const MirrorWrite& write) = 0;
+  // Node ids after `after` (and up to `upto` inclusive when given), in id
+  // (byte) order, at most `limit`.
+  virtual Result<std::vector<std::string>> node_ids_between(const std::string& after,
+                                                            const std::optional<std::string>& upto,
+                                                            int limit) = 0;
 
   // --- statistics ------------------------------------------------------
   // Cheap: each queues a delta in memory (no SQL). Deltas are written in one

@@ -4,7 +4,7 @@ the reference it is judged against, measured in the same run.
 
 Run through scripts/bench (which installs redis and builds a release tree):
     scripts/bench [--rounds N] [--only ROW,...] [--markdown FILE]
-Rows: status, tcp, quic, links, scale, latency, streams, race.
+Rows: status, tcp, quic, links, scale, latency, streams, race, fleet.
 
 The machines are shared and noisy: every figure is the median of --rounds
 rounds, connmgr's and the reference's rounds interleaved, and judged by the
@@ -175,7 +175,7 @@ class Bench:
         p.stdin.close()
         self.stop(p)
 
-    def start_daemon(self, name, *flags, database=None, pin_cpu=None):
+    def start_daemon(self, name, *flags, database=None, pin_cpu=None, env=None):
         d = os.path.join(self.work, name)
         os.makedirs(d, exist_ok=True)
         sock = os.path.join(d, "s")
@@ -184,7 +184,8 @@ class Bench:
         t0 = time.perf_counter()
         pin = pinned(pin_cpu) if pin_cpu is not None else []
         p = self.start(pin + [self.connmgrd, "--database=" + db, "--socket=" + sock,
-                        "--log-level=warning", *flags], stdout=log, stderr=log)
+                        "--log-level=warning", *flags], stdout=log, stderr=log,
+                       env=dict(os.environ, **env) if env else None)
         log.close()
         deadline = time.time() + 60
         while True:
@@ -811,6 +812,76 @@ class Bench:
 
     # --- report ----------------------------------------------------------------
 
+    # --- a fleet's shared inventory (docs/operations.md, "Running a fleet") -----
+
+    def bench_fleet(self):
+        print("a fleet's shared inventory on PostgreSQL 15 (tests/e2e/postgres.py)", flush=True)
+        sys.path.insert(0, os.path.join(TOP, "tests", "e2e"))
+        import postgres
+        if not postgres.available():
+            self.notes.append("fleet rows skipped: PostgreSQL 15 is not installed")
+            return
+        server = postgres.PostgresServer()
+        try:
+            server.start()
+            dsn = server.create_fleet("bench")
+            flags = ("--inventory=postgres", "--inventory-dsn=" + dsn)
+            env = server.env()
+            p50s, p99s = [], []
+            for r in range(self.rounds()):
+                a, _, ra, _, _ = self.start_daemon("fleet-a%d" % r, *flags, env=env)
+                b, _, rb, _, _ = self.start_daemon("fleet-b%d" % r, *flags, env=env)
+                for rpc in (ra, rb):
+                    wait_inventory(rpc, lambda inv: inv["state"] == "connected")
+                lat = propagation_ms(ra, rb, "r%d-" % r, self.args.fleet_adds)
+                p50s.append(statistics.median(lat))
+                p99s.append(p99(lat))
+                self.stop_daemon(a, ra)
+                self.stop_daemon(b, rb)
+            self.row("propagation ms, nodes.add on one host to nodes.get on another, p50",
+                     statistics.median(p50s), None, "ms", ("max", 50.0))
+            self.row("propagation ms, the same, p99", statistics.median(p99s), None, "ms", ("info", None))
+            self.bench_fleet_resync(server, flags, env)
+        finally:
+            server.close()
+
+    def bench_fleet_resync(self, server, flags, env):
+        """A host's first start on a fleet of N nodes (written on the server
+        with SQL, as many hosts' nodes.add would): the full resync's rate, and
+        status p99 while it runs."""
+        count = self.args.fleet_nodes
+        fill_fleet_sql(server, "bench", count)
+        probe = os.path.join(self.tools, "rpc_load")
+        rates, status_p99, idle_p99 = [], [], []
+        for r in range(self.rounds()):
+            t0 = time.monotonic()
+            d, sock, rpc, _, _ = self.start_daemon("fleet-resync%d" % r, *flags, env=env)
+            samples = os.path.join(self.work, "fleet-probe.txt")
+            # The probe asks for status every ms for 15 s (it writes its
+            # samples when it ends); the answers sent before the resync ended count.
+            p = subprocess.Popen([probe, "probe", sock, "15", "1", samples], stdout=subprocess.PIPE, text=True)
+            t_probe = time.monotonic()
+            wait_inventory(rpc, lambda inv: inv["state"] == "connected", timeout=120)
+            deadline = time.monotonic() + 300
+            while rpc.call("status")["counts"]["nodes"] < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the resync of %d nodes did not end within 300 s" % count)
+                time.sleep(0.01)
+            t1 = time.monotonic()
+            p.communicate(timeout=60)
+            rates.append(count / (t1 - t0))
+            window = window_latencies_ms(samples, t_probe, t1)
+            if len(window) < 20:
+                raise RuntimeError("only %d probe answers while the resync ran" % len(window))
+            status_p99.append(p99(window))
+            # The same daemon once the resync is over: what this machine allows.
+            idle_p99.append(run_tool([probe, "probe", sock, "3", "1"])["p99_us"] / 1000.0)
+            self.stop_daemon(d, rpc)
+        self.row("full resync nodes/s, first start on %s nodes (from exec)" % fmt(count),
+                 statistics.median(rates), None, "nodes/s", ("min", 20000.0))
+        self.row("status p99 ms, while %s nodes resync" % fmt(count), statistics.median(status_p99),
+                 statistics.median(idle_p99), "ms", ("max", 5.0), ref_name="idle p99 after it")
+
     def markdown(self):
         lines = ["| figure | connmgr | reference | ratio | target | |", "|---|---:|---:|---:|---|---|"]
         for r in self.rows:
@@ -933,6 +1004,45 @@ def free_tcp_port():
     return port
 
 
+def wait_inventory(rpc, pred, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        inv = rpc.call("status")["inventory"]
+        if pred(inv):
+            return inv
+        if time.monotonic() > deadline:
+            raise RuntimeError("status.inventory stayed %s" % inv)
+        time.sleep(0.01)
+
+
+def propagation_ms(ra, rb, prefix, adds):
+    """nodes.add through one host, then nodes.get on the other until it
+    answers, alternating directions: the time from the add's request to the
+    first successful get, in ms."""
+    out = []
+    for i in range(adds):
+        writer, reader = (ra, rb) if i % 2 == 0 else (rb, ra)
+        node_id = "%s%d" % (prefix, i)
+        t0 = time.perf_counter()
+        writer.call("nodes.add", {"id": node_id})
+        deadline = t0 + 10
+        while "error" in reader.call_raw("nodes.get", {"node_id": node_id}):
+            if time.perf_counter() > deadline:
+                raise RuntimeError("%s never reached the other host" % node_id)
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def fill_fleet_sql(server, dbname, count):
+    """`count` nodes with one endpoint each, written on the server in one
+    statement per table (the server's triggers log every row)."""
+    server.psql("INSERT INTO connmgr.nodes(id, name) SELECT 'f' || g, NULL FROM generate_series(1, %d) g" % count,
+                dbname, timeout=600)
+    server.psql("INSERT INTO connmgr.endpoints(node_id, protocol, address, port) "
+                "SELECT 'f' || g, 'tcp', '127.0.0.1', 1 + g %% 65535 FROM generate_series(1, %d) g" % count,
+                dbname, timeout=600)
+
+
 def p99(values):
     v = sorted(values)
     return v[min(len(v) - 1, int(0.99 * len(v)))]
@@ -963,7 +1073,11 @@ def main():
                     help="idle QUIC streams held at once (streams rows)")
     ap.add_argument("--race-runs", type=int, default=20,
                     help="racing connects per round (race rows; race = false: a tenth)")
-    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams,race,metrics")
+    ap.add_argument("--fleet-adds", type=int, default=400,
+                    help="nodes added per round for the propagation rows (fleet rows)")
+    ap.add_argument("--fleet-nodes", type=int, default=100000,
+                    help="nodes of the fleet a host resyncs at its first start (fleet rows)")
+    ap.add_argument("--only", default="status,tcp,quic,links,scale,latency,streams,race,metrics,fleet")
     ap.add_argument("--markdown", help="also write the table to this file")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -992,6 +1106,8 @@ def main():
             b.bench_race()
         if "metrics" in only:
             b.bench_metrics()
+        if "fleet" in only:
+            b.bench_fleet()
     finally:
         b.cleanup()
     print()

@@ -505,3 +505,35 @@ TEST_CASE("merge_reload takes the live keys from the new configuration and keeps
   CHECK(m.effective.at("connection_timeout") == "1s");
   CHECK(m.effective.at("database") == a->effective.at("database"));
 }
+
+TEST_CASE("inventory keys: local by default; postgres needs inventory_dsn; all need a restart") {
+  FakeEnv f;
+  auto def = parse_args(f, {});
+  REQUIRE(def.ok());
+  CHECK(def->inventory == "local");
+  CHECK_FALSE(def->inventory_dsn);
+  CHECK(def->inventory_resync_interval == milliseconds(30000));
+  CHECK(def->inventory_connect_timeout == milliseconds(5000));
+  CHECK(def->inventory_retry_max == milliseconds(30000));
+  CHECK(config_to_json(*def)["inventory"] == "local");
+  CHECK(config_to_json(*def)["inventory_dsn"].is_null());
+
+  auto pg = parse_args(f, {"--inventory=postgres", "--inventory-dsn=host=db.example dbname=fleet",
+                           "--inventory-resync-interval=5s", "--inventory-connect-timeout=2s",
+                           "--inventory-retry-max=1m"});
+  REQUIRE(pg.ok());
+  CHECK(pg->inventory == "postgres");
+  CHECK(*pg->inventory_dsn == "host=db.example dbname=fleet");
+  CHECK(pg->inventory_resync_interval == milliseconds(5000));
+  CHECK(pg->inventory_connect_timeout == milliseconds(2000));
+  CHECK(pg->inventory_retry_max == milliseconds(60000));
+  CHECK(reload_diff(*def, *pg) == std::vector<std::string>{"inventory", "inventory_dsn", "inventory_resync_interval",
+                                                           "inventory_connect_timeout", "inventory_retry_max"});
+  CHECK(merge_reload(*def, *pg).inventory == "local");
+
+  CHECK(error_of(f, {"--inventory=etcd"}) == "inventory: must be local or postgres, got 'etcd' (--inventory)");
+  CHECK(error_of(f, {"--inventory=postgres"}).rfind("inventory_dsn: is required with inventory = postgres", 0) == 0);
+  f.files["/c.conf"] = "inventory = postgres\n";
+  CHECK(error_of(f, {"--config", "/c.conf"}).find("inventory_dsn") == 0);
+  CHECK(error_of(f, {"--inventory-resync-interval=0"}).rfind("inventory_resync_interval:", 0) == 0);
+}

@@ -125,3 +125,26 @@ TEST_CASE("an explanation: candidates with rank or null, classes, backoff, recen
   x.backoff.reset();
   CHECK(connmgr::methods::to_json(x)["backoff"].is_null());
 }
+
+TEST_CASE("inventory_changed carries its revision and kind, and the node and endpoint when it has them") {
+  connmgr::Event e;
+  e.type = connmgr::EventType::kInventoryChanged;
+  e.at = 1764660000000;
+  e.node_id = "n1";
+  e.endpoint_id = 9;
+  e.revision = 42;
+  e.kind = "endpoint_added";
+  CHECK(connmgr::methods::to_json(e) == json{{"type", "inventory_changed"},
+                                             {"at", "2025-12-02T07:20:00.000Z"},
+                                             {"node_id", "n1"},
+                                             {"endpoint_id", 9},
+                                             {"revision", 42},
+                                             {"kind", "endpoint_added"}});
+  connmgr::Event resync;
+  resync.type = connmgr::EventType::kInventoryChanged;
+  resync.at = 1764660000000;
+  resync.revision = 7;
+  resync.kind = "resync";
+  CHECK(connmgr::methods::to_json(resync) ==
+        json{{"type", "inventory_changed"}, {"at", "2025-12-02T07:20:00.000Z"}, {"revision", 7}, {"kind", "resync"}});
+}

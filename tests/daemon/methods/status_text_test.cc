@@ -24,7 +24,7 @@ struct Values {
   std::vector<std::string> connectors{"tcp", "quic"};
   json config = json{{"socket", "/run/connmgr/connmgrd.sock"}, {"admin_group", nullptr},
                      {"max_clients", "1024"}};
-  StatusText::Live live{1234, 3, 7, 1, 2, 5, 9, {}};
+  StatusText::Live live{1234, 3, 7, 1, 2, 5, 9, {}, {}};
   NetworkStatus network = [] {
     NetworkStatus n;
     n.generation = 3;
@@ -105,7 +105,7 @@ TEST_CASE("status counts are written in full, extremes included") {
   v.live = StatusText::Live{std::numeric_limits<uint64_t>::max(),
                             std::numeric_limits<int64_t>::min(),
                             std::numeric_limits<int64_t>::max(), 0, 0, 0,
-                            std::numeric_limits<uint64_t>::max(), {}};
+                            std::numeric_limits<uint64_t>::max(), {}, {}};
   CHECK(as_text(v) == as_object(v));
 }
 
@@ -143,4 +143,23 @@ TEST_CASE("a part set again replaces what was kept") {
   std::string out;
   t.write(v.live_with_network(), out);
   CHECK(out == as_object(v));
+}
+
+TEST_CASE("status.inventory's text lands in its alphabetical place") {
+  Values v;
+  const std::string inventory =
+      R"({"backend":"postgres","dsn":"host=db dbname=fleet","lag_s":1.5,"revision":42,"state":"connecting"})";
+  StatusText t;
+  t.set_config(v.config);
+  t.set_connectors(v.connectors);
+  t.set_identity(v.version, v.database, v.socket, v.node_id);
+  StatusText::Live live = v.live_with_network();
+  live.inventory = inventory;
+  std::string out;
+  t.write(live, out);
+  json expected = json::parse(as_object(v));
+  expected["inventory"] = json::parse(inventory);
+  std::string expected_text;
+  connmgr::rpc::append_json(expected_text, expected);
+  CHECK(out == expected_text);
 }

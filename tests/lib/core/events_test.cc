@@ -9,9 +9,10 @@ TEST_CASE("event type names are the protocol's and round-trip") {
   CHECK(event_type_name(EventType::kRetryScheduled) == "retry_scheduled");
   for (auto t : all_event_types()) CHECK(event_type_from_name(event_type_name(t)) == t);
   CHECK_FALSE(event_type_from_name("exploded").has_value());
-  CHECK(all_event_types().size() == 11);
+  CHECK(all_event_types().size() == 12);
   CHECK(event_type_name(EventType::kGaveUp) == "gave_up");
   CHECK(event_type_name(EventType::kNetworkChanged) == "network_changed");
+  CHECK(event_type_name(EventType::kInventoryChanged) == "inventory_changed");
   CHECK(event_type_name(EventType::kStreamOpened) == "stream_opened");
   CHECK(event_type_name(EventType::kStreamClosed) == "stream_closed");
 }
