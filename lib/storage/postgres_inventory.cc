@@ -249,6 +249,8 @@ class PostgresInventory final : public Inventory {
 // --- connection ----------------------------------------------------------------
 
 void PostgresInventory::start() {
+  // A full resync commits ~1,500 slices: SQLite's checkpoints go to a thread.
+  store_.checkpoint_in_background();
   auto mirror = store_.mirror_state();
   if (!mirror) {
     last_error_ = mirror.error().message();
