@@ -114,6 +114,12 @@ void PgConnection::connect(const std::string& dsn, std::chrono::milliseconds tim
   };
   if (!has("fallback_application_name")) keywords_.emplace_back("fallback_application_name", "connmgrd");
   if (!has("client_encoding")) keywords_.emplace_back("client_encoding", "UTF8");
+  // A server that vanished without a FIN (host down, cable cut) is noticed
+  // by TCP keepalives within ~25 s even while LISTEN waits, unless the DSN
+  // says otherwise (the kernel's default is 2 hours).
+  if (!has("keepalives_idle")) keywords_.emplace_back("keepalives_idle", "10");
+  if (!has("keepalives_interval")) keywords_.emplace_back("keepalives_interval", "5");
+  if (!has("keepalives_count")) keywords_.emplace_back("keepalives_count", "3");
 
   const auto hosts = split_list(host);
   const auto addrs = split_list(hostaddr);

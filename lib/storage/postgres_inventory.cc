@@ -265,6 +265,15 @@ void PostgresInventory::start() {
 }
 
 void PostgresInventory::connect() {
+  // Passwords come from a pgpass file: a DSN that holds one (or cannot be
+  // parsed) is never used, and never shown.
+  auto has_password = dsn_has_password(options_.dsn);
+  if (!has_password || *has_password) {
+    last_error_ = !has_password ? has_password.error().message()
+                                : "the DSN holds a password: give it in a pgpass file instead";
+    state_ = InventoryState::kUnavailable;
+    return;
+  }
   state_ = InventoryState::kConnecting;
   conn_.connect(options_.dsn, options_.connect_timeout);
 }

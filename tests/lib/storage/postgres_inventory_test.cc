@@ -370,6 +370,20 @@ TEST_CASE("a server that is not there leaves the backend unavailable, retrying")
   CHECK(a.add_node(node_spec("n", 0)).error().reason() == "unavailable");
 }
 
+TEST_CASE("a DSN that holds a password is never used") {
+  Loop l;
+  Host a(&l.loop, "host=127.0.0.1 port=1 user=postgres password=secret");
+  a.start();
+  const auto st = a.inventory->status();
+  CHECK(st.state == InventoryState::kUnavailable);
+  REQUIRE(st.last_error.has_value());
+  CHECK(st.last_error->find("pgpass") != std::string::npos);
+  CHECK(st.dsn->find("secret") == std::string::npos);
+  auto r = a.add_node(node_spec("n", 0));
+  CHECK(r.error().reason() == "unavailable");
+  CHECK(r.error().message().find("secret") == std::string::npos);
+}
+
 TEST_CASE("a host name in the DSN is resolved on the loop's resolver") {
   auto& server = PostgresServer::shared();
   const std::string dsn = server.create_database();
