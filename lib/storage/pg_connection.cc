@@ -351,17 +351,26 @@ void PgConnection::on_connected_readable() {
     lose(pg_message(PQerrorMessage(conn_)));
     return;
   }
+  if (!deliver_notifies()) return;
+  if (want_write_) flush();
+  if (!conn_) return;
+  read_results();
+  // A NOTIFY read in the same input as a result is parsed only once that
+  // result is taken (libpq stops parsing at a ready result): without this
+  // second look it would wait for the next input.
+  if (conn_ && !deliver_notifies()) return;
+  if (conn_ && PQstatus(conn_) == CONNECTION_BAD) lose(pg_message(PQerrorMessage(conn_)));
+}
+
+bool PgConnection::deliver_notifies() {
   while (PGnotify* n = PQnotifies(conn_)) {
     const std::string channel = n->relname ? n->relname : "";
     const std::string payload = n->extra ? n->extra : "";
     PQfreemem(n);
     if (handlers_.on_notify) handlers_.on_notify(channel, payload);
-    if (!conn_) return;
+    if (!conn_) return false;
   }
-  if (want_write_) flush();
-  if (!conn_) return;
-  read_results();
-  if (conn_ && PQstatus(conn_) == CONNECTION_BAD) lose(pg_message(PQerrorMessage(conn_)));
+  return true;
 }
 
 void PgConnection::read_results() {
