@@ -132,6 +132,7 @@ class PgConnection {
   void fail_connect(const std::string& why);
   void on_poll(int status, int events);
   void on_connected_readable();
+  bool deliver_notifies();  // false when a handler closed the connection
   void send_next();
   void flush();
   void read_results();
