@@ -136,9 +136,6 @@ class PgConnection {
   void send_next();
   void flush();
   void read_results();
-  // The NOTIFYs libpq has parsed, to on_notify; false when the connection
-  // went meanwhile.
-  bool deliver_notifies();
   void lose(const std::string& why);
   void deliver_connected(Status s);
   static void poll_cb(uv_poll_t* handle, int status, int events);
