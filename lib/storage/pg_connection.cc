@@ -114,6 +114,12 @@ void PgConnection::connect(const std::string& dsn, std::chrono::milliseconds tim
   };
   if (!has("fallback_application_name")) keywords_.emplace_back("fallback_application_name", "connmgrd");
   if (!has("client_encoding")) keywords_.emplace_back("client_encoding", "UTF8");
+  // A server that vanished without a FIN (host down, cable cut) is noticed
+  // by TCP keepalives within ~25 s even while LISTEN waits, unless the DSN
+  // says otherwise (the kernel's default is 2 hours).
+  if (!has("keepalives_idle")) keywords_.emplace_back("keepalives_idle", "10");
+  if (!has("keepalives_interval")) keywords_.emplace_back("keepalives_interval", "5");
+  if (!has("keepalives_count")) keywords_.emplace_back("keepalives_count", "3");
 
   const auto hosts = split_list(host);
   const auto addrs = split_list(hostaddr);
@@ -349,9 +355,9 @@ void PgConnection::on_connected_readable() {
   if (want_write_) flush();
   if (!conn_) return;
   read_results();
-  // A NOTIFY that came in the same read as a query's answer is parsed only
-  // while the answer is taken (PQgetResult): it waits in libpq's queue, and
-  // no more bytes may come to wake us for it.
+  // A NOTIFY read in the same input as a result is parsed only once that
+  // result is taken (libpq stops parsing at a ready result): without this
+  // second look it would wait for the next input.
   if (conn_ && !deliver_notifies()) return;
   if (conn_ && PQstatus(conn_) == CONNECTION_BAD) lose(pg_message(PQerrorMessage(conn_)));
 }

@@ -132,12 +132,10 @@ class PgConnection {
   void fail_connect(const std::string& why);
   void on_poll(int status, int events);
   void on_connected_readable();
+  bool deliver_notifies();  // false when a handler closed the connection
   void send_next();
   void flush();
   void read_results();
-  // The NOTIFYs libpq has parsed, to on_notify; false when the connection
-  // went meanwhile.
-  bool deliver_notifies();
   void lose(const std::string& why);
   void deliver_connected(Status s);
   static void poll_cb(uv_poll_t* handle, int status, int events);

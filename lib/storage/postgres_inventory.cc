@@ -1,34 +1,18 @@
-// The postgres Inventory: a state machine over one PgConnection.
+// The postgres Inventory: a state machine over one PgConnection; the mirror's
+// sync is MirrorSync's (storage/mirror_sync.h).
 //
 //   connecting ─ connected, session set, schema checked (made), LISTEN ─▶ connected
 //        ▲                                                       │ lost / failed
 //        └──── retry timer (100 ms doubling to retry_max) ◀─ unavailable
-//
-// While connected, sync() brings the mirror to the server's last revision:
-// the log after the mirror's revision, read in pages and applied one change
-// per local transaction across loop turns; or, when the log cannot tell
-// (first start, another inventory, the log pruned past the mirror's
-// revision, a server behind it), a full resync: the nodes read by id in pages
-// of kPageRows (the next page asked for while one is applied) and applied in
-// slices of kSliceNodes, one local transaction and one loop turn each (the
-// slice's nodes, exactly their endpoints, and the mirror's nodes in the
-// slice's id range that the server lacks removed); then the mirror's nodes
-// after the server's last id removed, and the log read after the revision
-// taken before the first page, which replays what changed while the pages
-// were read (every change applies idempotently).
-//
-// A full resync mixes rows: until it ends a read of the mirror may see some
-// nodes as they are on the server and others as they were. A node present
-// before and after is never missing in between: each page upserts, and only
-// removes what the server lacks.
 #include "storage/postgres_inventory.h"
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 #include <deque>
 #include <map>
-#include <unordered_set>
 
+#include "storage/mirror_sync.h"
 #include "storage/pg_connection.h"
 #include "storage/pg_schema.h"
 #include "util/clock.h"
@@ -38,30 +22,7 @@ namespace connmgr {
 
 namespace {
 
-// Rows per page of the log or of the nodes: one page of nodes is applied in
-// one local transaction (~5 ms for 1,000 nodes with an endpoint each).
-constexpr int kPageRows = 1000;
-// Changes of the log applied per loop turn, each its own local transaction;
-// and the time a turn may take doing so.
-constexpr int kChangesPerTurn = 256;
-constexpr uint64_t kTurnBudgetMs = 4;
-// Nodes (with their endpoints) of a full resync applied per loop turn, in one
-// local transaction: ~5 ms (~35 us a node with one endpoint; ~3x that under
-// ASan).
-constexpr size_t kSliceNodes = 64;
-
 constexpr auto kInitialRetry = std::chrono::milliseconds(100);
-
-// One row of the change log (pg_schema::kLogPage).
-struct LogRow {
-  int64_t revision = 0;
-  std::string kind;
-  std::string node_id;
-  std::optional<int64_t> endpoint_id;
-  std::optional<std::string> name;
-  int64_t created_at = 0;
-  Endpoint endpoint;
-};
 
 // A text[] literal: every element double-quoted (backslash before " and \),
 // NULL bare.
@@ -82,8 +43,6 @@ std::string array_literal(const std::vector<std::optional<std::string>>& items) 
   }
   return out + "}";
 }
-
-std::optional<std::string> num(int64_t v) { return std::to_string(v); }
 
 }  // namespace
 
@@ -139,7 +98,14 @@ class PostgresInventory final : public Inventory {
                         [this](Status s) { on_connected(std::move(s)); },
                         [this](const std::string& why) { on_lost(why); },
                         [this](const std::string&, const std::string& payload) { on_notify(payload); },
-                    }) {
+                    }),
+        sync_(loop, store, conn_,
+              MirrorSync::Hooks{
+                  [this](const InventoryChange& change) { notify(change); },
+                  [this] { release_waiters(); },
+                  [this](const std::string& why) { fail(why); },
+                  [this] { wake(); },
+              }) {
     retry_timer_.init(loop_);
     resync_timer_.init(loop_);
     idle_.init(loop_, this, uv_idle_init);
@@ -156,18 +122,6 @@ class PostgresInventory final : public Inventory {
 
  private:
   using Waiter = std::function<void(std::optional<Error>)>;
-  struct FullResync {
-    int64_t base = 0;  // the log's last revision before the first page
-    std::string inventory_id;
-    std::string requested_after;  // the last node id asked of the server
-    std::string applied_after;    // the last node id applied to the mirror
-    bool page_in_flight = false;
-    bool server_done = false;  // the server's last page arrived
-    // Received, not yet applied: nodes by id, their endpoints by node id.
-    std::deque<Node> nodes;
-    std::deque<Endpoint> endpoints;
-  };
-
   // --- connection ---
   void connect();
   void on_connected(Status s);
@@ -179,28 +133,9 @@ class PostgresInventory final : public Inventory {
   // A reply that failed during set-up or sync: false when it did.
   bool check(const PgReply& r, const char* what);
 
-  // --- sync ---
   void on_notify(const std::string& payload);
-  void sync();
-  void on_log_state(const PgReply& r);
-  void read_log();
-  void on_log_page(const PgReply& r);
-  void apply_some();
-  bool apply_change(const LogRow& row);
-  void sync_done();
-  void read_nodes_page();
-  void on_nodes_page(const PgReply& r);
-  void on_endpoints_page(const PgReply& r, std::vector<Node> nodes, bool last);
-  void resync_step();
-  bool apply_slice();
-  bool remove_rest();
-  void finish_full_resync();
-  bool busy() const {
-    return !log_queue_.empty() || (full_ && (!full_->nodes.empty() || full_->server_done));
-  }
-  bool apply(const MirrorWrite& w, int64_t revision);
-  MirrorState state_row(int64_t revision) const {
-    return MirrorState{inventory_id_, revision, synced_at_};
+  void sync() {
+    if (state_ == InventoryState::kConnected) sync_.sync();
   }
 
   // --- writes ---
@@ -227,42 +162,36 @@ class PostgresInventory final : public Inventory {
   // its turn does (a callback may destroy the Inventory).
   UvHandle<uv_idle_t> idle_;
   std::deque<std::function<void()>> deferred_;
+  MirrorSync sync_;
 
   InventoryState state_ = InventoryState::kConnecting;
   std::optional<std::string> last_error_;
   std::chrono::milliseconds backoff_ = kInitialRetry;
 
-  // The mirror: its inventory, last revision applied, when last known current.
-  std::string inventory_id_;
-  int64_t revision_ = 0;
-  std::optional<int64_t> synced_at_;
-  int64_t latest_seen_ = 0;  // the highest revision the server told of
-
-  bool syncing_ = false;
-  bool sync_again_ = false;
-  bool last_page_full_ = false;
-  std::deque<LogRow> log_queue_;
-  std::optional<FullResync> full_;
   std::multimap<int64_t, Waiter> waiters_;
 };
 
 // --- connection ----------------------------------------------------------------
 
 void PostgresInventory::start() {
-  auto mirror = store_.mirror_state();
-  if (!mirror) {
-    last_error_ = mirror.error().message();
-  } else if (*mirror) {
-    inventory_id_ = (*mirror)->inventory_id;
-    revision_ = (*mirror)->revision;
-    synced_at_ = (*mirror)->synced_at;
-  }
+  // A full resync commits ~1,500 slices: SQLite's checkpoints go to a thread.
+  store_.checkpoint_in_background();
+  if (Status loaded = sync_.load(); !loaded.ok()) last_error_ = loaded.message();
   const auto every = static_cast<uint64_t>(std::max<int64_t>(options_.resync_interval.count(), 1));
   resync_timer_.start(every, [this] { sync(); }, every);
   connect();
 }
 
 void PostgresInventory::connect() {
+  // Passwords come from a pgpass file: a DSN that holds one (or cannot be
+  // parsed) is never used, and never shown.
+  auto has_password = dsn_has_password(options_.dsn);
+  if (!has_password || *has_password) {
+    last_error_ = !has_password ? has_password.error().message()
+                                : "the DSN holds a password: give it in a pgpass file instead";
+    state_ = InventoryState::kUnavailable;
+    return;
+  }
   state_ = InventoryState::kConnecting;
   conn_.connect(options_.dsn, options_.connect_timeout);
 }
@@ -279,7 +208,7 @@ void PostgresInventory::on_connected(Status s) {
 }
 
 // A schema already at our version is left alone (no lock, no DDL: a role
-// without CREATE works); none is made under the advisory lock.
+// without CREATE works); a missing one is made under the advisory lock.
 void PostgresInventory::check_schema(PgReply r) {
   if (!check(r, "schema check")) return;
   auto create = [this] {
@@ -337,9 +266,7 @@ void PostgresInventory::fail(const std::string& why) {
 
 void PostgresInventory::become_unavailable() {
   state_ = InventoryState::kUnavailable;
-  syncing_ = sync_again_ = false;
-  log_queue_.clear();
-  full_.reset();
+  sync_.reset();
   // Writes that reached the server but not yet the mirror are not known done.
   auto waiters = std::move(waiters_);
   waiters_.clear();
@@ -352,270 +279,8 @@ void PostgresInventory::become_unavailable() {
 // --- sync ----------------------------------------------------------------------
 
 void PostgresInventory::on_notify(const std::string& payload) {
-  latest_seen_ = std::max<int64_t>(latest_seen_, std::strtoll(payload.c_str(), nullptr, 10));
-  if (latest_seen_ > revision_) sync();
-}
-
-void PostgresInventory::sync() {
-  if (state_ != InventoryState::kConnected) return;
-  if (syncing_) {
-    sync_again_ = true;
-    return;
-  }
-  syncing_ = true;
-  sync_again_ = false;
-  conn_.query(pg_schema::kLogState, {num(revision_)}, [this](PgReply r) { on_log_state(r); });
-}
-
-void PostgresInventory::on_log_state(const PgReply& r) {
-  if (!check(r, "reading the change log")) return;
-  const std::string id = r.opt_text(0, 0).value_or("");
-  const bool has_revision = r.text(0, 1) == "t";
-  const std::optional<int64_t> first = r.opt_int64(0, 2);
-  const int64_t last = r.int64(0, 3);
-  latest_seen_ = std::max(latest_seen_, last);
-  // The log after our revision is whole when it still holds that revision
-  // (pruning removes a prefix), or, from 0, when it starts at 1.
-  const bool whole = id == inventory_id_ && !id.empty() && last >= revision_ &&
-                     (revision_ > 0 ? has_revision : !first || *first <= 1);
-  if (whole) {
-    read_log();
-    return;
-  }
-  full_.emplace();
-  full_->base = last;
-  full_->inventory_id = id;
-  read_nodes_page();
-}
-
-void PostgresInventory::read_log() {
-  conn_.query(pg_schema::kLogPage, {num(revision_), num(kPageRows)}, [this](PgReply r) { on_log_page(r); });
-}
-
-void PostgresInventory::on_log_page(const PgReply& r) {
-  if (!check(r, "reading the change log")) return;
-  for (int i = 0; i < r.rows(); ++i) {
-    LogRow row;
-    row.revision = r.int64(i, 0);
-    row.kind = r.text(i, 1);
-    row.node_id = r.text(i, 2);
-    row.endpoint_id = r.opt_int64(i, 3);
-    row.name = r.opt_text(i, 4);
-    row.created_at = r.int64(i, 5);
-    Endpoint& e = row.endpoint;
-    e.id = row.endpoint_id.value_or(0);
-    e.node_id = row.node_id;
-    e.protocol = r.opt_text(i, 6).value_or("");
-    e.address = r.opt_text(i, 7).value_or("");
-    e.port = static_cast<int>(r.int64(i, 8));
-    e.server_name = r.opt_text(i, 9);
-    e.alpn = r.opt_text(i, 10);
-    e.pin_sha256 = r.opt_text(i, 11);
-    log_queue_.push_back(std::move(row));
-  }
-  last_page_full_ = r.rows() == kPageRows;
-  if (log_queue_.empty()) sync_done();
-  else wake();
-}
-
-void PostgresInventory::apply_some() {
-  uv_update_time(loop_);
-  const uint64_t deadline = uv_now(loop_) + kTurnBudgetMs;
-  for (int n = 0; n < kChangesPerTurn && !log_queue_.empty(); ++n) {
-    LogRow row = std::move(log_queue_.front());
-    log_queue_.pop_front();
-    if (row.revision <= revision_) continue;  // a full resync's replay
-    if (!apply_change(row)) {
-      // The mirror refused (disk full, ...): try again at the next sync.
-      log_queue_.clear();
-      syncing_ = false;
-      return;
-    }
-    if ((n & 15) == 15) {
-      uv_update_time(loop_);
-      if (uv_now(loop_) >= deadline) break;
-    }
-  }
-  if (!log_queue_.empty()) return;
-  if (last_page_full_) read_log();
-  else sync_done();
-}
-
-bool PostgresInventory::apply_change(const LogRow& row) {
-  MirrorWrite w;
-  InventoryChange change;
-  change.revision = row.revision;
-  change.node_id = row.node_id;
-  if (row.kind == "node_added") {
-    change.kind = InventoryChange::Kind::kNodeAdded;
-    w.upsert_nodes.push_back(Node{row.node_id, row.name, row.created_at});
-  } else if (row.kind == "node_removed") {
-    change.kind = InventoryChange::Kind::kNodeRemoved;
-    w.remove_nodes.push_back(row.node_id);
-  } else if (row.kind == "endpoint_added") {
-    change.kind = InventoryChange::Kind::kEndpointAdded;
-    change.endpoint_id = row.endpoint_id;
-    w.upsert_endpoints.push_back(row.endpoint);
-  } else if (row.kind == "endpoint_removed") {
-    change.kind = InventoryChange::Kind::kEndpointRemoved;
-    change.endpoint_id = row.endpoint_id;
-    if (row.endpoint_id) w.remove_endpoints.push_back(*row.endpoint_id);
-  } else {
-    // A kind this build does not know (a newer schema): its revision passes.
-    w.state = state_row(row.revision);
-    return apply(w, row.revision);
-  }
-  if (!apply(w, row.revision)) return false;
-  notify(change);
-  release_waiters();
-  return true;
-}
-
-// Writes `w` with the mirror's state at `revision` in one local transaction.
-bool PostgresInventory::apply(const MirrorWrite& w, int64_t revision) {
-  MirrorWrite with_state = w;
-  with_state.state = state_row(revision);
-  auto removed = store_.apply_mirror(with_state);
-  if (!removed) {
-    last_error_ = "mirror: " + removed.error().message();
-    return false;
-  }
-  revision_ = revision;
-  return true;
-}
-
-void PostgresInventory::sync_done() {
-  syncing_ = false;
-  if (revision_ >= latest_seen_) {
-    synced_at_ = unix_now_ms();
-    MirrorWrite w;
-    apply(w, revision_);  // keeps synced_at for a start without the server
-  }
-  if (sync_again_) sync();
-}
-
-void PostgresInventory::read_nodes_page() {
-  full_->page_in_flight = true;
-  conn_.query(pg_schema::kNodesPage, {full_->requested_after, num(kPageRows)},
-              [this](PgReply r) { on_nodes_page(r); });
-}
-
-void PostgresInventory::on_nodes_page(const PgReply& r) {
-  if (!check(r, "reading the nodes")) return;
-  std::vector<Node> nodes;
-  for (int i = 0; i < r.rows(); ++i) nodes.push_back(Node{r.text(i, 0), r.opt_text(i, 1), r.int64(i, 2)});
-  const bool last = r.rows() < kPageRows;
-  if (nodes.empty()) {
-    full_->page_in_flight = false;
-    full_->server_done = true;
-    wake();
-    return;
-  }
-  const std::string after = full_->requested_after;
-  full_->requested_after = nodes.back().id;
-  conn_.query(pg_schema::kEndpointsPage, {after, full_->requested_after},
-              [this, nodes = std::move(nodes), last](PgReply r2) mutable {
-                on_endpoints_page(r2, std::move(nodes), last);
-              });
-}
-
-void PostgresInventory::on_endpoints_page(const PgReply& r, std::vector<Node> nodes, bool last) {
-  if (!check(r, "reading the endpoints")) return;
-  for (int i = 0; i < r.rows(); ++i) {
-    Endpoint e;
-    e.id = r.int64(i, 0);
-    e.node_id = r.text(i, 1);
-    e.protocol = r.text(i, 2);
-    e.address = r.text(i, 3);
-    e.port = static_cast<int>(r.int64(i, 4));
-    e.server_name = r.opt_text(i, 5);
-    e.alpn = r.opt_text(i, 6);
-    e.pin_sha256 = r.opt_text(i, 7);
-    full_->endpoints.push_back(std::move(e));
-  }
-  std::move(nodes.begin(), nodes.end(), std::back_inserter(full_->nodes));
-  full_->page_in_flight = false;
-  full_->server_done = last;
-  // The next page is asked for in resync_step, while this one is applied.
-  wake();
-}
-
-// One loop turn of a full resync: a slice of the pages received, or a page
-// of the mirror's nodes after the server's last one; and the next page asked
-// for while at most one is waiting.
-void PostgresInventory::resync_step() {
-  const bool ok = !full_->nodes.empty() ? apply_slice() : remove_rest();
-  if (!ok || !full_) return;
-  if (!full_->server_done && !full_->page_in_flight && full_->nodes.size() < static_cast<size_t>(kPageRows))
-    read_nodes_page();
-}
-
-// kSliceNodes nodes with their endpoints in one local transaction, with the
-// mirror's nodes in their id range that the server lacks removed.
-bool PostgresInventory::apply_slice() {
-  MirrorWrite w;
-  const size_t n = std::min(full_->nodes.size(), kSliceNodes);
-  for (size_t i = 0; i < n; ++i) {
-    w.upsert_nodes.push_back(std::move(full_->nodes.front()));
-    full_->nodes.pop_front();
-  }
-  const std::string& upto = w.upsert_nodes.back().id;
-  // Endpoints come by node id in the same (byte) order as the nodes.
-  while (!full_->endpoints.empty() && full_->endpoints.front().node_id <= upto) {
-    w.upsert_endpoints.push_back(std::move(full_->endpoints.front()));
-    full_->endpoints.pop_front();
-  }
-  w.exact = MirrorWrite::Range{full_->applied_after, upto};
-  full_->applied_after = upto;
-  w.state = state_row(revision_);
-  auto removed = store_.apply_mirror(w);
-  if (!removed) {
-    fail("mirror: " + removed.error().message());
-    return false;
-  }
-  const int64_t base = full_->base;
-  for (const auto& id : *removed) notify(InventoryChange{InventoryChange::Kind::kNodeRemoved, base, id, {}});
-  return true;
-}
-
-// The mirror's nodes after the server's last one, kSliceNodes a turn.
-bool PostgresInventory::remove_rest() {
-  if (!full_->server_done) return true;
-  auto ids = store_.node_ids_between(full_->applied_after, std::nullopt, static_cast<int>(kSliceNodes));
-  if (!ids) {
-    fail("mirror: " + ids.error().message());
-    return false;
-  }
-  if (ids->empty()) {
-    finish_full_resync();
-    return false;
-  }
-  MirrorWrite w;
-  full_->applied_after = ids->back();
-  w.remove_nodes = std::move(*ids);
-  w.state = state_row(revision_);
-  auto removed = store_.apply_mirror(w);
-  if (!removed) {
-    fail("mirror: " + removed.error().message());
-    return false;
-  }
-  const int64_t base = full_->base;
-  for (const auto& id : *removed) notify(InventoryChange{InventoryChange::Kind::kNodeRemoved, base, id, {}});
-  return true;
-}
-
-void PostgresInventory::finish_full_resync() {
-  FullResync done = std::move(*full_);
-  full_.reset();
-  inventory_id_ = done.inventory_id;
-  if (!apply(MirrorWrite{}, done.base)) {
-    syncing_ = false;
-    return;
-  }
-  notify(InventoryChange{InventoryChange::Kind::kResync, done.base, {}, {}});
-  release_waiters();
-  // What changed while the pages were read.
-  read_log();
+  sync_.saw(std::strtoll(payload.c_str(), nullptr, 10));
+  if (sync_.latest_seen() > sync_.revision()) sync();
 }
 
 // --- the loop's idle turns -------------------------------------------------------
@@ -625,14 +290,13 @@ void PostgresInventory::idle_cb(uv_idle_t* handle) {
 }
 
 void PostgresInventory::on_idle() {
-  if (!log_queue_.empty()) apply_some();
-  else if (full_ && (!full_->nodes.empty() || full_->server_done)) resync_step();
+  if (sync_.busy()) sync_.step();
   std::function<void()> fn;
   if (!deferred_.empty()) {
     fn = std::move(deferred_.front());
     deferred_.pop_front();
   }
-  if (!busy() && deferred_.empty()) uv_idle_stop(idle_.get());
+  if (!sync_.busy() && deferred_.empty()) uv_idle_stop(idle_.get());
   if (fn) fn();  // last: it may destroy this
 }
 
@@ -644,14 +308,14 @@ void PostgresInventory::defer(std::function<void()> fn) {
 // --- writes ----------------------------------------------------------------------
 
 void PostgresInventory::wait_for(int64_t revision, Waiter waiter) {
-  latest_seen_ = std::max(latest_seen_, revision);
+  sync_.saw(revision);
   waiters_.emplace(revision, std::move(waiter));
-  if (revision <= revision_) release_waiters();
+  if (revision <= sync_.revision()) release_waiters();
   else sync();  // not waiting for the NOTIFY
 }
 
 void PostgresInventory::release_waiters() {
-  while (!waiters_.empty() && waiters_.begin()->first <= revision_) {
+  while (!waiters_.empty() && waiters_.begin()->first <= sync_.revision()) {
     defer([w = std::move(waiters_.begin()->second)] { w(std::nullopt); });
     waiters_.erase(waiters_.begin());
   }
@@ -764,12 +428,14 @@ InventoryStatus PostgresInventory::status() const {
   InventoryStatus s;
   s.backend = "postgres";
   s.state = state_;
-  s.revision = revision_;
+  s.revision = sync_.revision();
   s.dsn = dsn_display_;
   s.last_error = last_error_;
-  const bool current = state_ == InventoryState::kConnected && !syncing_ && revision_ >= latest_seen_;
-  if (current && synced_at_) s.lag_s = 0.0;
-  else if (synced_at_) s.lag_s = static_cast<double>(std::max<int64_t>(unix_now_ms() - *synced_at_, 0)) / 1000.0;
+  const auto synced_at = sync_.synced_at();
+  const bool current =
+      state_ == InventoryState::kConnected && !sync_.syncing() && sync_.revision() >= sync_.latest_seen();
+  if (current && synced_at) s.lag_s = 0.0;
+  else if (synced_at) s.lag_s = static_cast<double>(std::max<int64_t>(unix_now_ms() - *synced_at, 0)) / 1000.0;
   return s;
 }
 

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "storage/schema.h"
+#include "storage/wal_checkpointer.h"
 #include "util/clock.h"
 #include "util/uv_handle.h"
 
@@ -269,6 +270,7 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> node_ids_between(const std::string& after,
                                                     const std::optional<std::string>& upto,
                                                     int limit) override;
+  void checkpoint_in_background() override;
   Status flush() override;
   size_t pending_stats() const override { return pending_.size(); }
   const std::string& local_node_id() const override { return local_node_id_; }
@@ -336,6 +338,7 @@ class SqliteStore final : public Store {
       delete_endpoint_, node_exists_, update_stats_, node_endpoints_, node_endpoints_proto_,
       endpoints_in_range_;
   bool mirror_prepared_ = false;
+  std::unique_ptr<WalCheckpointer> checkpointer_;
   Stmt mirror_get_, mirror_set_, upsert_node_, clash_endpoint_, upsert_endpoint_, endpoint_ids_in_,
       node_ids_after_, node_ids_upto_;
 };
@@ -913,6 +916,19 @@ Status SqliteStore::prepare_mirror() {
   return ok_status();
 }
 
+void SqliteStore::checkpoint_in_background() {
+  if (checkpointer_ || !db_ || snapshot_ || sqlite3_db_readonly(db_, "main") == 1) return;
+  checkpointer_ = std::make_unique<WalCheckpointer>(loop_, file_uri(options_.path, ""));
+  // Replaces SQLite's automatic checkpoint (itself a WAL hook).
+  sqlite3_wal_hook(
+      db_,
+      [](void* arg, sqlite3*, const char*, int pages) {
+        static_cast<WalCheckpointer*>(arg)->wal_grew(pages);
+        return SQLITE_OK;
+      },
+      checkpointer_.get());
+}
+
 Result<std::optional<MirrorState>> SqliteStore::mirror_state() {
   if (!db_) return closed_error();
   if (Status s = prepare_mirror(); !s.ok()) return s;
@@ -1178,6 +1194,10 @@ Status SqliteStore::close() {
     }
   }
   flush_timer_.close();
+  if (checkpointer_) {
+    sqlite3_wal_hook(db_, nullptr, nullptr);
+    checkpointer_->close();
+  }
   if (db_) {
     for (Stmt* st : {&list_first_, &list_after_, &get_node_, &endpoints_of_, &endpoints_of_proto_,
                      &get_endpoint_, &data_version_, &count_nodes_, &count_endpoints_, &insert_node_,

@@ -163,6 +163,10 @@ class Store {
   virtual Result<std::vector<std::string>> node_ids_between(const std::string& after,
                                                             const std::optional<std::string>& upto,
                                                             int limit) = 0;
+  // WAL checkpoints on a worker thread from now on, instead of SQLite's
+  // automatic one inside a commit on the loop (storage/wal_checkpointer.h):
+  // for bulk writes that must not hold the loop. No-op when read-only.
+  virtual void checkpoint_in_background() = 0;
 
   // --- statistics ------------------------------------------------------
   // Cheap: each queues a delta in memory (no SQL). Deltas are written in one

@@ -48,6 +48,13 @@ struct Host {
     return s.state == InventoryState::kConnected && s.lag_s && *s.lag_s == 0.0;
   }
   bool has_node(const std::string& id) const { return store->get_node(id).ok(); }
+  // For failure messages.
+  std::string describe() const {
+    const auto s = inventory->status();
+    return std::string(inventory_state_name(s.state)) + " revision " + std::to_string(s.revision) + " lag " +
+           (s.lag_s ? std::to_string(*s.lag_s) : "-") + " error " + s.last_error.value_or("-") + " heard " +
+           std::to_string(heard.size());
+  }
 
   Result<NodeWithEndpoints> add_node(const NodeSpec& spec) {
     std::optional<Result<NodeWithEndpoints>> out;
@@ -212,7 +219,9 @@ TEST_CASE("a removal reaches every host, and its listener hears node_removed") {
   b.heard.clear();
   REQUIRE(a.remove_node("gone").ok());
   CHECK_FALSE(a.has_node("gone"));
-  REQUIRE(run_until(&l.loop, [&] { return !b.has_node("gone"); }, 5s));
+  const bool gone = run_until(&l.loop, [&] { return !b.has_node("gone"); }, 5s);
+  INFO("a: " << a.describe() << "; b: " << b.describe());
+  REQUIRE(gone);
   REQUIRE(run_until(&l.loop, [&] {
     return std::any_of(b.heard.begin(), b.heard.end(), [](const InventoryChange& c) {
       return c.kind == InventoryChange::Kind::kNodeRemoved && c.node_id == "gone";
@@ -275,10 +284,12 @@ TEST_CASE("statistics stay on their host, and survive a full resync") {
   PostgresServer::query(dsn, "UPDATE connmgr.meta SET value = 'another' WHERE key = 'inventory_id'");
   a.heard.clear();
   PostgresServer::query(dsn, "INSERT INTO connmgr.nodes (id) VALUES ('t')");
-  REQUIRE(run_until(&l.loop, [&] {
+  const bool resynced = run_until(&l.loop, [&] {
     return std::any_of(a.heard.begin(), a.heard.end(),
                        [](const InventoryChange& c) { return c.kind == InventoryChange::Kind::kResync; });
-  }, 10s));
+  }, 10s);
+  INFO("a: " << a.describe());
+  REQUIRE(resynced);
   REQUIRE(run_until(&l.loop, [&] { return a.has_node("t"); }, 5s));
   CHECK(a.store->get_endpoint(id)->success_count == 1);
   CHECK(a.store->get_endpoint(id)->rtt_ms == std::optional<double>(12.5));
@@ -368,6 +379,20 @@ TEST_CASE("a server that is not there leaves the backend unavailable, retrying")
   REQUIRE(st.last_error.has_value());
   CHECK(st.last_error->find("refused") != std::string::npos);
   CHECK(a.add_node(node_spec("n", 0)).error().reason() == "unavailable");
+}
+
+TEST_CASE("a DSN that holds a password is never used") {
+  Loop l;
+  Host a(&l.loop, "host=127.0.0.1 port=1 user=postgres password=secret");
+  a.start();
+  const auto st = a.inventory->status();
+  CHECK(st.state == InventoryState::kUnavailable);
+  REQUIRE(st.last_error.has_value());
+  CHECK(st.last_error->find("pgpass") != std::string::npos);
+  CHECK(st.dsn->find("secret") == std::string::npos);
+  auto r = a.add_node(node_spec("n", 0));
+  CHECK(r.error().reason() == "unavailable");
+  CHECK(r.error().message().find("secret") == std::string::npos);
 }
 
 TEST_CASE("a host name in the DSN is resolved on the loop's resolver") {
