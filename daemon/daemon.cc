@@ -390,6 +390,9 @@ void Daemon::build_metrics() {
   metrics_.dispatcher = dispatcher_.get();
   metrics_.protocols = connectors_.names();
   metrics_.rpc_clients = [this] { return server_ ? server_->client_count() : 0; };
+  metrics_.extra = [this](metrics::Exposition& e) {
+    metrics::write_inventory_metrics(e, inventory_ ? inventory_->status() : InventoryStatus{});
+  };
   metrics_.process = [](metrics::Exposition& e) {
     if (auto stats = metrics::read_process_stats(); stats.ok()) metrics::write_process_metrics(e, *stats);
   };

@@ -18,7 +18,7 @@ EventTypeMask logged_event_types(config::LogLevel level) {
       return kAllEventTypes;
     case config::LogLevel::kInfo:
       return kAllEventTypes & ~event_type_bit(EventType::kConnecting) &
-             ~event_type_bit(EventType::kRetryScheduled);
+             ~event_type_bit(EventType::kRetryScheduled) & ~event_type_bit(EventType::kInventoryChanged);
     case config::LogLevel::kWarning:
       // connected and node_removed end a node's series of failures
       // (EventLog::summarized), though their lines are info.
@@ -72,7 +72,10 @@ void EventLog::log_event(const Event& e) {
   const bool asked = e.reason && (*e.reason == reason::kRequested || *e.reason == reason::kShutdown);
   const bool bad = (e.type == EventType::kConnectFailed && !cancelled) ||
                    (e.type == EventType::kDisconnected && !asked);
-  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled || cancelled;
+  // A fleet's inventory changes by the thousand in a bulk load: one line
+  // each at debug only (status.inventory and the metrics say where it is).
+  const bool quiet = e.type == EventType::kConnecting || e.type == EventType::kRetryScheduled ||
+                     e.type == EventType::kInventoryChanged || cancelled;
   const auto level = quiet ? config::LogLevel::kDebug
                      : bad ? config::LogLevel::kWarning
                            : config::LogLevel::kInfo;

@@ -159,6 +159,21 @@ void write_storage(const Sources& s, Exposition& e) {
 
 }  // namespace
 
+void write_inventory_metrics(Exposition& e, const InventoryStatus& status) {
+  e.family("connmgr_inventory_state", Type::kGauge,
+           "The inventory backend (local, postgres) and its state: 1 for the current one (connected, "
+           "connecting, unavailable), 0 for the others.");
+  for (InventoryState st : {InventoryState::kConnected, InventoryState::kConnecting, InventoryState::kUnavailable})
+    e.sample({{"backend", status.backend}, {"state", inventory_state_name(st)}},
+             uint64_t{status.state == st ? 1u : 0u});
+  e.family("connmgr_inventory_revision", Type::kGauge,
+           "The shared inventory's last revision applied to this host's mirror (0: none; local: 0).");
+  e.sample({}, status.revision);
+  e.family("connmgr_inventory_lag_seconds", Type::kGauge,
+           "Seconds since the mirror was last known to be current (postgres only).", "seconds");
+  if (status.lag_s) e.sample({}, *status.lag_s);
+}
+
 std::string render(const Sources& s, Format format, Scope scope) {
   Exposition e(format);
   e.family("connmgr_build", Type::kInfo, "The running connmgrd's version.");

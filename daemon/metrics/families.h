@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "metrics/exposition.h"
+#include "storage/inventory.h"
 
 namespace connmgr {
 class ConnectionManager;
@@ -44,5 +45,9 @@ struct Sources {
 enum class Scope { kAll, kWithoutProcess };
 
 std::string render(const Sources& sources, Format format, Scope scope = Scope::kAll);
+
+// The inventory's families (storage/inventory.h): its state, the revision
+// applied and the lag, for Sources::extra.
+void write_inventory_metrics(Exposition& e, const InventoryStatus& status);
 
 }  // namespace connmgr::metrics

@@ -307,6 +307,11 @@ class FleetTest(unittest.TestCase):
             self.assertIn("last_error", inv)
             time.sleep(1.1)
             self.assertGreaterEqual(self.inventory(b)["lag_s"], 1)
+            # The metrics say the same as status.inventory.
+            text = b.result("metrics")["text"]
+            self.assertIn('connmgr_inventory_state{backend="postgres",state="connected"} 0\n', text)
+            self.assertRegex(text, r"\nconnmgr_inventory_lag_seconds [1-9]")
+            self.assertIn("\nconnmgr_inventory_revision %d\n" % inv["revision"], text)
             self.assertTrue(b.result("nodes.get", {"node_id": "n1"})["connected"])
             # Back: both reconnect; what one writes reaches the other.
             self.server.start()
@@ -315,6 +320,9 @@ class FleetTest(unittest.TestCase):
             a.result("nodes.add", {"id": "n2"})
             self.wait_node(b, "n2")
             self.assertEqual(self.inventory(b)["lag_s"], 0)
+            text = b.result("metrics")["text"]
+            self.assertIn('connmgr_inventory_state{backend="postgres",state="connected"} 1\n', text)
+            self.assertIn("\nconnmgr_inventory_revision %d\n" % self.inventory(b)["revision"], text)
             for i in range(5):
                 self.assertEqual(b.call("nodes.get", {"node_id": "late%d" % i})["error"]["code"], NODE_NOT_FOUND)
             self.assertEqual(listener.eofs, 0)

@@ -38,6 +38,9 @@ FAMILIES = {
     "connmgr_dials_queued": "gauge",
     "connmgr_storage_flush_duration_seconds": "histogram",
     "connmgr_storage_pending_stats": "gauge",
+    "connmgr_inventory_state": "gauge",
+    "connmgr_inventory_revision": "gauge",
+    "connmgr_inventory_lag_seconds": "gauge",
     "process_cpu_seconds_total": "counter",
     "process_resident_memory_bytes": "gauge",
     "process_virtual_memory_bytes": "gauge",
@@ -101,6 +104,9 @@ class MethodTest(unittest.TestCase):
             self.assertEqual(value(m, "connmgr_links", protocol="tcp", state="active"), 0)
             self.assertEqual(value(m, "connmgr_dials_total", protocol="quic", result="success"), 0)
             self.assertEqual(value(m, "process_open_fds") > 3, True)
+            self.assertEqual(value(m, "connmgr_inventory_state", backend="local", state="connected"), 1)
+            self.assertEqual(value(m, "connmgr_inventory_state", backend="local", state="unavailable"), 0)
+            self.assertEqual(value(m, "connmgr_inventory_revision"), 0)
             for (name, labels), _ in m["samples"].items():
                 self.assertNotIn("node_id", dict(labels), name)
             promtool_check(self, text)
