@@ -111,6 +111,25 @@ class MethodTest(unittest.TestCase):
                 self.assertNotIn("node_id", dict(labels), name)
             promtool_check(self, text)
 
+    def test_the_docs_list_every_family(self):
+        """Pass: every family the daemon writes is named in docs/operations.md's
+        Metrics section and in connmgrd(8)'s METRICS section, and neither names
+        a connmgr_ family the daemon does not write."""
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "../../docs/operations.md")) as f:
+            ops = f.read().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+        with open(os.path.join(here, "../../docs/man/connmgrd.8.scd")) as f:
+            man = f.read().split("\n# METRICS\n", 1)[1].split("\n# ", 1)[0]
+        with Daemon() as d:
+            written = set(parse(d.result("metrics")["text"])["types"])
+        for name, text in (("operations.md", ops), ("connmgrd.8", man)):
+            named = set(re.findall(r"\b((?:connmgr|process)_[a-z_]+[a-z])\b", text))
+            # Samples of histograms are named after their family.
+            named = {n for n in named if not re.search(r"_(bucket|sum|count)$", n)}
+            self.assertEqual(sorted(written - named), [], "%s misses families" % name)
+            self.assertEqual(sorted(n for n in named - written if n.startswith("connmgr_")), [],
+                             "%s names families the daemon does not write" % name)
+
     def test_counters_move_as_things_happen(self):
         """Pass: two nodes added, one linked over TCP to a real listener, the
         other refused twice, then the link disconnected: the node and
