@@ -413,7 +413,10 @@ TEST_CASE("answers are counted by method and outcome", "[dispatcher][metrics]") 
   h.run("{not json");
   h.run("[]");
   h.run(R"([{"jsonrpc":"2.0","id":8,"method":"echo"},{"jsonrpc":"1.0","id":9,"method":"echo"}])");
-  h.run(R"({"jsonrpc":"2.0","id":10,"method":"later"})");
+  // Answered after the call returns: its `done` must outlive the call.
+  auto late = std::make_shared<std::optional<std::string>>();
+  h.d.handle_line(R"({"jsonrpc":"2.0","id":10,"method":"later"})", h.session,
+                  [late](std::optional<std::string> a) { *late = std::move(a); });
   CHECK(counts("echo").success == 3);
   CHECK(counts("echo").error == 1);
   CHECK(counts("missing").error == 1);
@@ -425,6 +428,7 @@ TEST_CASE("answers are counted by method and outcome", "[dispatcher][metrics]") 
   CHECK(counts("later").success == 0);  // not answered yet
   h.parked.front().result(1);
   CHECK(counts("later").success == 1);
+  CHECK(late->has_value());
   CHECK(counts("change").success == 0);  // every method has its entry from the start
 }
 
