@@ -82,6 +82,9 @@ class MirrorSync {
     Endpoint endpoint;
   };
   struct FullResync {
+    // User-provided: clang cannot default-construct a nested class with
+    // member initializers inside its enclosing class (std::optional::emplace).
+    FullResync() {}
     int64_t base = 0;  // the log's last revision before the first page
     std::string inventory_id;
     std::string requested_after;  // the last node id asked of the server
